@@ -1,0 +1,306 @@
+"""Domain: the one handle over a guest of any virtualization type.
+
+Name, uuid and virt type are cached identity; ``state`` is read live. Lifecycle calls are
+idempotent where the goal is already reached (start a running domain, destroy a stopped one,
+undefine an absent one). Waits block on libvirt's lifecycle events (see
+:mod:`hvlib.events`) with a polling fallback. Only this module and :mod:`hvlib.host` call
+libvirt, always inside :func:`hvlib._virt.translated`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hvlib import _virt
+from hvlib.domxml import DomainXML
+from hvlib.enums import State, VirtType
+from hvlib.errors import DomainNotFound, InvalidState, WaitTimeout
+from hvlib.render import HVLIB_NS
+
+if TYPE_CHECKING:
+    from hvlib.host import Host
+
+_UNDEFINE_FLAGS = (
+    "VIR_DOMAIN_UNDEFINE_NVRAM",
+    "VIR_DOMAIN_UNDEFINE_MANAGED_SAVE",
+    "VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA",
+    "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA",
+)
+
+
+@dataclass(frozen=True)
+class ShutdownResult:
+    """What :meth:`Domain.shutdown` did: ``graceful`` False means it had to destroy."""
+
+    graceful: bool
+    elapsed: float
+    requests: int = 0
+    """How many shutdown requests were sent (0: it was already off)."""
+
+
+def virt_of(doc: DomainXML) -> VirtType:
+    """The VirtType a domain document describes (hvlib's metadata first, then its XML)."""
+    recorded = doc.get_metadata(HVLIB_NS, "virt")
+    if recorded:
+        try:
+            return VirtType(recorded)
+        except ValueError:
+            pass
+    dtype = doc.domain_type
+    if dtype == "xen":
+        return VirtType.XEN_HVM if doc.os_type == "hvm" else VirtType.XEN_PV
+    if dtype == "lxc" or doc.os_type == "exe":
+        return VirtType.LXC
+    return VirtType.KVM if dtype == "kvm" else VirtType.QEMU
+
+
+class Domain:
+    """A libvirt domain on a :class:`hvlib.Host`. Get one from ``host.domains``."""
+
+    def __init__(self, host: Host, handle: Any, virt: VirtType | None = None) -> None:
+        self.host = host
+        self._handle = handle
+        with _virt.translated():
+            self.name: str = handle.name()
+            self.uuid: str = handle.UUIDString()
+        self._virt = virt
+
+    def __repr__(self) -> str:
+        return f"<Domain {self.name} {self._virt.value if self._virt else '?'} {self.uuid}>"
+
+    @property
+    def virt(self) -> VirtType:
+        """The virtualization type (read once from the domain's XML, then cached).
+
+        Raises:
+            DomainNotFound: the domain no longer exists and its type was never read.
+        """
+        if self._virt is None:
+            self._virt = virt_of(self.xml_doc(inactive=True))
+        return self._virt
+
+    @property
+    def handle(self) -> Any:
+        """The underlying libvirt object (an escape hatch; hvlib's errors do not wrap it)."""
+        return self._handle
+
+    @property
+    def state(self) -> State:
+        """The current state, read live; ABSENT once the domain is gone.
+
+        Raises:
+            HostError: the connection failed.
+        """
+        try:
+            with _virt.translated(self.name):
+                return _virt.state_of(self._handle.state()[0])
+        except DomainNotFound:
+            return State.ABSENT
+
+    def xml(self, *, inactive: bool = False) -> str:
+        """The domain's XML: live, or with ``inactive`` the persistent definition.
+
+        Raises:
+            DomainNotFound: the domain is gone.
+        """
+        flags = _virt.C.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        with _virt.translated(self.name):
+            return str(self._handle.XMLDesc(flags))
+
+    def xml_doc(self, *, inactive: bool = False) -> DomainXML:
+        """:meth:`xml`, parsed into the editable model."""
+        return DomainXML.from_xml(self.xml(inactive=inactive))
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the domain; a no-op if it is already active.
+
+        Raises:
+            DomainNotFound: the domain is gone. InvalidState: paused domains need resume().
+            LibvirtError: libvirt failed to start it (the message says why).
+        """
+        state = self.state
+        if state is State.ABSENT:
+            raise DomainNotFound(f"domain {self.name} does not exist", name=self.name)
+        if state.is_active:
+            return
+        try:
+            with _virt.translated(self.name):
+                self._handle.create()
+        except InvalidState:
+            if not self.state.is_active:  # not the "already running" race: a real refusal
+                raise
+        self.host.on_started(self)
+
+    def suspend(self) -> None:
+        """Pause the running domain; a no-op if it is already paused.
+
+        Raises:
+            InvalidState: the domain is not running.
+        """
+        if self._require_active("suspend") is State.PAUSED:
+            return
+        with _virt.translated(self.name):
+            self._handle.suspend()
+
+    def resume(self) -> None:
+        """Resume a paused domain; a no-op if it is already running.
+
+        Raises:
+            InvalidState: the domain is not active.
+        """
+        if self._require_active("resume") is not State.PAUSED:
+            return
+        with _virt.translated(self.name):
+            self._handle.resume()
+
+    def reboot(self) -> None:
+        """Ask the guest to reboot (ACPI or the container's init).
+
+        Raises:
+            InvalidState: the domain is not active.
+        """
+        self._require_active("reboot")
+        with _virt.translated(self.name):
+            self._handle.reboot(0)
+
+    def _require_active(self, action: str) -> State:
+        state = self.state
+        if not state.is_active:
+            raise InvalidState(
+                f"cannot {action} {self.name}: it is {state.value}", name=self.name, state=state
+            )
+        return state
+
+    def shutdown(
+        self, timeout: float = 60.0, *, force: bool = True, resend_interval: float = 5.0
+    ) -> ShutdownResult:
+        """Shut down gracefully: send ACPI (or the container's init) a request, re-sent every
+        ``resend_interval`` s, until the domain is off; past ``timeout``, destroy it.
+
+        Returns what happened. A domain that is already off (or absent) gives
+        ``ShutdownResult(graceful=True, elapsed=0.0, requests=0)``.
+
+        Raises:
+            WaitTimeout: ``force=False`` and the guest did not stop in time (it keeps running).
+        """
+        started = time.monotonic()
+        deadline = started + timeout
+        requests = 0
+        while self.state.is_active:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return self._shutdown_timed_out(started, requests, force, timeout)
+            requests += self._request_shutdown()
+            if self._wait_inactive(min(resend_interval, remaining)):
+                break
+        return ShutdownResult(True, time.monotonic() - started, requests)
+
+    def _request_shutdown(self) -> int:
+        try:
+            with _virt.translated(self.name):
+                self._handle.shutdown()
+        except (InvalidState, DomainNotFound):
+            pass  # it stopped (or vanished) between our look and the request
+        return 1
+
+    def _wait_inactive(self, timeout: float) -> bool:
+        try:
+            self.wait_for((State.SHUT_OFF, State.ABSENT, State.CRASHED), timeout=timeout)
+        except WaitTimeout:
+            return False
+        return True
+
+    def _shutdown_timed_out(
+        self, started: float, requests: int, force: bool, timeout: float
+    ) -> ShutdownResult:
+        if not force:
+            raise WaitTimeout(
+                f"{self.name} did not shut down within {timeout:g} s",
+                name=self.name,
+                waited=time.monotonic() - started,
+                last=self.state,
+            )
+        self.destroy()
+        return ShutdownResult(False, time.monotonic() - started, requests)
+
+    def destroy(self) -> None:
+        """Stop the domain at once (power off); a no-op if it is off or absent."""
+        if not self.state.is_active:
+            return
+        try:
+            with _virt.translated(self.name):
+                self._handle.destroy()
+        except (InvalidState, DomainNotFound):
+            pass  # already stopped
+
+    def undefine(self) -> None:
+        """Remove the persistent definition (and its NVRAM, managed save and snapshot
+        metadata); a no-op if the domain is absent. A running domain keeps running, transient.
+
+        Raises:
+            LibvirtError: libvirt refused.
+        """
+        try:
+            with _virt.translated(self.name):
+                self._undefine()
+        except DomainNotFound:
+            return
+
+    def _undefine(self) -> None:
+        flags = 0
+        for name in _UNDEFINE_FLAGS:
+            flags |= getattr(_virt.C, name, 0)
+        try:
+            self._handle.undefineFlags(flags)
+        except Exception as e:  # drivers that reject a flag (the test driver, LXC)
+            if (
+                not _virt.is_libvirt_error(e)
+                or _virt.translate(e).code == _virt.C.VIR_ERR_NO_DOMAIN
+            ):
+                raise
+            self._handle.undefine()
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def wait_for(
+        self,
+        state: State | Iterable[State],
+        timeout: float = 60.0,
+        poll_interval: float | None = None,
+    ) -> State:
+        """Block until the domain is in ``state`` (or one of several); return the state.
+
+        Wakes on libvirt's lifecycle events, and also re-reads the state every
+        ``poll_interval`` s (default: the host's; None on the host disables polling).
+
+        Raises:
+            WaitTimeout: not reached within ``timeout`` s (``.last`` is the last state seen).
+        """
+        goals = {state} if isinstance(state, State) else set(state)
+        poll = self.host.poll_interval if poll_interval is None else poll_interval
+        hub, started = self.host.event_hub, time.monotonic()
+        deadline = started + timeout
+        while True:
+            seq = hub.seq(self.uuid)
+            current = self.state
+            if current in goals:
+                return current
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WaitTimeout(
+                    f"{self.name} did not reach {'/'.join(sorted(g.value for g in goals))} "
+                    f"within {timeout:g} s (it is {current.value})",
+                    name=self.name,
+                    waited=time.monotonic() - started,
+                    last=current,
+                )
+            with hub.cond:
+                hub.cond.wait_for(
+                    lambda seq=seq: hub.seq(self.uuid) != seq,  # type: ignore[misc]
+                    timeout=min(remaining, poll) if poll else remaining,
+                )

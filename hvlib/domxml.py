@@ -1,0 +1,161 @@
+"""The libvirt domain XML, modelled field by field on top of :mod:`hvlib.xmlmodel`.
+
+These classes hold no policy (no defaults, no checks of what a virt type allows: that is
+:mod:`hvlib.profiles`) and never call libvirt. They read templates, rendered documents and
+live ``XMLDesc()`` output alike, keeping every element they do not model.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from lxml import etree
+
+from hvlib.xmlmodel import (
+    Attr,
+    Element,
+    Flag,
+    IntAttr,
+    IntText,
+    MemoryKiB,
+    Text,
+    XmlNode,
+    ensure_path,
+)
+
+DevT = TypeVar("DevT", bound=XmlNode)
+
+
+class DiskXML(XmlNode):
+    """``<disk>``: a block device (file, volume, cdrom)."""
+
+    tag = "disk"
+    kind = Attr(".", "type")
+    device = Attr(".", "device")
+    driver_name = Attr("driver", "name")
+    driver_type = Attr("driver", "type")
+    source_file = Attr("source", "file")
+    source_pool = Attr("source", "pool")
+    source_volume = Attr("source", "volume")
+    target_dev = Attr("target", "dev")
+    target_bus = Attr("target", "bus")
+    readonly = Flag("readonly")
+
+
+class InterfaceXML(XmlNode):
+    """``<interface>``: a NIC on a libvirt network or a host bridge."""
+
+    tag = "interface"
+    kind = Attr(".", "type")
+    mac = Attr("mac", "address")
+    source_network = Attr("source", "network")
+    source_bridge = Attr("source", "bridge")
+    model = Attr("model", "type")
+    target_dev = Attr("target", "dev")
+
+
+class FilesystemXML(XmlNode):
+    """``<filesystem>``: a host directory passed into the guest."""
+
+    tag = "filesystem"
+    kind = Attr(".", "type")
+    accessmode = Attr(".", "accessmode")
+    source_dir = Attr("source", "dir")
+    target_dir = Attr("target", "dir")
+    readonly = Flag("readonly")
+
+
+class DomainXML(XmlNode):
+    """``<domain>``: the whole definition."""
+
+    tag = "domain"
+    domain_type = Attr(".", "type")
+    name = Text("name")
+    uuid = Text("uuid")
+    description = Text("description")
+    memory_kib = MemoryKiB("memory")
+    max_memory_kib = MemoryKiB("maxMemory")
+    current_memory_kib = MemoryKiB("currentMemory")
+    vcpu = IntText("vcpu")
+    vcpu_current = IntAttr("vcpu", "current")
+    os_type = Text("os/type")
+    os_arch = Attr("os/type", "arch")
+    os_machine = Attr("os/type", "machine")
+    kernel = Text("os/kernel")
+    initrd = Text("os/initrd")
+    cmdline = Text("os/cmdline")
+    init = Text("os/init")
+    on_poweroff = Text("on_poweroff")
+    on_reboot = Text("on_reboot")
+    on_crash = Text("on_crash")
+    privnet = Flag("features/privnet")
+
+    @property
+    def devices(self) -> Element:
+        """The ``<devices>`` element (created if missing)."""
+        return ensure_path(self.el, "devices")
+
+    @property
+    def disks(self) -> list[DiskXML]:
+        """Every ``<disk>``, in document order."""
+        return list(self.children(DiskXML, "devices/disk"))
+
+    @property
+    def interfaces(self) -> list[InterfaceXML]:
+        """Every ``<interface>``, in document order."""
+        return list(self.children(InterfaceXML, "devices/interface"))
+
+    @property
+    def filesystems(self) -> list[FilesystemXML]:
+        """Every ``<filesystem>``, in document order."""
+        return list(self.children(FilesystemXML, "devices/filesystem"))
+
+    @property
+    def initargs(self) -> list[str]:
+        """The container init's arguments (``<os><initarg>``), in order."""
+        return [el.text or "" for el in self.el.findall("os/initarg")]
+
+    @initargs.setter
+    def initargs(self, args: list[str]) -> None:
+        os_el = ensure_path(self.el, "os")
+        for el in os_el.findall("initarg"):
+            os_el.remove(el)
+        for arg in args:
+            etree.SubElement(os_el, "initarg").text = arg
+
+    def add_device(self, node_type: type[DevT]) -> DevT:
+        """Append a new, empty device of ``node_type`` to ``<devices>`` and return it.
+
+        It goes before the first console/serial/memballoon element so that the document keeps
+        libvirt's usual device order.
+        """
+        node = node_type.new()
+        anchor = next((el for el in self.devices if el.tag in _TAIL_DEVICES), None)
+        if anchor is None:
+            self.devices.append(node.el)
+        else:
+            anchor.addprevious(node.el)
+        return node
+
+    def remove_device(self, node: XmlNode) -> None:
+        """Remove ``node`` from ``<devices>``."""
+        self.devices.remove(node.el)
+
+    def set_metadata(self, namespace: str, prefix: str, tag: str, text: str | None) -> None:
+        """Set (or with None remove) ``<metadata><prefix:tag xmlns:prefix=namespace>``."""
+        meta = ensure_path(self.el, "metadata")
+        qname = f"{{{namespace}}}{tag}"
+        for el in meta.findall(qname):
+            meta.remove(el)
+        if text is not None:
+            etree.SubElement(meta, qname, nsmap={prefix: namespace}).text = text
+        if len(meta) == 0:
+            self.el.remove(meta)
+
+    def get_metadata(self, namespace: str, tag: str) -> str | None:
+        """The text of ``<metadata><ns:tag>``, or None."""
+        el = self.el.find(f"metadata/{{{namespace}}}{tag}")
+        return None if el is None else (el.text or "")
+
+
+_TAIL_DEVICES = ("serial", "console", "channel", "input", "graphics", "video", "memballoon")

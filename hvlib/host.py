@@ -1,0 +1,274 @@
+"""Host: one libvirt connection, its event subscription, and the domain collection.
+
+``hvlib.connect(uri)`` returns a Host. ``host.domains`` defines, finds, lists and reports
+statistics of domains with one bulk libvirt call per list, whatever the number of domains.
+Checks that need the host (does a network exist?) run here, before anything is defined.
+Only this module and :mod:`hvlib.domain` call libvirt, always through :mod:`hvlib._virt`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from hvlib import _virt
+from hvlib.domain import Domain
+from hvlib.enums import State
+from hvlib.errors import AlreadyExists, DomainNotFound, NotFound, SpecError
+from hvlib.events import Callback, DomainEvent, EventHub, EventKind, Subscription
+from hvlib.render import render
+from hvlib.spec import DiskKind, DomainSpec
+
+log = logging.getLogger("hvlib")
+
+_LIST_FLAGS = {
+    State.RUNNING: "VIR_CONNECT_LIST_DOMAINS_RUNNING",
+    State.PAUSED: "VIR_CONNECT_LIST_DOMAINS_PAUSED",
+    State.SHUT_OFF: "VIR_CONNECT_LIST_DOMAINS_SHUTOFF",
+}
+
+
+class Host:
+    """A connection to one libvirt daemon (or the in-process ``test:///`` driver).
+
+    Use as a context manager, or call :meth:`close`. Thread-safe: libvirt connections are.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        netns: str | None = None,
+        poll_interval: float | None = 1.0,
+        readonly: bool = False,
+    ) -> None:
+        self.uri = uri
+        self.netns = netns
+        """Network namespace in which hvlib opens sockets toward guests (SSH, probes)."""
+        self.poll_interval = poll_interval
+        """Seconds between state re-reads during waits (None: events only)."""
+        self.event_hub = EventHub()
+        self._lock = threading.Lock()
+        self._conn: Any = _virt.open_connection(uri, readonly=readonly)
+        self._callback_id: int | None = None
+        self._register_events()
+        self.domains = Domains(self)
+
+    def __repr__(self) -> str:
+        return f"<Host {self.uri}>"
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def conn(self) -> Any:
+        """The libvirt connection (an escape hatch: raw calls raise raw libvirt errors)."""
+        return self._conn
+
+    def close(self) -> None:
+        """Deregister events and close the connection (idempotent)."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            with _virt.translated():
+                if self._callback_id is not None:
+                    conn.domainEventDeregisterAny(self._callback_id)
+                conn.close()
+        except Exception as e:  # closing a broken connection must not mask the real error
+            log.debug("closing %s: %s", self.uri, e)
+
+    def _register_events(self) -> None:
+        with _virt.translated():
+            self._callback_id = self._conn.domainEventRegisterAny(
+                None, _virt.C.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
+            )
+            try:
+                self._conn.setKeepAlive(5, 3)
+            except Exception as e:  # the in-process test driver has no keepalive
+                log.debug("no keepalive on %s: %s", self.uri, e)
+
+    def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
+        self.event_hub.dispatch(
+            DomainEvent(dom.name(), dom.UUIDString(), EventKind.of(event), detail)
+        )
+
+    def on_started(self, dom: Domain) -> None:
+        """Hook called by :meth:`Domain.start` after a start (console capture lives here)."""
+
+    # -- events --------------------------------------------------------------------------
+
+    def subscribe(self, callback: Callback) -> Subscription:
+        """Call ``callback(DomainEvent)`` for every lifecycle event of every domain.
+
+        The callback runs on libvirt's event thread: keep it quick, do not block.
+        """
+        return self.event_hub.subscribe(callback)
+
+    def events(
+        self, names: Iterator[str] | list[str] | None = None, timeout: float | None = None
+    ) -> Iterator[DomainEvent]:
+        """Iterate over lifecycle events (of ``names`` only, if given) as they arrive.
+
+        Stops after ``timeout`` s without an event (None: never). Subscribed on first
+        ``next()``; closing the iterator unsubscribes.
+        """
+        return self.event_hub.stream(None if names is None else set(names), timeout)
+
+    # -- host facts ----------------------------------------------------------------------
+
+    def capabilities(self) -> str:
+        """The host's capabilities XML."""
+        with _virt.translated():
+            return str(self._conn.getCapabilities())
+
+    @property
+    def is_test_driver(self) -> bool:
+        """True for libvirt's in-process ``test:///`` driver."""
+        return self.uri.startswith("test:")
+
+
+@dataclass(frozen=True)
+class DomainStats:
+    """Figures for one domain from a bulk statistics call (absent figures are None/empty)."""
+
+    name: str
+    state: State
+    cpu_time_ns: int | None = None
+    vcpus: int | None = None
+    memory_kib: int | None = None
+    memory_max_kib: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Every figure libvirt returned, under libvirt's own keys."""
+
+
+class Domains:
+    """The domains of one host: ``host.domains``."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def define(self, spec: DomainSpec) -> Domain:
+        """Define (persistently) the domain ``spec`` describes, without starting it.
+
+        Raises:
+            SpecError, Unsupported: the spec is bad for its type or this host (nothing defined).
+            AlreadyExists: a domain of that name exists (use ``ensure`` to converge).
+        """
+        xml = render(spec)
+        self.check_host_refs(spec)
+        if self._lookup(spec.name) is not None:
+            raise AlreadyExists(f"domain {spec.name} already exists", name=spec.name)
+        with _virt.translated(spec.name):
+            handle = self.host.conn.defineXML(xml)
+        dom = Domain(self.host, handle, spec.virt)
+        if spec.autostart:
+            with _virt.translated(spec.name):
+                handle.setAutostart(1)
+        return dom
+
+    def check_host_refs(self, spec: DomainSpec) -> None:
+        """Check that the networks and pools ``spec`` names exist on this host.
+
+        Raises:
+            SpecError: naming the missing network or pool.
+        """
+        conn = self.host.conn
+        for i, nic in enumerate(spec.nics):
+            if nic.kind == "network":
+                self._must_exist(f"nics[{i}].network", nic.source, conn.networkLookupByName)
+        for i, disk in enumerate(spec.disks):
+            if disk.kind is DiskKind.VOLUME:
+                self._must_exist(f"disks[{i}].pool", disk.pool or "", conn.storagePoolLookupByName)
+
+    @staticmethod
+    def _must_exist(fieldname: str, name: str, lookup: Any) -> None:
+        try:
+            with _virt.translated():
+                lookup(name)
+        except NotFound:
+            raise SpecError(fieldname, "does not exist on this host", name) from None
+
+    def _lookup(self, name: str) -> Any | None:
+        try:
+            with _virt.translated(name):
+                return self.host.conn.lookupByName(name)
+        except DomainNotFound:
+            return None
+
+    def get(self, name: str) -> Domain:
+        """The domain called ``name``.
+
+        Raises:
+            DomainNotFound: there is none.
+        """
+        handle = self._lookup(name)
+        if handle is None:
+            raise DomainNotFound(f"no domain named {name}", name=name)
+        return Domain(self.host, handle)
+
+    def find(self, name: str) -> Domain | None:
+        """The domain called ``name``, or None."""
+        handle = self._lookup(name)
+        return None if handle is None else Domain(self.host, handle)
+
+    def list(self, state: State | None = None) -> list[Domain]:
+        """All domains (only those in ``state``, if given), in one libvirt call."""
+        return [Domain(self.host, handle) for handle, _ in self._bulk(state, 0)]
+
+    def stats(self, state: State | None = None) -> dict[str, DomainStats]:
+        """CPU, memory, vcpu, disk and network figures of every domain, in one libvirt call."""
+        kinds = 0
+        for name in ("STATE", "CPU_TOTAL", "BALLOON", "VCPU", "INTERFACE", "BLOCK"):
+            kinds |= getattr(_virt.C, f"VIR_DOMAIN_STATS_{name}")
+        return {h.name(): _stats_of(h.name(), raw) for h, raw in self._bulk(state, kinds)}
+
+    def _bulk(self, state: State | None, kinds: int) -> builtins.list[tuple[Any, dict[str, Any]]]:
+        """``getAllDomainStats`` filtered by ``state``: one call for any number of domains."""
+        flags = getattr(_virt.C, _LIST_FLAGS[state]) if state in _LIST_FLAGS else 0
+        kinds |= _virt.C.VIR_DOMAIN_STATS_STATE
+        with _virt.translated():
+            found = self.host.conn.getAllDomainStats(kinds, flags)
+        if state is None or state in _LIST_FLAGS:
+            return list(found)
+        return [(h, raw) for h, raw in found if _virt.state_of(raw["state.state"]) is state]
+
+
+def _stats_of(name: str, raw: dict[str, Any]) -> DomainStats:
+    return DomainStats(
+        name=name,
+        state=_virt.state_of(raw.get("state.state", 0)),
+        cpu_time_ns=raw.get("cpu.time"),
+        vcpus=raw.get("vcpu.current"),
+        memory_kib=raw.get("balloon.current"),
+        memory_max_kib=raw.get("balloon.maximum"),
+        raw=dict(raw),
+    )
+
+
+def connect(
+    uri: str,
+    *,
+    netns: str | None = None,
+    poll_interval: float | None = 1.0,
+    readonly: bool = False,
+) -> Host:
+    """Open a :class:`Host` on ``uri`` (``qemu:///system``, ``lxc:///``, ``test:///default``,
+    ``qemu+ssh://...``).
+
+    ``netns`` names a network namespace (``ip netns``) in which hvlib opens its sockets toward
+    guests; the calling process stays where it is. ``poll_interval`` is the state re-read
+    period of waits (None: libvirt's events only).
+
+    Raises:
+        HostError: the daemon cannot be reached or refused the connection.
+    """
+    return Host(uri, netns=netns, poll_interval=poll_interval, readonly=readonly)

@@ -1,0 +1,210 @@
+"""From a DomainSpec to libvirt domain XML, through the per-type templates and lxml.
+
+:func:`render_tree` loads the type's skeleton from ``templates/`` (shipped in the wheel as
+``hvlib.templates``) and sets the spec's values through :mod:`hvlib.domxml`; no string is ever
+formatted into XML, so any name or path is escaped by lxml. The caller's :class:`XmlEdit` list
+and ``xml_hook`` run last. :func:`validate` checks a document against libvirt's own RelaxNG
+schema. This module does not talk to libvirt.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from lxml import etree
+
+from hvlib import profiles
+from hvlib.domxml import DiskXML, DomainXML, FilesystemXML, InterfaceXML
+from hvlib.errors import SpecError
+from hvlib.profiles import Profile
+from hvlib.spec import Disk, DiskKind, DomainSpec, Filesystem, Nic, XmlEdit
+from hvlib.xmlmodel import parse
+
+SCHEMA_DIR = Path("/usr/share/libvirt/schemas")
+HVLIB_NS = "https://hvlib.dev/xmlns/hvlib/1"
+"""Namespace of hvlib's own ``<metadata>`` (the virt type a domain was made as)."""
+
+
+@functools.cache
+def template_text(name: str) -> bytes:
+    """The bytes of ``templates/NAME.xml``, read once from the installed package."""
+    return resources.files("hvlib.templates").joinpath(f"{name}.xml").read_bytes()
+
+
+def load_template(name: str) -> DomainXML:
+    """A fresh, editable copy of the template ``name``."""
+    return DomainXML(parse(template_text(name)))
+
+
+def render(spec: DomainSpec) -> str:
+    """The domain XML for ``spec``.
+
+    Raises:
+        SpecError, Unsupported: the spec does not fit its virt type (nothing is rendered).
+    """
+    return render_tree(spec).to_xml()
+
+
+def render_tree(spec: DomainSpec) -> DomainXML:
+    """Like :func:`render`, but return the editable document."""
+    profile = profiles.check(spec)
+    doc = load_template(profile.template)
+    _set_basics(doc, spec, profile)
+    _set_boot(doc, spec)
+    _add_disks(doc, spec.disks, profile)
+    for nic in spec.nics:
+        _add_nic(doc, nic, profile)
+    for fs in spec.filesystems:
+        _add_filesystem(doc, fs, profile)
+    apply_edits(doc, spec.xml_edits)
+    if spec.xml_hook is not None:
+        spec.xml_hook(doc.el)
+    return doc
+
+
+def _set_basics(doc: DomainXML, spec: DomainSpec, profile: Profile) -> None:
+    doc.domain_type = profile.domain_type
+    doc.name = spec.name
+    if spec.uuid is not None:
+        doc.uuid = spec.uuid
+    if spec.description is not None:
+        doc.description = spec.description
+    max_mib = spec.max_memory_mib or spec.memory_mib
+    doc.memory_kib = max_mib * 1024
+    doc.current_memory_kib = spec.memory_mib * 1024
+    doc.vcpu = spec.max_vcpus or spec.vcpus
+    doc.vcpu_current = spec.vcpus if spec.max_vcpus else None
+    doc.on_poweroff, doc.on_reboot, doc.on_crash = spec.on_poweroff, spec.on_reboot, spec.on_crash
+    doc.set_metadata(HVLIB_NS, "hvlib", "virt", spec.virt.value)
+
+
+def _set_boot(doc: DomainXML, spec: DomainSpec) -> None:
+    doc.kernel, doc.initrd, doc.cmdline = spec.kernel, spec.initrd, spec.cmdline
+    if spec.init:
+        doc.init = spec.init[0]
+        doc.initargs = list(spec.init[1:])
+    if not spec.kernel and spec.disks:
+        boot = doc.el.find("os/boot")
+        if boot is None:
+            etree.SubElement(doc.el.find("os"), "boot", dev="hd")  # type: ignore[arg-type]
+
+
+def _add_disks(doc: DomainXML, disks: Sequence[Disk], profile: Profile) -> None:
+    taken: set[str | None] = {d.target for d in disks if d.target}
+    counters = {"disk": 0, "cdrom": 0}
+    for disk in disks:
+        target = disk.target or _next_target(profile, taken, disk.device == "cdrom", counters)
+        _add_disk(doc, disk, target, profile)
+
+
+def _next_target(
+    profile: Profile, taken: set[str | None], cdrom: bool, counters: dict[str, int]
+) -> str:
+    kind = "cdrom" if cdrom and profile.cdrom_bus == "ide" else "disk"
+    while True:
+        name = profile.disk_target(counters[kind], cdrom)
+        counters[kind] += 1
+        if name not in taken:
+            taken.add(name)
+            return name
+
+
+def _add_disk(doc: DomainXML, disk: Disk, target: str, profile: Profile) -> None:
+    node = doc.add_device(DiskXML)
+    node.kind = "file" if disk.kind is DiskKind.FILE else "volume"
+    node.device = disk.device
+    if profile.domain_type in ("kvm", "qemu"):
+        node.driver_name = "qemu"
+    node.driver_type = disk.format or ("raw" if disk.kind is DiskKind.FILE else None)
+    if disk.kind is DiskKind.FILE:
+        node.source_file = disk.path
+    else:
+        node.source_pool, node.source_volume = disk.pool, disk.volume_name
+    node.target_dev = target
+    node.target_bus = profile.cdrom_bus if disk.device == "cdrom" else profile.disk_bus
+    node.readonly = disk.readonly
+
+
+def _add_nic(doc: DomainXML, nic: Nic, profile: Profile) -> None:
+    node = doc.add_device(InterfaceXML)
+    node.kind = nic.kind
+    if nic.mac:
+        node.mac = nic.mac
+    if nic.kind == "network":
+        node.source_network = nic.source
+    else:
+        node.source_bridge = nic.source
+    node.model = nic.model or profile.nic_model
+
+
+def _add_filesystem(doc: DomainXML, fs: Filesystem, profile: Profile) -> None:
+    if fs.is_host_root:
+        return  # no <filesystem> at all: libvirt then shares the host's root
+    node = doc.add_device(FilesystemXML)
+    node.kind = "mount"
+    if not profile.is_container:
+        node.accessmode = "passthrough"
+    node.source_dir = fs.source
+    node.target_dir = fs.target
+    node.readonly = fs.readonly
+
+
+def apply_edits(doc: DomainXML, edits: Sequence[XmlEdit]) -> None:
+    """Apply the caller's XPath edits to ``doc``.
+
+    Raises:
+        SpecError: an XPath that does not parse, or a set that matches nothing.
+    """
+    for edit in edits:
+        _apply_edit(doc, edit)
+
+
+def _apply_edit(doc: DomainXML, edit: XmlEdit) -> None:
+    path, _, attr = edit.xpath.rpartition("/@")
+    if not attr or "/" in attr or "[" in attr:
+        path, attr = edit.xpath, ""
+    try:
+        matches = doc.el.xpath(path)
+    except etree.XPathError as e:
+        raise SpecError("xml_edits.xpath", f"not a valid XPath: {e}", edit.xpath) from None
+    elements = [m for m in matches if isinstance(m, etree._Element)]  # type: ignore[union-attr]
+    if not elements and not edit.remove:
+        raise SpecError("xml_edits.xpath", "matches no element", edit.xpath)
+    for el in elements:
+        _edit_element(el, edit, attr)
+
+
+def _edit_element(el: etree._Element, edit: XmlEdit, attr: str) -> None:
+    if edit.remove and attr:
+        if attr in el.attrib:
+            del el.attrib[attr]
+    elif edit.remove:
+        parent = el.getparent()
+        if parent is not None:
+            parent.remove(el)
+    elif attr:
+        el.set(attr, edit.value or "")
+    else:
+        el.text = edit.value
+
+
+@functools.cache
+def _relaxng(name: str) -> etree.RelaxNG:
+    return etree.RelaxNG(etree.parse(str(SCHEMA_DIR / f"{name}.rng")))
+
+
+def validate(xml: str | bytes, schema: str = "domain") -> None:
+    """Validate ``xml`` against libvirt's installed RelaxNG schema ``schema``.
+
+    Raises:
+        SpecError: the document does not validate (the schema's first complaint is quoted).
+        FileNotFoundError: libvirt's schemas are not installed on this machine.
+    """
+    rng = _relaxng(schema)
+    if not rng.validate(parse(xml)):
+        raise SpecError(
+            "xml", f"does not validate against {schema}.rng: {rng.error_log.last_error}"
+        )

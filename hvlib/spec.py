@@ -1,0 +1,382 @@
+"""What a user asks for: DomainSpec and its devices, validated on construction.
+
+Every check here runs before libvirt is called, so a bad spec never half-defines a domain.
+A failed check raises :class:`hvlib.SpecError` naming the field and the rule. Checks that
+depend on the virtualization type (a cdrom on LXC, say) live in :mod:`hvlib.profiles`;
+checks that need a host (does that network exist?) live in :mod:`hvlib.host`.
+This module neither renders XML nor talks to libvirt.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import uuid as uuidlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from hvlib.enums import VirtType
+from hvlib.errors import SpecError
+
+NAME_MAX = 64
+MEMORY_MIB_MAX = 4 * 1024 * 1024  # 4 TiB
+VCPUS_MAX = 512
+CMDLINE_MAX = 4096
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+_TARGET_RE = re.compile(r"^(vd|sd|hd|xvd)[a-z]{1,2}$")
+
+
+def check_text(
+    fieldname: str, value: str, *, max_len: int = 4096, allow_empty: bool = False
+) -> str:
+    """Reject strings XML cannot carry (NUL, control characters) or of absurd length.
+
+    Raises:
+        SpecError: naming ``fieldname`` and the rule broken.
+    """
+    if not isinstance(value, str):
+        raise SpecError(fieldname, "must be a string", value)
+    if not value and not allow_empty:
+        raise SpecError(fieldname, "must not be empty")
+    if len(value) > max_len:
+        raise SpecError(fieldname, f"must be at most {max_len} characters", len(value))
+    if any((ord(c) < 32 and c not in "\t") or ord(c) == 127 for c in value):
+        raise SpecError(fieldname, "must not contain NUL or control characters", value)
+    if any(0xD800 <= ord(c) <= 0xDFFF or ord(c) in (0xFFFE, 0xFFFF) for c in value):
+        raise SpecError(fieldname, "must not contain characters XML cannot carry", value)
+    return value
+
+
+def check_name(fieldname: str, value: str) -> str:
+    """Check an object name (domain, network, pool, volume) against libvirt-safe rules.
+
+    Raises:
+        SpecError: empty, longer than 64, or not ``[A-Za-z0-9][A-Za-z0-9_.+-]*``.
+    """
+    check_text(fieldname, value, max_len=NAME_MAX)
+    if not _NAME_RE.match(value):
+        raise SpecError(
+            fieldname, "must start with a letter or digit and use only A-Z a-z 0-9 _ . + -", value
+        )
+    return value
+
+
+def check_path(fieldname: str, value: str) -> str:
+    """Check a host path: absolute, normalised, no ``..`` component.
+
+    Raises:
+        SpecError: relative, containing ``..``, or not valid text.
+    """
+    check_text(fieldname, value)
+    if not value.startswith("/"):
+        raise SpecError(fieldname, "must be an absolute path", value)
+    if ".." in PurePosixPath(value).parts:
+        raise SpecError(fieldname, "must not contain '..'", value)
+    return value
+
+
+def _check_int(fieldname: str, value: int, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(fieldname, "must be an integer", value)
+    if not low <= value <= high:
+        raise SpecError(fieldname, f"must be between {low} and {high}", value)
+    return value
+
+
+class DiskKind(enum.Enum):
+    """Where a disk's bytes come from."""
+
+    FILE = "file"
+    VOLUME = "volume"
+
+
+@dataclass(frozen=True)
+class Disk:
+    """A block device of a VM. Build with :meth:`file`, :meth:`volume` or :meth:`cdrom`.
+
+    ``target`` (``vda``, ``xvdb``, ...) is chosen per virt type when None.
+    """
+
+    kind: DiskKind
+    path: str | None = None
+    pool: str | None = None
+    volume_name: str | None = None
+    device: str = "disk"
+    target: str | None = None
+    format: str | None = None
+    readonly: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind is DiskKind.FILE:
+            check_path("disk.path", self.path or "")
+        else:
+            check_name("disk.pool", self.pool or "")
+            check_name("disk.volume", self.volume_name or "")
+        if self.device not in ("disk", "cdrom"):
+            raise SpecError("disk.device", "must be 'disk' or 'cdrom'", self.device)
+        if self.target is not None and not _TARGET_RE.match(self.target):
+            raise SpecError("disk.target", "must look like vda, sdb, hdc or xvda", self.target)
+        if self.format is not None and self.format not in ("raw", "qcow2"):
+            raise SpecError("disk.format", "must be 'raw' or 'qcow2'", self.format)
+
+    @classmethod
+    def file(
+        cls,
+        path: str,
+        *,
+        target: str | None = None,
+        format: str | None = None,
+        readonly: bool = False,
+    ) -> Disk:
+        """A disk backed by a host file (``format`` raw or qcow2; None lets libvirt probe raw)."""
+        return cls(DiskKind.FILE, path=str(path), target=target, format=format, readonly=readonly)
+
+    @classmethod
+    def volume(
+        cls,
+        pool: str,
+        name: str,
+        *,
+        device: str = "disk",
+        target: str | None = None,
+        readonly: bool = False,
+    ) -> Disk:
+        """A disk backed by a libvirt storage volume ``name`` in ``pool``."""
+        return cls(
+            DiskKind.VOLUME,
+            pool=pool,
+            volume_name=name,
+            device=device,
+            target=target,
+            readonly=readonly or device == "cdrom",
+        )
+
+    @classmethod
+    def cdrom(cls, path: str, *, target: str | None = None) -> Disk:
+        """A read-only cdrom backed by an ISO image file."""
+        return cls(
+            DiskKind.FILE,
+            path=str(path),
+            device="cdrom",
+            target=target,
+            format="raw",
+            readonly=True,
+        )
+
+
+@dataclass(frozen=True)
+class Nic:
+    """A network interface. Build with :meth:`network` or :meth:`bridge`.
+
+    ``mac`` None lets libvirt generate one (``ensure`` then keeps it across re-defines).
+    """
+
+    kind: str
+    source: str
+    mac: str | None = None
+    model: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("network", "bridge"):
+            raise SpecError("nic.kind", "must be 'network' or 'bridge'", self.kind)
+        check_name(f"nic.{self.kind}", self.source)
+        if self.mac is not None and not _MAC_RE.match(self.mac):
+            raise SpecError(
+                "nic.mac", "must be six lowercase hex pairs like 52:54:00:12:34:56", self.mac
+            )
+        if self.model is not None:
+            check_name("nic.model", self.model)
+
+    @classmethod
+    def network(cls, name: str, *, mac: str | None = None, model: str | None = None) -> Nic:
+        """An interface on the libvirt network ``name``."""
+        return cls("network", name, mac=mac, model=model)
+
+    @classmethod
+    def bridge(cls, name: str, *, mac: str | None = None, model: str | None = None) -> Nic:
+        """An interface on the host bridge ``name``."""
+        return cls("bridge", name, mac=mac, model=model)
+
+
+HOST_ROOT = "<host-root>"
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    """A host directory passed into a container (or a VM, via virtiofs/9p)."""
+
+    source: str
+    target: str
+    readonly: bool = False
+
+    def __post_init__(self) -> None:
+        if self.source != HOST_ROOT:
+            check_path("filesystem.source", self.source)
+        check_path("filesystem.target", self.target)
+
+    @classmethod
+    def mount(cls, source_dir: str, target: str = "/", *, readonly: bool = False) -> Filesystem:
+        """Bind ``source_dir`` of the host at ``target`` in the guest."""
+        return cls(str(source_dir), target, readonly)
+
+    @classmethod
+    def host_root(cls) -> Filesystem:
+        """Explicitly share the host's own root (read-write!) with a container.
+
+        Without a root filesystem a libvirt container shares the host's root; hvlib refuses
+        that unless this marker is passed, so it is never done by accident.
+        """
+        return cls(HOST_ROOT, "/")
+
+    @property
+    def is_host_root(self) -> bool:
+        """True for the explicit host-root marker."""
+        return self.source == HOST_ROOT
+
+
+@dataclass(frozen=True)
+class XmlEdit:
+    """An escape hatch applied after rendering: set or remove what an XPath selects.
+
+    ``XmlEdit.set("./on_crash", "preserve")`` sets the text of an existing element,
+    ``XmlEdit.set("./devices/graphics/@type", "vnc")`` an attribute;
+    ``XmlEdit.remove("./devices/memballoon")`` removes every match.
+    """
+
+    xpath: str
+    value: str | None
+    remove: bool = False
+
+    @classmethod
+    def set(cls, xpath: str, value: str) -> XmlEdit:
+        """Set the text (or, for ``.../@attr``, the attribute) of every match."""
+        return cls(xpath, value)
+
+    @classmethod
+    def delete(cls, xpath: str) -> XmlEdit:
+        """Remove every element that ``xpath`` selects."""
+        return cls(xpath, None, remove=True)
+
+
+LIFECYCLE_ACTIONS = (
+    "destroy",
+    "restart",
+    "preserve",
+    "rename-restart",
+    "coredump-destroy",
+    "coredump-restart",
+)
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """The whole desired definition of one domain, whatever its virtualization type.
+
+    Units are in the names (``memory_mib``). VMs boot ``kernel``/``initrd``/``cmdline`` or
+    their first disk; containers (LXC) run ``init`` in ``filesystems``.
+
+    Raises:
+        SpecError: on construction, for any malformed or out-of-range field.
+    """
+
+    name: str
+    virt: VirtType = VirtType.KVM
+    vcpus: int = 1
+    memory_mib: int = 256
+    max_memory_mib: int | None = None
+    max_vcpus: int | None = None
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+    disks: Sequence[Disk] = ()
+    nics: Sequence[Nic] = ()
+    filesystems: Sequence[Filesystem] = ()
+    init: Sequence[str] = ()
+    uuid: str | None = None
+    description: str | None = None
+    autostart: bool = False
+    on_poweroff: str = "destroy"
+    on_reboot: str = "restart"
+    on_crash: str = "destroy"
+    xml_edits: Sequence[XmlEdit] = ()
+    xml_hook: Callable[[Any], None] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("disks", "nics", "filesystems", "init", "xml_edits"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not isinstance(self.virt, VirtType):
+            object.__setattr__(self, "virt", _parse_virt(self.virt))
+        check_name("name", self.name)
+        self._check_sizes()
+        self._check_boot()
+        self._check_devices()
+        self._check_misc()
+
+    def _check_sizes(self) -> None:
+        _check_int("vcpus", self.vcpus, 1, VCPUS_MAX)
+        _check_int("memory_mib", self.memory_mib, 16, MEMORY_MIB_MAX)
+        if self.max_vcpus is not None:
+            _check_int("max_vcpus", self.max_vcpus, self.vcpus, VCPUS_MAX)
+        if self.max_memory_mib is not None:
+            _check_int("max_memory_mib", self.max_memory_mib, self.memory_mib, MEMORY_MIB_MAX)
+
+    def _check_boot(self) -> None:
+        for name in ("kernel", "initrd"):
+            value = getattr(self, name)
+            if value is not None:
+                check_path(name, str(value))
+                object.__setattr__(self, name, str(value))
+        if self.cmdline is not None:
+            check_text("cmdline", self.cmdline, max_len=CMDLINE_MAX, allow_empty=True)
+        if self.initrd is not None and self.kernel is None:
+            raise SpecError("initrd", "needs a kernel")
+        for i, arg in enumerate(self.init):
+            check_text(f"init[{i}]", arg, allow_empty=i > 0)
+        if self.init and not self.init[0].startswith("/"):
+            raise SpecError(
+                "init[0]", "must be an absolute path inside the container", self.init[0]
+            )
+
+    def _check_devices(self) -> None:
+        targets = [d.target for d in self.disks if d.target is not None]
+        dupes = sorted({t for t in targets if targets.count(t) > 1})
+        if dupes:
+            raise SpecError("disks", "targets must be unique", dupes)
+        macs = [n.mac for n in self.nics if n.mac is not None]
+        if len(macs) != len(set(macs)):
+            raise SpecError("nics", "MAC addresses must be unique", macs)
+        mounts = [f.target for f in self.filesystems]
+        if len(mounts) != len(set(mounts)):
+            raise SpecError("filesystems", "targets must be unique", mounts)
+
+    def _check_misc(self) -> None:
+        if self.uuid is not None:
+            try:
+                object.__setattr__(self, "uuid", str(uuidlib.UUID(self.uuid)))
+            except (ValueError, TypeError, AttributeError):
+                raise SpecError("uuid", "must be a UUID", self.uuid) from None
+        if self.description is not None:
+            check_text("description", self.description, max_len=65536, allow_empty=True)
+        for name in ("on_poweroff", "on_reboot", "on_crash"):
+            if getattr(self, name) not in LIFECYCLE_ACTIONS:
+                raise SpecError(
+                    name, f"must be one of {', '.join(LIFECYCLE_ACTIONS)}", getattr(self, name)
+                )
+        for edit in self.xml_edits:
+            check_text("xml_edits.xpath", edit.xpath)
+
+    @property
+    def root_filesystem(self) -> Filesystem | None:
+        """The filesystem mounted at ``/``, if any."""
+        return next((f for f in self.filesystems if f.target == "/"), None)
+
+
+def _parse_virt(value: object) -> VirtType:
+    try:
+        return VirtType(value)
+    except ValueError:
+        choices = ", ".join(v.value for v in VirtType)
+        raise SpecError("virt", f"must be one of {choices}", value) from None

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what hvlib's demo and tests need on a Debian 12 machine, as root, idempotently:
+# the Debian packages (libvirt 9.0, QEMU 7.2, the test guest kit's sources) and a virtualenv
+# holding hvlib (editable) with its test and dev extras. A second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PKGS=(
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-lxc libvirt-daemon-system
+  libvirt-clients libvirt-dev pkg-config gcc qemu-system-x86 qemu-utils dnsmasq-base iptables
+  iproute2 cpio busybox-static dropbear-bin ovmf python3-venv python3-dev procps
+  debootstrap e2fsprogs
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The guest kit downloads .debs with apt-get download: it needs package lists.
+if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 && ! ls /var/lib/apt/lists/*Packages.lz4 >/dev/null 2>&1; then
+  apt-get update -qq
+fi
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+fi
+stamp="$VENV/.hvlib-installed"
+if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
+  "$VENV/bin/pip" install -q -e '.[test,dev]'
+  touch "$stamp"
+fi
