@@ -1,0 +1,45 @@
+# hvlib: the two commands are `make demo` and `make test` (both install what they need).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: deps demo test unit integration lint type goldens fixtures apidoc bench clean-cache
+
+deps:
+	bash scripts/install-deps.sh
+
+demo: deps
+	$(PY) -m hvlib demo
+
+test: deps
+	bash scripts/run-tests.sh tests integration $(PYTEST_ARGS)
+
+unit: deps
+	bash scripts/run-tests.sh tests $(PYTEST_ARGS)
+
+integration: deps
+	bash scripts/run-tests.sh integration $(PYTEST_ARGS)
+
+lint: deps
+	$(VENV)/bin/ruff check hvlib tests integration scripts conftest.py
+	$(VENV)/bin/ruff format --check hvlib tests integration scripts conftest.py
+
+type: deps
+	$(VENV)/bin/mypy --strict hvlib
+
+# Rewrite tests/golden/*.xml from tests/golden_specs.py (tests only ever read them).
+goldens: deps
+	$(PY) scripts/regen-goldens.py
+
+# Capture live XMLDesc() fixtures for the round-trip tests from a sandboxed libvirt host.
+fixtures: deps
+	$(PY) scripts/capture-fixtures.py
+
+# API reference from the docstrings, into docs/api/.
+apidoc: deps
+	$(VENV)/bin/pdoc -o docs/api hvlib
+
+# Forget everything built by the test kit (a cold run rebuilds it) and the virtualenv.
+clean-cache:
+	rm -rf "$${HVLIB_CACHE:-/var/cache/hvlib-testkit}" $(VENV)

@@ -1,0 +1,98 @@
+"""The specs whose rendered XML is held as golden files in tests/golden/.
+
+`make goldens` (scripts/regen-goldens.py) rewrites the files from these specs; the tests only
+read them, so a change in rendering shows up as a reviewable diff of the goldens.
+"""
+
+from __future__ import annotations
+
+from hvlib import Disk, DomainSpec, Filesystem, Nic, VirtType, XmlEdit
+
+UUID = "5b3f8f8e-6f2a-4c47-9a3e-2f5d8f0b6c11"
+MAC = "52:54:00:ab:cd:01"
+
+GOLDEN_SPECS: dict[str, DomainSpec] = {
+    "kvm": DomainSpec(
+        name="web-1",
+        virt=VirtType.KVM,
+        vcpus=2,
+        memory_mib=512,
+        uuid=UUID,
+        kernel="/var/lib/hvlib/vmlinuz",
+        initrd="/var/lib/hvlib/initrd.img",
+        cmdline="console=ttyS0 quiet",
+        disks=[Disk.file("/var/lib/hvlib/web-1.qcow2", format="qcow2")],
+        nics=[Nic.network("default", mac=MAC)],
+    ),
+    "qemu": DomainSpec(
+        name="emu-1",
+        virt=VirtType.QEMU,
+        memory_mib=256,
+        max_memory_mib=512,
+        max_vcpus=4,
+        uuid=UUID,
+        kernel="/var/lib/hvlib/vmlinuz",
+        initrd="/var/lib/hvlib/initrd.img",
+        cmdline="console=ttyS0",
+        disks=[Disk.volume("default", "emu-1.qcow2"), Disk.cdrom("/var/lib/hvlib/seed.iso")],
+        nics=[Nic.network("default", mac=MAC)],
+    ),
+    "qemu-disk-boot": DomainSpec(
+        name="disk-boot",
+        virt=VirtType.QEMU,
+        uuid=UUID,
+        disks=[
+            Disk.file("/var/lib/hvlib/root.img"),
+            Disk.file("/var/lib/hvlib/data.img", readonly=True),
+        ],
+        nics=[Nic.bridge("br0", mac=MAC, model="e1000")],
+        on_crash="preserve",
+        xml_edits=[XmlEdit.set("./devices/memballoon/@model", "none")],
+    ),
+    "xen-pv": DomainSpec(
+        name="pv-1",
+        virt=VirtType.XEN_PV,
+        uuid=UUID,
+        kernel="/var/lib/hvlib/vmlinuz",
+        initrd="/var/lib/hvlib/initrd.img",
+        cmdline="console=hvc0",
+        disks=[Disk.file("/var/lib/hvlib/pv-1.img")],
+        nics=[Nic.network("default", mac=MAC)],
+    ),
+    "xen-hvm": DomainSpec(
+        name="hvm-1",
+        virt=VirtType.XEN_HVM,
+        uuid=UUID,
+        memory_mib=512,
+        disks=[Disk.file("/var/lib/hvlib/hvm-1.img"), Disk.cdrom("/var/lib/hvlib/seed.iso")],
+        nics=[Nic.network("default", mac=MAC)],
+    ),
+    "xen-hvm-kernel": DomainSpec(
+        name="hvm-2",
+        virt=VirtType.XEN_HVM,
+        uuid=UUID,
+        kernel="/var/lib/hvlib/vmlinuz",
+        initrd="/var/lib/hvlib/initrd.img",
+        cmdline="console=ttyS0",
+    ),
+    "lxc": DomainSpec(
+        name="ct-1",
+        virt=VirtType.LXC,
+        uuid=UUID,
+        memory_mib=128,
+        init=["/sbin/hvlib-init", "--verbose"],
+        filesystems=[
+            Filesystem.mount("/var/lib/hvlib/rootfs", "/"),
+            Filesystem.mount("/srv/data", "/data", readonly=True),
+        ],
+        nics=[Nic.network("default", mac=MAC)],
+    ),
+    "escaping": DomainSpec(
+        name="esc-1",
+        virt=VirtType.QEMU,
+        uuid=UUID,
+        kernel="/var/lib/hvlib/a&b <c>/vmlinuz",
+        cmdline="console=ttyS0 x=\"1\" y='2' <z> & ]]>",
+        description="<b>bold</b> & 'q'",
+    ),
+}
