@@ -9,19 +9,23 @@ libvirt, always inside :func:`hvlib._virt.translated`.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hvlib import _virt
+from hvlib.console import ConsoleCapture
 from hvlib.domxml import DomainXML
 from hvlib.enums import State, VirtType
-from hvlib.errors import DomainNotFound, InvalidState, WaitTimeout
+from hvlib.errors import DomainNotFound, HvlibError, InvalidState, WaitTimeout
 from hvlib.render import HVLIB_NS
 
 if TYPE_CHECKING:
     from hvlib.host import Host
+
+log = logging.getLogger("hvlib")
 
 _UNDEFINE_FLAGS = (
     "VIR_DOMAIN_UNDEFINE_NVRAM",
@@ -116,8 +120,11 @@ class Domain:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, *, capture_console: bool = True) -> None:
         """Start the domain; a no-op if it is already active.
+
+        With ``capture_console`` hvlib records the console from the first byte (a VM is
+        started paused, its console stream opened, then resumed): see :meth:`console_log`.
 
         Raises:
             DomainNotFound: the domain is gone. InvalidState: paused domains need resume().
@@ -128,13 +135,57 @@ class Domain:
             raise DomainNotFound(f"domain {self.name} does not exist", name=self.name)
         if state.is_active:
             return
+        # the test driver has neither console streams nor START_PAUSED
+        capture_console = capture_console and not self.host.is_test_driver
+        paused_first = capture_console and not self.virt.is_container
         try:
             with _virt.translated(self.name):
-                self._handle.create()
+                self._handle.createWithFlags(_virt.C.VIR_DOMAIN_START_PAUSED if paused_first else 0)
         except InvalidState:
             if not self.state.is_active:  # not the "already running" race: a real refusal
                 raise
-        self.host.on_started(self)
+            return
+        if capture_console:
+            self._capture_console()
+        if paused_first:
+            with _virt.translated(self.name):
+                self._handle.resume()
+
+    def _capture_console(self) -> None:
+        capture = ConsoleCapture(self.name)
+        try:
+            capture.attach(self.host.conn, self._handle)
+        except HvlibError as e:  # the test driver has no consoles; a start must not fail on it
+            log.info("no console capture for %s: %s", self.name, e)
+            return
+        self.host.consoles[self.uuid] = capture
+
+    @property
+    def console(self) -> ConsoleCapture | None:
+        """The capture of the console since hvlib last started the domain, if any."""
+        return self.host.consoles.get(self.uuid)
+
+    def console_log(self) -> bytes:
+        """Everything the guest printed on its console since hvlib last started it
+        (b"" when hvlib did not start it or the driver has no console streams)."""
+        capture = self.console
+        return b"" if capture is None else capture.data
+
+    def wait_for_console(self, pattern: str, timeout: float = 60.0) -> str:
+        """Block until a console line (since the last start) matches ``pattern``; return it.
+
+        Raises:
+            WaitTimeout: no such line in time (``.last`` holds the console's tail).
+            InvalidState: hvlib is not capturing this domain's console.
+        """
+        capture = self.console
+        if capture is None:
+            raise InvalidState(
+                f"{self.name}: no console capture (start it with hvlib)",
+                name=self.name,
+                state=self.state,
+            )
+        return capture.wait_for(pattern, timeout)
 
     def suspend(self) -> None:
         """Pause the running domain; a no-op if it is already paused.

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hvlib import _virt
+from hvlib.console import ConsoleCapture
 from hvlib.domain import Domain
 from hvlib.enums import State
 from hvlib.errors import AlreadyExists, DomainNotFound, NotFound, SpecError
@@ -52,6 +53,8 @@ class Host:
         self.poll_interval = poll_interval
         """Seconds between state re-reads during waits (None: events only)."""
         self.event_hub = EventHub()
+        self.consoles: dict[str, ConsoleCapture] = {}
+        """Console captures of the domains hvlib started, by uuid."""
         self._lock = threading.Lock()
         self._conn: Any = _virt.open_connection(uri, readonly=readonly)
         self._callback_id: int | None = None
@@ -100,9 +103,6 @@ class Host:
         self.event_hub.dispatch(
             DomainEvent(dom.name(), dom.UUIDString(), EventKind.of(event), detail)
         )
-
-    def on_started(self, dom: Domain) -> None:
-        """Hook called by :meth:`Domain.start` after a start (console capture lives here)."""
 
     # -- events --------------------------------------------------------------------------
 

@@ -1,0 +1,149 @@
+"""Capture of a domain's console through libvirt's console stream (works on remote hosts).
+
+hvlib opens the stream when it starts a domain (VMs are started paused, the stream opened,
+then resumed, so not a byte of the boot is lost) and keeps everything the guest prints, up
+to a bound, in memory. The stream is non-blocking and driven by libvirt's event loop: a
+blocking read on a thread was seen to make a later ``destroy()`` hang (FIELD-NOTES).
+Waiters block on a condition until a line matches. This module is part of the Domain layer:
+it is handed libvirt objects by :mod:`hvlib.domain` and uses :mod:`hvlib._virt` for the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hvlib import _virt
+from hvlib.errors import WaitTimeout
+
+log = logging.getLogger("hvlib")
+MAX_BYTES = 8 * 1024 * 1024
+
+
+class ConsoleCapture:
+    """Everything a domain printed on its console since hvlib started it.
+
+    ``listeners`` receive each chunk as it arrives (on libvirt's event thread).
+    """
+
+    def __init__(self, name: str, max_bytes: int = MAX_BYTES) -> None:
+        self.name = name
+        self.max_bytes = max_bytes
+        self.cond = threading.Condition()
+        self._buf = bytearray()
+        self._dropped = 0
+        self._stream: Any = None
+        self.closed = False
+        self.listeners: list[Callable[[bytes], None]] = []
+
+    def attach(self, conn: Any, handle: Any) -> None:
+        """Open the console stream of ``handle`` and start capturing.
+
+        Raises:
+            Unsupported: the driver has no console streams (the test driver).
+            HvlibError: libvirt refused to open the console.
+        """
+        with _virt.translated(self.name):
+            stream = conn.newStream(_virt.C.VIR_STREAM_NONBLOCK)
+            handle.openConsole(None, stream, _virt.C.VIR_DOMAIN_CONSOLE_FORCE)
+            events = (
+                _virt.C.VIR_STREAM_EVENT_READABLE
+                | _virt.C.VIR_STREAM_EVENT_ERROR
+                | _virt.C.VIR_STREAM_EVENT_HANGUP
+            )
+            stream.eventAddCallback(events, self._on_event, None)
+        self._stream = stream
+
+    def _on_event(self, stream: Any, events: int, _opaque: Any) -> None:
+        if events & _virt.C.VIR_STREAM_EVENT_READABLE:
+            self._drain(stream)
+        if events & (_virt.C.VIR_STREAM_EVENT_ERROR | _virt.C.VIR_STREAM_EVENT_HANGUP):
+            self.close()
+
+    def _drain(self, stream: Any) -> None:
+        while True:
+            try:
+                chunk = stream.recv(65536)
+            except Exception as e:  # the domain went away under us
+                log.debug("console of %s: %s", self.name, e)
+                self.close()
+                return
+            if isinstance(chunk, int) or not chunk:  # -2: would block; b"": end
+                if chunk == b"":
+                    self.close()
+                return
+            self._append(bytes(chunk))
+
+    def _append(self, chunk: bytes) -> None:
+        with self.cond:
+            self._buf += chunk
+            excess = len(self._buf) - self.max_bytes
+            if excess > 0:
+                del self._buf[:excess]
+                self._dropped += excess
+            self.cond.notify_all()
+        for listener in list(self.listeners):
+            listener(chunk)
+
+    def close(self) -> None:
+        """Stop capturing (idempotent); what was captured stays readable."""
+        stream, self._stream = self._stream, None
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+        if stream is None:
+            return
+        try:
+            stream.eventRemoveCallback()
+            stream.abort()
+        except Exception as e:  # already torn down by libvirt
+            log.debug("closing console stream of %s: %s", self.name, e)
+
+    @property
+    def data(self) -> bytes:
+        """The captured bytes (the oldest dropped past ``max_bytes``)."""
+        with self.cond:
+            return bytes(self._buf)
+
+    @property
+    def offset(self) -> int:
+        """Total bytes seen so far (including dropped ones): a position for waits."""
+        with self.cond:
+            return self._dropped + len(self._buf)
+
+    def wait_for(self, pattern: str | re.Pattern[str], timeout: float, since: int = 0) -> str:
+        """Block until a line printed after byte ``since`` matches ``pattern``; return the line.
+
+        Raises:
+            WaitTimeout: no match within ``timeout`` s (``.last`` holds the console's tail).
+        """
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                line = self._match(regex, since)
+                if line is not None:
+                    return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.closed and self._stream is None and remaining < 0):
+                    tail = self._buf[-400:].decode("utf-8", "replace")
+                    raise WaitTimeout(
+                        f"{self.name}: no console line matching {regex.pattern!r} within "
+                        f"{timeout:g} s",
+                        name=self.name,
+                        waited=timeout,
+                        last=tail,
+                    )
+                self.cond.wait(remaining)
+
+    def _match(self, regex: re.Pattern[str], since: int) -> str | None:
+        start = max(0, since - self._dropped)
+        text = self._buf[start:].decode("utf-8", "replace").replace("\r", "")
+        for line in text.split("\n"):
+            if regex.search(line):
+                return line
+        return None
