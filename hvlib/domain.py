@@ -16,10 +16,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hvlib import _virt
+from hvlib import addresses as addrs
+from hvlib.addresses import AddressSource
 from hvlib.console import ConsoleCapture
 from hvlib.domxml import DomainXML
 from hvlib.enums import State, VirtType
-from hvlib.errors import DomainNotFound, HvlibError, InvalidState, WaitTimeout
+from hvlib.errors import (
+    DomainNotFound,
+    HvlibError,
+    InvalidState,
+    LibvirtError,
+    SpecError,
+    Unsupported,
+    WaitTimeout,
+)
 from hvlib.render import HVLIB_NS
 
 if TYPE_CHECKING:
@@ -315,6 +325,76 @@ class Domain:
             ):
                 raise
             self._handle.undefine()
+
+    # -- addresses -----------------------------------------------------------------------
+
+    def addresses(self, source: AddressSource = AddressSource.AUTO) -> addrs.Addresses:
+        """The guest's IP addresses per NIC, keyed by MAC (a NIC with none maps to []).
+
+        AUTO asks the DHCP leases, then the guest agent, then the ARP table, and returns the
+        first non-empty answer.
+
+        Raises:
+            DomainNotFound: the domain is gone. Unsupported: the driver lacks that source.
+        """
+        return self._addresses(source, addrs.Attempts())
+
+    def _addresses(self, source: AddressSource, attempts: addrs.Attempts) -> addrs.Addresses:
+        sources = addrs.ORDER if source is AddressSource.AUTO else (source,)
+        found: addrs.Addresses = {}
+        for src in sources:
+            try:
+                with _virt.translated(self.name):
+                    flag = getattr(_virt.C, f"VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_{src.name}")
+                    found = addrs.read(self._handle.interfaceAddresses(flag, 0))
+            except (InvalidState, Unsupported, LibvirtError) as e:
+                if source is not AddressSource.AUTO:
+                    raise
+                attempts.note(src, str(e).splitlines()[0])
+                continue
+            attempts.note(src, "no address yet" if not any(found.values()) else "ok")
+            if any(found.values()):
+                return found
+        return found
+
+    def mac_addresses(self) -> list[str]:
+        """The MACs of the domain's NICs, from its live (or else persistent) XML."""
+        return [i.mac.lower() for i in self.xml_doc().interfaces if i.mac]
+
+    def wait_for_address(
+        self,
+        timeout: float = 120.0,
+        *,
+        nics: str = "all",
+        family: int | None = 4,
+        source: AddressSource = AddressSource.AUTO,
+        interval: float = 0.25,
+    ) -> addrs.Addresses:
+        """Block until the NICs (``"all"`` or ``"any"``) have an address of ``family``.
+
+        Returns the same mapping as :meth:`addresses`.
+
+        Raises:
+            WaitTimeout: in time no address came; the message says what each source answered.
+            SpecError: ``nics`` is not "all" or "any".
+        """
+        if nics not in ("all", "any"):
+            raise SpecError("nics", "must be 'all' or 'any'", nics)
+        macs, attempts = self.mac_addresses(), addrs.Attempts()
+        deadline = time.monotonic() + timeout
+        while True:
+            found = addrs.only_family(self._addresses(source, attempts), family)
+            if addrs.satisfied(found, macs, nics):
+                return found
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(
+                    f"{self.name}: no IPv{family or '4/6'} address on {nics} NICs within "
+                    f"{timeout:g} s ({attempts.describe()})",
+                    name=self.name,
+                    waited=timeout,
+                    last=found,
+                )
+            time.sleep(interval)
 
     # -- waiting -------------------------------------------------------------------------
 
