@@ -46,8 +46,11 @@ class Host:
         netns: str | None = None,
         poll_interval: float | None = 1.0,
         readonly: bool = False,
+        ssh: Any = None,
     ) -> None:
         self.uri = uri
+        self.ssh = ssh
+        """Default SSH credentials for guests of this host (an :class:`hvlib.SshConfig`)."""
         self.netns = netns
         """Network namespace in which hvlib opens sockets toward guests (SSH, probes)."""
         self.poll_interval = poll_interval
@@ -260,15 +263,17 @@ def connect(
     netns: str | None = None,
     poll_interval: float | None = 1.0,
     readonly: bool = False,
+    ssh: Any = None,
 ) -> Host:
     """Open a :class:`Host` on ``uri`` (``qemu:///system``, ``lxc:///``, ``test:///default``,
     ``qemu+ssh://...``).
 
     ``netns`` names a network namespace (``ip netns``) in which hvlib opens its sockets toward
     guests; the calling process stays where it is. ``poll_interval`` is the state re-read
-    period of waits (None: libvirt's events only).
+    period of waits (None: libvirt's events only). ``ssh`` (an :class:`hvlib.SshConfig`) is
+    the default for reaching guests over SSH.
 
     Raises:
         HostError: the daemon cannot be reached or refused the connection.
     """
-    return Host(uri, netns=netns, poll_interval=poll_interval, readonly=readonly)
+    return Host(uri, netns=netns, poll_interval=poll_interval, readonly=readonly, ssh=ssh)

@@ -10,6 +10,8 @@ PKGS=(
   libvirt-clients libvirt-dev pkg-config gcc qemu-system-x86 qemu-utils dnsmasq-base iptables
   iproute2 cpio busybox-static dropbear-bin ovmf python3-venv python3-dev procps
   debootstrap e2fsprogs
+  # the sandbox (hvlib/testkit/sandbox.py): nsenter, unshare, taskset, mountpoint; mount
+  util-linux mount
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -31,6 +33,6 @@ fi
 stamp="$VENV/.hvlib-installed"
 if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-  "$VENV/bin/pip" install -q -e '.[test,dev]'
+  "$VENV/bin/pip" install -q -e '.[test,dev,cli]'
   touch "$stamp"
 fi
