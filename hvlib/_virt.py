@@ -83,8 +83,14 @@ _CLASS_BY_CODE: dict[frozenset[int], type[errors.HvlibError]] = {
 _HOST_DOMAINS = frozenset({libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE})
 
 
-def translate(err: libvirt.libvirtError, name: str | None = None) -> errors.HvlibError:
-    """Map one libvirt error onto hvlib's tree (the caller raises it ``from err``)."""
+def translate(err: BaseException, name: str | None = None) -> errors.HvlibError:
+    """Map one libvirt error onto hvlib's tree (the caller raises it ``from err``).
+
+    Raises:
+        TypeError: ``err`` is not a libvirt error (re-raise it instead).
+    """
+    if not isinstance(err, libvirt.libvirtError):
+        raise TypeError(f"not a libvirt error: {err!r}") from err
     code = err.get_error_code() or 0
     message = err.get_error_message() or str(err)
     if code in _codes(_SPEC):
@@ -181,6 +187,6 @@ def open_connection(uri: str, *, readonly: bool = False) -> Any:
     return conn
 
 
-def is_libvirt_error(exc: BaseException) -> bool:
-    """True if ``exc`` is a raw libvirt error (for code that must not import libvirt)."""
-    return isinstance(exc, libvirt.libvirtError)
+def code_of(exc: BaseException) -> int | None:
+    """libvirt's error code of a raw libvirt error; None for any other exception."""
+    return exc.get_error_code() if isinstance(exc, libvirt.libvirtError) else None

@@ -40,8 +40,9 @@ class ConsoleCapture:
         self.closed = False
         self.listeners: list[Callable[[bytes], None]] = []
 
-    def attach(self, conn: Any, handle: Any) -> None:
-        """Open the console stream of ``handle`` and start capturing.
+    def attach(self, conn: Any, handle: Any, *, force: bool = True) -> None:
+        """Open the console stream of ``handle`` and start capturing. ``force`` takes the
+        console over from another client (libvirt's LXC driver does not offer that).
 
         Raises:
             Unsupported: the driver has no console streams (the test driver).
@@ -49,7 +50,7 @@ class ConsoleCapture:
         """
         with _virt.translated(self.name):
             stream = conn.newStream(_virt.C.VIR_STREAM_NONBLOCK)
-            handle.openConsole(None, stream, _virt.C.VIR_DOMAIN_CONSOLE_FORCE)
+            handle.openConsole(None, stream, _virt.C.VIR_DOMAIN_CONSOLE_FORCE if force else 0)
             events = (
                 _virt.C.VIR_STREAM_EVENT_READABLE
                 | _virt.C.VIR_STREAM_EVENT_ERROR

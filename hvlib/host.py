@@ -19,7 +19,7 @@ from hvlib import _virt
 from hvlib.console import ConsoleCapture
 from hvlib.domain import Domain
 from hvlib.enums import State
-from hvlib.errors import AlreadyExists, DomainNotFound, NotFound, SpecError
+from hvlib.errors import AlreadyExists, DomainNotFound, NotFound, SpecError, Unsupported
 from hvlib.events import Callback, DomainEvent, EventHub, EventKind, Subscription
 from hvlib.render import render
 from hvlib.spec import DiskKind, DomainSpec
@@ -223,26 +223,60 @@ class Domains:
         handle = self._lookup(name)
         return None if handle is None else Domain(self.host, handle)
 
-    def list(self, state: State | None = None) -> list[Domain]:
-        """All domains (only those in ``state``, if given), in one libvirt call."""
-        return [Domain(self.host, handle) for handle, _ in self._bulk(state, 0)]
+    def list(self, state: State | None = None) -> builtins.list[Domain]:
+        """All domains (only those in ``state``, if given), in one libvirt call.
+
+        RUNNING, PAUSED and SHUT_OFF are filtered by libvirt itself; the other states need
+        each domain's state, which comes from the same bulk call where the driver has one
+        (QEMU, test) and from one call per domain where it has not (LXC).
+        """
+        if state is None or state in _LIST_FLAGS:
+            flags = getattr(_virt.C, _LIST_FLAGS[state]) if state is not None else 0
+            with _virt.translated():
+                handles = self.host.conn.listAllDomains(flags)
+            return [Domain(self.host, h) for h in handles]
+        return [Domain(self.host, h) for h, _ in self._bulk(state, 0)]
 
     def stats(self, state: State | None = None) -> dict[str, DomainStats]:
-        """CPU, memory, vcpu, disk and network figures of every domain, in one libvirt call."""
+        """CPU, memory, vcpu, disk and network figures of every domain (in ``state``), in one
+        libvirt call where the driver has bulk statistics, else one ``info()`` per domain."""
         kinds = 0
         for name in ("STATE", "CPU_TOTAL", "BALLOON", "VCPU", "INTERFACE", "BLOCK"):
             kinds |= getattr(_virt.C, f"VIR_DOMAIN_STATS_{name}")
         return {h.name(): _stats_of(h.name(), raw) for h, raw in self._bulk(state, kinds)}
 
     def _bulk(self, state: State | None, kinds: int) -> builtins.list[tuple[Any, dict[str, Any]]]:
-        """``getAllDomainStats`` filtered by ``state``: one call for any number of domains."""
+        """Each domain (in ``state``) with its statistics: ``getAllDomainStats``, one call for
+        any number of domains, or ``info()`` per domain on drivers without it (LXC)."""
         flags = getattr(_virt.C, _LIST_FLAGS[state]) if state in _LIST_FLAGS else 0
         kinds |= _virt.C.VIR_DOMAIN_STATS_STATE
-        with _virt.translated():
-            found = self.host.conn.getAllDomainStats(kinds, flags)
+        try:
+            with _virt.translated():
+                found = self.host.conn.getAllDomainStats(kinds, flags)
+        except Unsupported:
+            found = self._info_each(flags)
         if state is None or state in _LIST_FLAGS:
-            return list(found)
+            return builtins.list(found)
         return [(h, raw) for h, raw in found if _virt.state_of(raw["state.state"]) is state]
+
+    def _info_each(self, flags: int) -> builtins.list[tuple[Any, dict[str, Any]]]:
+        out = []
+        with _virt.translated():
+            for handle in self.host.conn.listAllDomains(flags):
+                st, max_kib, cur_kib, vcpus, cpu_ns = handle.info()
+                out.append(
+                    (
+                        handle,
+                        {
+                            "state.state": st,
+                            "balloon.maximum": max_kib,
+                            "balloon.current": cur_kib,
+                            "vcpu.current": vcpus,
+                            "cpu.time": cpu_ns,
+                        },
+                    )
+                )
+        return out
 
 
 def _stats_of(name: str, raw: dict[str, Any]) -> DomainStats:

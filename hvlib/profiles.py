@@ -23,7 +23,6 @@ class Profile:
     domain_type: str
     os_type: str
     disk_bus: str
-    disk_prefix: str
     cdrom_bus: str
     nic_model: str | None
     is_container: bool = False
@@ -31,10 +30,17 @@ class Profile:
     filesystems: bool = True
     console_device: str = "ttyS0"
 
-    def disk_target(self, index: int, cdrom: bool = False) -> str:
-        """The conventional target name of the ``index``-th disk (``vda``, ``xvdb``, ``hdc``)."""
-        prefix = "hd" if cdrom and self.cdrom_bus == "ide" else self.disk_prefix
-        return prefix + _letters(index)
+    def target_prefix(self, cdrom: bool) -> str:
+        """The device-name prefix of a disk (or cdrom) on this type's bus (vd, sd, hd, xvd)."""
+        return _BUS_PREFIX[self.cdrom_bus if cdrom else self.disk_bus]
+
+
+_BUS_PREFIX = {"virtio": "vd", "sata": "sd", "scsi": "sd", "ide": "hd", "xen": "xvd", "": ""}
+
+
+def target_name(prefix: str, index: int) -> str:
+    """The ``index``-th device name with ``prefix``: vda, vdb, ..., vdz, vdaa."""
+    return prefix + _letters(index)
 
 
 def _letters(index: int) -> str:
@@ -51,8 +57,7 @@ _HVM = {
     "template": "hvm",
     "os_type": "hvm",
     "disk_bus": "virtio",
-    "disk_prefix": "vd",
-    "cdrom_bus": "sata",
+    "cdrom_bus": "ide",
     "nic_model": "virtio",
 }
 PROFILES: dict[VirtType, Profile] = {
@@ -64,7 +69,6 @@ PROFILES: dict[VirtType, Profile] = {
         domain_type="xen",
         os_type="xen",
         disk_bus="xen",
-        disk_prefix="xvd",
         cdrom_bus="xen",
         nic_model=None,
         boots_kernel_only=True,
@@ -77,7 +81,6 @@ PROFILES: dict[VirtType, Profile] = {
         domain_type="xen",
         os_type="hvm",
         disk_bus="xen",
-        disk_prefix="xvd",
         cdrom_bus="ide",
         nic_model=None,
         filesystems=False,
@@ -88,7 +91,6 @@ PROFILES: dict[VirtType, Profile] = {
         domain_type="lxc",
         os_type="exe",
         disk_bus="",
-        disk_prefix="",
         cdrom_bus="",
         nic_model=None,
         is_container=True,

@@ -79,6 +79,17 @@ def _set_basics(doc: DomainXML, spec: DomainSpec, profile: Profile) -> None:
     doc.vcpu_current = spec.vcpus if spec.max_vcpus else None
     doc.on_poweroff, doc.on_reboot, doc.on_crash = spec.on_poweroff, spec.on_reboot, spec.on_crash
     doc.set_metadata(HVLIB_NS, "hvlib", "virt", spec.virt.value)
+    _keep_order(doc, ("name", "uuid", "description", "metadata"))
+
+
+def _keep_order(doc: DomainXML, tags: tuple[str, ...]) -> None:
+    """Put the identity elements right after ``<name>``, where libvirt writes them."""
+    anchor = doc.el.find(tags[0])
+    for tag in tags[1:]:
+        el = doc.el.find(tag)
+        if el is not None and anchor is not None:
+            anchor.addnext(el)
+            anchor = el
 
 
 def _set_boot(doc: DomainXML, spec: DomainSpec) -> None:
@@ -94,19 +105,19 @@ def _set_boot(doc: DomainXML, spec: DomainSpec) -> None:
 
 def _add_disks(doc: DomainXML, disks: Sequence[Disk], profile: Profile) -> None:
     taken: set[str | None] = {d.target for d in disks if d.target}
-    counters = {"disk": 0, "cdrom": 0}
+    counters: dict[str, int] = {}
     for disk in disks:
-        target = disk.target or _next_target(profile, taken, disk.device == "cdrom", counters)
+        target = disk.target or _next_target(
+            profile.target_prefix(disk.device == "cdrom"), taken, counters
+        )
         _add_disk(doc, disk, target, profile)
 
 
-def _next_target(
-    profile: Profile, taken: set[str | None], cdrom: bool, counters: dict[str, int]
-) -> str:
-    kind = "cdrom" if cdrom and profile.cdrom_bus == "ide" else "disk"
+def _next_target(prefix: str, taken: set[str | None], counters: dict[str, int]) -> str:
+    """The first unused name with ``prefix`` (counting on from the last one handed out)."""
     while True:
-        name = profile.disk_target(counters[kind], cdrom)
-        counters[kind] += 1
+        name = profiles.target_name(prefix, counters.get(prefix, 0))
+        counters[prefix] = counters.get(prefix, 0) + 1
         if name not in taken:
             taken.add(name)
             return name

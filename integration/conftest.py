@@ -1,0 +1,85 @@
+"""Fixtures for integration tests: a real, sandboxed libvirtd started by the test run itself.
+
+Session start: what earlier runs left behind is recorded (before anything is cleaned, so a
+test can assert there was nothing), then reaped; the host namespace's interfaces and listeners
+are snapshotted. One SandboxHost serves the session (its own network and mount namespaces);
+each test's domains are destroyed and undefined by the ``make_domain`` fixture even when the
+test fails, and the sandbox is stopped at the end of the session, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import hvlib
+from hvlib import DomainSpec
+from hvlib.domain import Domain
+from hvlib.host import Host
+from hvlib.testkit import sandbox as sandbox_mod
+from hvlib.testkit.guestkit import GuestKit, ensure_guest_kit
+from hvlib.testkit.sandbox import NetSnapshot, SandboxHost
+
+LEFTOVERS_AT_START: list[str] = []
+NET_AT_START: list[NetSnapshot] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.geteuid() != 0:
+        return
+    LEFTOVERS_AT_START.extend(sandbox_mod.leftovers())
+    sandbox_mod.reap_stale()
+    NET_AT_START.append(sandbox_mod.host_network_snapshot())
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (they start their own libvirtd)")
+
+
+@pytest.fixture(scope="session")
+def kit() -> GuestKit:
+    """The test guest kit (built once, cached by its inputs across runs)."""
+    _require_root()
+    return ensure_guest_kit()
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[SandboxHost]:
+    """One private libvirtd for the session, stopped (with all it started) at the end."""
+    _require_root()
+    with SandboxHost(f"it{os.getpid()}") as sb:
+        yield sb
+
+
+@pytest.fixture(scope="session")
+def qemu_host(sandbox: SandboxHost) -> Iterator[Host]:
+    with hvlib.connect(sandbox.qemu_uri, netns=sandbox.netns, poll_interval=None) as host:
+        yield host
+
+
+@pytest.fixture(scope="session")
+def lxc_host(sandbox: SandboxHost) -> Iterator[Host]:
+    with hvlib.connect(sandbox.lxc_uri, netns=sandbox.netns, poll_interval=None) as host:
+        yield host
+
+
+MakeDomain = Callable[[Host, DomainSpec], Domain]
+
+
+@pytest.fixture
+def make_domain() -> Iterator[MakeDomain]:
+    """Define domains through hvlib; destroy and undefine them after the test, pass or fail."""
+    made: list[Domain] = []
+
+    def make(host: Host, spec: DomainSpec) -> Domain:
+        dom = host.domains.define(spec)
+        made.append(dom)
+        return dom
+
+    yield make
+    for dom in made:
+        dom.destroy()
+        dom.undefine()

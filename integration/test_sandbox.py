@@ -1,0 +1,318 @@
+"""SandboxHost for real: private libvirtds side by side, an LXC container and a QEMU guest in
+them, and cleanup after stop(), after Ctrl-C, and after the owner was SIGKILLed.
+
+Every sandbox is stopped by a fixture or a ``with`` block even when a test fails; every wait has
+a deadline. Guest networks exist only inside the sandboxes' network namespaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+from lxml import etree
+
+from hvlib.testkit.sandbox import (
+    SandboxHost,
+    diff_snapshots,
+    host_network_snapshot,
+    leftovers,
+    reap_stale,
+)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="a sandbox needs root"),
+    pytest.mark.skipif(
+        shutil.which("libvirtd", path="/usr/sbin:/usr/bin:/sbin:/bin") is None,
+        reason="libvirtd not installed (scripts/install-deps.sh)",
+    ),
+]
+
+BUSYBOX = Path("/bin/busybox")  # busybox-static: runs with no libraries in the container
+UP_DEADLINE = 120.0  # a cold start probes QEMU (~8 s); generous for a loaded 2-core machine
+EXIT_DEADLINE = 60.0
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def lxc_xml(name: str, rootfs: Path) -> str:
+    """A container whose root is rootfs and whose init is ``/bin/sh -c 'sleep 1000'``."""
+    dom = etree.Element("domain", type="lxc")
+    etree.SubElement(dom, "name").text = name
+    etree.SubElement(dom, "memory", unit="MiB").text = "64"
+    os_el = etree.SubElement(dom, "os")
+    etree.SubElement(os_el, "type").text = "exe"
+    etree.SubElement(os_el, "init").text = "/bin/sh"
+    for arg in ("-c", "sleep 1000"):
+        etree.SubElement(os_el, "initarg").text = arg
+    devices = etree.SubElement(dom, "devices")
+    fs = etree.SubElement(devices, "filesystem", type="mount")
+    etree.SubElement(fs, "source", dir=str(rootfs))
+    etree.SubElement(fs, "target", dir="/")
+    etree.SubElement(devices, "console", type="pty")
+    return etree.tostring(dom, encoding="unicode")
+
+
+def qemu_xml(name: str) -> str:
+    """A TCG guest with no disk and no OS: the firmware just waits, which is enough to run."""
+    dom = etree.Element("domain", type="qemu")
+    etree.SubElement(dom, "name").text = name
+    etree.SubElement(dom, "memory", unit="MiB").text = "64"
+    os_el = etree.SubElement(dom, "os")
+    etree.SubElement(os_el, "type", arch="x86_64", machine="pc").text = "hvm"
+    return etree.tostring(dom, encoding="unicode")
+
+
+def make_rootfs(path: Path) -> Path:
+    """A container root: busybox-static plus the applet links the init uses."""
+    if not BUSYBOX.exists():
+        pytest.skip("busybox-static not installed (scripts/install-deps.sh)")
+    (path / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, path / "bin/busybox")
+    for applet in ("sh", "sleep"):
+        (path / "bin" / applet).symlink_to("busybox")
+    return path
+
+
+def alive(pid: int) -> bool:
+    """True if pid exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in "ZX"
+
+
+def comm_names(pids: set[int]) -> set[str]:
+    """The short names of those pids that still run."""
+    names = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            names.add(Path(f"/proc/{pid}/comm").read_text().strip())
+    return names
+
+
+def netns_exists(name: str) -> bool:
+    return os.path.exists(f"/run/netns/{name}")
+
+
+def mine(name: str, lines: list[str]) -> list[str]:
+    """The lines of leftovers()/reap_stale() about sandbox name."""
+    return [line for line in lines if line.startswith(f"sandbox {name} ") or f" {name}:" in line]
+
+
+def qemu_pid(sb: SandboxHost, name: str) -> int:
+    return int((sb.root / "run/libvirt/qemu" / f"{name}.pid").read_text())
+
+
+def assert_all_gone(name: str, netns: str, root: Path, pids: set[int]) -> None:
+    assert mine(name, leftovers()) == []
+    assert not netns_exists(netns)
+    assert not root.exists()
+    assert [p for p in pids if alive(p)] == []
+    assert not Path("/run/hvlib-sandboxes", name).exists()
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/**/{netns}"))
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[SandboxHost]:
+    """One sandbox shared by the guest tests of this module."""
+    with SandboxHost() as sb:
+        yield sb
+
+
+# ---- side by side ------------------------------------------------------------------------------
+
+
+def test_two_sandboxes_side_by_side_leave_nothing_behind() -> None:
+    before = host_network_snapshot()
+    with contextlib.ExitStack() as stack:
+        started = time.monotonic()
+        a = stack.enter_context(SandboxHost())
+        b = stack.enter_context(SandboxHost())
+        print(f"two sandboxes started in {time.monotonic() - started:.2f} s")
+        assert len({a.bridge, b.bridge}) == 2 and len({a.netns, b.netns}) == 2
+        for sb in (a, b):
+            check_sandbox_serves(sb)
+        assert diff_snapshots(before, host_network_snapshot()).leaks == []
+        pids = a.pids() | b.pids()
+        assert a.libvirtd_pid in pids and b.libvirtd_pid in pids
+        gone = [(sb.name, sb.netns, sb.root) for sb in (a, b)]
+    assert diff_snapshots(before, host_network_snapshot()).leaks == []
+    for name, netns, root in gone:
+        assert_all_gone(name, netns, root, pids)
+
+
+def check_sandbox_serves(sb: SandboxHost) -> None:
+    """Both URIs answer; network `default` runs inside the netns only; pool `default` runs."""
+    for uri in (sb.qemu_uri, sb.lxc_uri):
+        conn = libvirt.open(uri)
+        try:
+            assert conn.getLibVersion() >= 9_000_000 and conn.getVersion() > 0
+            assert conn.listAllDomains() == []
+        finally:
+            conn.close()
+    conn = libvirt.open(sb.qemu_uri)
+    try:
+        net = conn.networkLookupByName("default")
+        assert net.isActive() and net.autostart() and net.bridgeName() == sb.bridge
+        pool = conn.storagePoolLookupByName("default")
+        assert pool.isActive() and pool.autostart()
+        assert etree.fromstring(pool.XMLDesc()).findtext("target/path") == str(sb.root / "images")
+    finally:
+        conn.close()
+    assert not os.path.exists(f"/sys/class/net/{sb.bridge}")  # not in the host namespace
+    links = subprocess.run(sb.in_netns(["ip", "-br", "link"]), capture_output=True, text=True)
+    assert sb.bridge in links.stdout
+    listeners = subprocess.run(sb.in_netns(["ss", "-H", "-ltnu"]), capture_output=True, text=True)
+    assert ":53 " in listeners.stdout  # dnsmasq, inside the sandbox's netns
+
+
+# ---- guests ------------------------------------------------------------------------------------
+
+
+@pytest.mark.lxc
+def test_lxc_container_starts_and_stops(sandbox: SandboxHost, tmp_path: Path) -> None:
+    rootfs = make_rootfs(tmp_path / "rootfs")
+    conn = libvirt.open(sandbox.lxc_uri)
+    try:
+        started = time.monotonic()
+        dom = conn.createXML(lxc_xml("c1", rootfs))
+        print(f"LXC start took {time.monotonic() - started:.3f} s")
+        assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+        # the container's init runs among the sandbox's processes once sh has exec'd sleep
+        deadline = time.monotonic() + 10
+        while not {"libvirt_lxc", "sleep"} <= (comms := comm_names(sandbox.pids())):
+            assert time.monotonic() < deadline, f"container processes not found: {sorted(comms)}"
+            time.sleep(0.05)
+        dom.destroy()
+        assert [d.name() for d in conn.listAllDomains()] == []
+    finally:
+        conn.close()
+
+
+@pytest.mark.qemu
+def test_qemu_guest_runs_inside_the_sandbox_netns(sandbox: SandboxHost) -> None:
+    conn = libvirt.open(sandbox.qemu_uri)
+    try:
+        dom = conn.createXML(qemu_xml("q1"))
+        assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+        pid = qemu_pid(sandbox, "q1")
+        netns_ino = os.stat(f"/proc/{pid}/ns/net").st_ino
+        assert netns_ino == os.stat(f"/run/netns/{sandbox.netns}").st_ino
+        assert netns_ino != os.stat("/proc/self/ns/net").st_ino
+        assert pid in sandbox.pids()
+        dom.destroy()
+        assert not alive(pid)
+    finally:
+        conn.close()
+
+
+@pytest.mark.qemu
+def test_same_domain_name_in_two_sandboxes_gets_separate_cgroups(sandbox: SandboxHost) -> None:
+    """What a migration test needs: libvirt names the cgroup qemu-ID-NAME in each daemon."""
+    with SandboxHost() as other:
+        conns = [libvirt.open(sb.qemu_uri) for sb in (sandbox, other)]
+        try:
+            doms = [c.createXML(qemu_xml("twin")) for c in conns]
+            groups = []
+            for sb in (sandbox, other):
+                text = Path(f"/proc/{qemu_pid(sb, 'twin')}/cgroup").read_text()
+                groups.append({ln.split(":", 2)[2] for ln in text.splitlines() if "machine" in ln})
+            assert groups[0] and groups[1] and not groups[0] & groups[1]
+            assert all(f"/{sandbox.netns}/machine/" in g for g in groups[0])
+            for dom in doms:
+                dom.destroy()
+        finally:
+            for c in conns:
+                c.close()
+
+
+def test_start_interrupted_midway_leaves_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def ctrl_c(self: SandboxHost) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SandboxHost, "_define_network_and_pool", ctrl_c)
+    sb = SandboxHost()
+    with pytest.raises(KeyboardInterrupt):
+        sb.start()
+    assert_all_gone(sb.name, sb.netns, sb.root, set())
+
+
+# ---- an owner interrupted or killed ------------------------------------------------------------
+
+CHILD = """
+import sys, time, libvirt
+from hvlib.testkit.sandbox import SandboxHost
+name, lxc, qemu = sys.argv[1:4]
+with SandboxHost(name) as sb:
+    libvirt.open(sb.lxc_uri).createXML(lxc)
+    libvirt.open(sb.qemu_uri).createXML(qemu)
+    print("UP", *sorted(sb.pids()), flush=True)
+    time.sleep(600)
+"""
+
+
+@contextlib.contextmanager
+def owner_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, set[int]]]:
+    """A child process owning a sandbox with an LXC container and a QEMU guest running.
+
+    Yields (process, sandbox name, the sandbox's pids); kills the child if still there after.
+    """
+    name = f"own{os.getpid()}x{time.monotonic_ns() % 10**6}"
+    rootfs = make_rootfs(tmp_path / "rootfs")
+    args = [sys.executable, "-c", CHILD, name, lxc_xml("c1", rootfs), qemu_xml("q1")]
+    with (tmp_path / "child.err").open("w") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], UP_DEADLINE)
+        line = proc.stdout.readline() if ready else ""
+        assert line.startswith("UP "), (tmp_path / "child.err").read_text()[-3000:]
+        yield proc, name, {int(p) for p in line.split()[1:]}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(EXIT_DEADLINE)
+
+
+@pytest.mark.lxc
+@pytest.mark.qemu
+def test_ctrl_c_in_owner_cleans_up(tmp_path: Path) -> None:
+    with owner_process(tmp_path) as (proc, name, pids):
+        assert len(pids) >= 4  # libvirtd, dnsmasq, libvirt_lxc + container init, QEMU
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(EXIT_DEADLINE)
+        print(f"owner exited {time.monotonic() - started:.2f} s after SIGINT")
+    assert "KeyboardInterrupt" in (tmp_path / "child.err").read_text()
+    assert_all_gone(name, f"hvlib-{name}", Path("/var/tmp/hvlib-sandboxes", name), pids)
+
+
+@pytest.mark.lxc
+@pytest.mark.qemu
+def test_killed_owner_is_reported_then_reaped(tmp_path: Path) -> None:
+    with owner_process(tmp_path) as (proc, name, pids):
+        proc.kill()
+        proc.wait(EXIT_DEADLINE)
+    found = mine(name, leftovers())
+    text = "\n".join(found)
+    assert "libvirtd pid" in text and "qemu-system" in text and "libvirt_lxc" in text, text
+    assert f"netns hvlib-{name}" in text and "hvbr-" in text, text
+    assert all(alive(p) for p in pids)  # leftovers() only reads
+    removed = "\n".join(mine(name, reap_stale()))
+    assert "destroyed qemu domain q1" in removed and "destroyed lxc domain c1" in removed, removed
+    assert f"deleted netns hvlib-{name}" in removed, removed
+    assert_all_gone(name, f"hvlib-{name}", Path("/var/tmp/hvlib-sandboxes", name), pids)
