@@ -149,7 +149,8 @@ def test_launch_script_unmounts_remounts_binds_and_execs(tmp_path: Path) -> None
     for d in sbx.LIBVIRT_DIRS:
         assert f"--bind {shlex.quote(str(tmp_path / 'my root' / d))} /{d}" in script
     assert lines[-1].startswith("exec ") and " -c 1 " in lines[-1]
-    assert lines[-1].endswith(f"-d -p {shlex.quote(str(tmp_path / 'pid'))}")
+    assert " -m hvlib.testkit._reaper " in lines[-1], "libvirtd runs under the subreaper"
+    assert lines[-1].endswith(f"libvirtd -p {shlex.quote(str(tmp_path / 'pid'))}")
     subprocess.run(["sh", "-n", "-c", script], check=True)  # it parses
 
 
