@@ -267,6 +267,7 @@ class NewcWriter:
         self._header(name, self._ino, mode, data, rdev, nlink)
 
     def _ensure_parents(self, name: str) -> None:
+        """Add the missing parent directories of ``name`` (mode 0755)."""
         parent = posixpath.dirname(name)
         if parent and parent not in self._names:
             self.add_dir(parent)
@@ -281,6 +282,7 @@ class NewcWriter:
 
 
 def _pad4(length: int) -> bytes:
+    """Return the NUL padding that brings ``length`` to a multiple of 4."""
     return b"\0" * (-length % 4)
 
 
@@ -322,10 +324,12 @@ def _elf_sections(data: bytes) -> list[_Section]:
 
 
 def _cstring(data: bytes, offset: int) -> str:
+    """Return the NUL-terminated string at ``offset``. Raises ValueError if unterminated."""
     return data[offset : data.index(b"\0", offset)].decode()
 
 
 def _section_bytes(data: bytes, name: str) -> bytes | None:
+    """Return the contents of ELF section ``name``, or None. Raises GuestKitError if not ELF64."""
     for section in _elf_sections(data):
         if section.name == name:
             return data[section.offset : section.offset + section.size]
@@ -396,6 +400,7 @@ def _module_files(moddir: Path) -> dict[str, Path]:
 
 
 def _builtin_modules(moddir: Path) -> set[str]:
+    """Return the names of the modules built into the kernel (``modules.builtin``)."""
     builtin = moddir / "modules.builtin"
     lines = builtin.read_text().split() if builtin.exists() else []
     return {posixpath.basename(line)[: -len(".ko")].replace("-", "_") for line in lines}
@@ -427,6 +432,7 @@ def guest_modules(moddir: Path, wanted: Sequence[str] = GUEST_MODULES) -> list[t
 # Scripts that run in the guest
 # ---------------------------------------------------------------------------------------------
 def _echo(line: str, to_console: bool = False) -> str:
+    """Return a shell command printing ``line`` (quoted), optionally to /dev/console."""
     return f"echo {shlex.quote(line)}" + (" >/dev/console" if to_console else "")
 
 
@@ -459,6 +465,7 @@ done
 
 
 def _init_power() -> str:
+    """Return the /init part that makes graceful power-off work (unless hvlib.noacpi)."""
     return f"""\
 if ! has_flag {FLAG_NOACPI}; then
   acpid -f -c /etc/acpi -l /run/acpid.log &
@@ -470,6 +477,7 @@ fi
 
 
 def _init_ssh() -> str:
+    """Return the /init part that starts dropbear and reports once port 22 listens."""
     listening = "grep -q ':0016 [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null"
     return f"""\
 if ! has_flag {FLAG_NOSSH}; then
@@ -482,6 +490,7 @@ fi
 
 
 def _init_seed() -> str:
+    """Return the /init part that finds, mounts and reports a NoCloud ``cidata`` seed."""
     labels = f"{SEED_LABEL} | {SEED_LABEL.upper()}"
     return f"""\
 iso_label() {{
@@ -511,6 +520,7 @@ fi
 
 
 def _init_tail() -> str:
+    """Return the /init part for the cpuinfo and counter flags, the ready line and the idle loop."""
     return f"""\
 if has_flag {FLAG_CPUINFO}; then
   echo "{CPU_FLAGS_PREFIX}$(sed -n 's/^flags[[:space:]]*: *//p' /proc/cpuinfo | head -n 1)"
@@ -641,10 +651,12 @@ def resolve_packages() -> tuple[tuple[str, str], ...]:
 
 
 def _deb_glob(name: str, version: str) -> str:
+    """Return the glob of the file apt names for ``name=version`` (":" quoted as "%3a")."""
     return f"{name}_{version.replace(':', '%3a')}_*.deb"
 
 
 def _find_deb(debdir: Path, name: str, version: str) -> Path | None:
+    """Return the downloaded .deb of ``name=version`` in ``debdir``, or None."""
     found = sorted(debdir.glob(_deb_glob(name, version)))
     return found[0] if found else None
 
@@ -666,6 +678,7 @@ def fetch_debs(packages: Sequence[tuple[str, str]], debdir: Path) -> list[Path]:
 
 
 def _download(packages: Sequence[tuple[str, str]], debdir: Path) -> None:
+    """Download ``packages`` into ``debdir`` through a temporary directory. Raises GuestKitError."""
     sandbox = ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
     with tempfile.TemporaryDirectory(prefix=".download-", dir=debdir) as tmp:
         _run(
@@ -788,6 +801,7 @@ def make_client_key(key_file: Path) -> str:
 
 
 def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` created with mode 0600 (never readable by others)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(data)
@@ -798,6 +812,7 @@ def _write_private(path: Path, data: bytes) -> None:
 # Building the initramfs and the LXC root
 # ---------------------------------------------------------------------------------------------
 def _add_skeleton(writer: NewcWriter) -> None:
+    """Add the directories, device nodes and /etc files every guest needs."""
     for name in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "run"):
         writer.add_dir(name)
     writer.add_dir("tmp", 0o1777)
@@ -812,6 +827,7 @@ def _add_skeleton(writer: NewcWriter) -> None:
 
 
 def _add_busybox(writer: NewcWriter, busybox: Path, applets: Sequence[str]) -> None:
+    """Add busybox and a symlink to it for every applet."""
     writer.add_file("bin/busybox", busybox.read_bytes(), 0o755)
     for applet in applets:
         writer.add_symlink(applet, "/bin/busybox")
@@ -838,6 +854,7 @@ def _add_dropbear(writer: NewcWriter, tree: Path) -> None:
 
 
 def _add_guest_config(writer: NewcWriter, modules: Sequence[tuple[str, Path]]) -> None:
+    """Add the modules, /init, the udhcpc lease script and the power-button action."""
     for name, path in modules:
         writer.add_file(f"{_GUEST_MODULE_DIR}/{name}.ko", path.read_bytes())
     writer.add_file("init", render_init_script([n for n, _ in modules]).encode(), 0o755)
@@ -871,6 +888,7 @@ def build_keys_initramfs(host_key: bytes, authorized_key: str) -> bytes:
 
 
 def _write_file(path: Path, data: bytes, perm: int = 0o644) -> None:
+    """Write ``data`` to ``path`` (parents created) and set its mode."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     path.chmod(perm)
@@ -1042,8 +1060,9 @@ def ensure_guest_kit(cache: Path | None = None) -> GuestKit:
     """Return the guest kit for the current package candidates, building it if needed.
 
     ``cache`` defaults to :func:`hvlib.testkit.cache_dir`. Idempotent and safe to call from
-    several processes at once (a file lock serialises builds). A cold build takes tens of
-    seconds. Raises GuestKitError if apt, dpkg or a build step fails (the message says which).
+    several processes at once (a file lock serialises builds). A cold build took ~5 s here,
+    downloads (31 MB of .debs) included. Raises GuestKitError if apt, dpkg or a build step
+    fails (the message says which).
     """
     root = cache if cache is not None else cache_dir()
     root.mkdir(parents=True, exist_ok=True)
