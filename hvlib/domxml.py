@@ -124,12 +124,16 @@ class DomainXML(XmlNode):
             etree.SubElement(os_el, "initarg").text = arg
 
     def add_device(self, node_type: type[DevT]) -> DevT:
-        """Append a new, empty device of ``node_type`` to ``<devices>`` and return it.
+        """Append a new, empty device of ``node_type`` to ``<devices>`` and return it."""
+        return self.insert_device(node_type.new())
 
-        It goes before the first console/serial/memballoon element so that the document keeps
-        libvirt's usual device order.
-        """
-        node = node_type.new()
+    def insert_device(self, node: DevT) -> DevT:
+        """Put ``node`` into ``<devices>`` after the last device of its kind, else before the
+        first console/serial/memballoon element, keeping libvirt's usual device order."""
+        same = self.devices.findall(node.el.tag)
+        if same:
+            same[-1].addnext(node.el)
+            return node
         anchor = next((el for el in self.devices if el.tag in _TAIL_DEVICES), None)
         if anchor is None:
             self.devices.append(node.el)

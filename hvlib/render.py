@@ -52,17 +52,31 @@ def render_tree(spec: DomainSpec) -> DomainXML:
     """Like :func:`render`, but return the editable document."""
     profile = profiles.check(spec)
     doc = load_template(profile.template)
-    _set_basics(doc, spec, profile)
-    _set_boot(doc, spec)
-    _add_disks(doc, spec.disks, profile)
+    apply_fields(doc, spec, profile)
+    for disk, target in zip(spec.disks, disk_targets(spec.disks, profile), strict=True):
+        doc.insert_device(disk_node(disk, target, profile))
     for nic in spec.nics:
-        _add_nic(doc, nic, profile)
+        doc.insert_device(nic_node(nic, profile))
     for fs in spec.filesystems:
-        _add_filesystem(doc, fs, profile)
+        node = fs_node(fs, profile)
+        if node is not None:
+            doc.insert_device(node)
+    apply_caller_changes(doc, spec)
+    return doc
+
+
+def apply_caller_changes(doc: DomainXML, spec: DomainSpec) -> None:
+    """Apply the spec's XPath edits, then its lxml hook (the escape hatches), to ``doc``."""
     apply_edits(doc, spec.xml_edits)
     if spec.xml_hook is not None:
         spec.xml_hook(doc.el)
-    return doc
+
+
+def apply_fields(doc: DomainXML, spec: DomainSpec, profile: Profile) -> None:
+    """Set every non-device field the spec owns on ``doc`` (a template or a live definition:
+    what the spec does not own is left as it is)."""
+    _set_basics(doc, spec, profile)
+    _set_boot(doc, spec)
 
 
 def _set_basics(doc: DomainXML, spec: DomainSpec, profile: Profile) -> None:
@@ -70,8 +84,7 @@ def _set_basics(doc: DomainXML, spec: DomainSpec, profile: Profile) -> None:
     doc.name = spec.name
     if spec.uuid is not None:
         doc.uuid = spec.uuid
-    if spec.description is not None:
-        doc.description = spec.description
+    doc.description = spec.description
     max_mib = spec.max_memory_mib or spec.memory_mib
     doc.memory_kib = max_mib * 1024
     doc.current_memory_kib = spec.memory_mib * 1024
@@ -103,14 +116,14 @@ def _set_boot(doc: DomainXML, spec: DomainSpec) -> None:
             etree.SubElement(doc.el.find("os"), "boot", dev="hd")  # type: ignore[arg-type]
 
 
-def _add_disks(doc: DomainXML, disks: Sequence[Disk], profile: Profile) -> None:
+def disk_targets(disks: Sequence[Disk], profile: Profile) -> list[str]:
+    """The target name of each disk: its own, or the next free one on its bus, in order."""
     taken: set[str | None] = {d.target for d in disks if d.target}
     counters: dict[str, int] = {}
-    for disk in disks:
-        target = disk.target or _next_target(
-            profile.target_prefix(disk.device == "cdrom"), taken, counters
-        )
-        _add_disk(doc, disk, target, profile)
+    return [
+        d.target or _next_target(profile.target_prefix(d.device == "cdrom"), taken, counters)
+        for d in disks
+    ]
 
 
 def _next_target(prefix: str, taken: set[str | None], counters: dict[str, int]) -> str:
@@ -123,8 +136,9 @@ def _next_target(prefix: str, taken: set[str | None], counters: dict[str, int]) 
             return name
 
 
-def _add_disk(doc: DomainXML, disk: Disk, target: str, profile: Profile) -> None:
-    node = doc.add_device(DiskXML)
+def disk_node(disk: Disk, target: str, profile: Profile) -> DiskXML:
+    """A new, detached ``<disk>`` for ``disk`` at ``target``."""
+    node = DiskXML.new()
     node.kind = "file" if disk.kind is DiskKind.FILE else "volume"
     node.device = disk.device
     if profile.domain_type in ("kvm", "qemu"):
@@ -137,10 +151,12 @@ def _add_disk(doc: DomainXML, disk: Disk, target: str, profile: Profile) -> None
     node.target_dev = target
     node.target_bus = profile.cdrom_bus if disk.device == "cdrom" else profile.disk_bus
     node.readonly = disk.readonly
+    return node
 
 
-def _add_nic(doc: DomainXML, nic: Nic, profile: Profile) -> None:
-    node = doc.add_device(InterfaceXML)
+def nic_node(nic: Nic, profile: Profile) -> InterfaceXML:
+    """A new, detached ``<interface>`` for ``nic``."""
+    node = InterfaceXML.new()
     node.kind = nic.kind
     if nic.mac:
         node.mac = nic.mac
@@ -149,18 +165,22 @@ def _add_nic(doc: DomainXML, nic: Nic, profile: Profile) -> None:
     else:
         node.source_bridge = nic.source
     node.model = nic.model or profile.nic_model
+    return node
 
 
-def _add_filesystem(doc: DomainXML, fs: Filesystem, profile: Profile) -> None:
+def fs_node(fs: Filesystem, profile: Profile) -> FilesystemXML | None:
+    """A new, detached ``<filesystem>`` for ``fs`` (None for the host-root marker: no element
+    at all, so that libvirt shares the host's root)."""
     if fs.is_host_root:
-        return  # no <filesystem> at all: libvirt then shares the host's root
-    node = doc.add_device(FilesystemXML)
+        return None
+    node = FilesystemXML.new()
     node.kind = "mount"
     if not profile.is_container:
         node.accessmode = "passthrough"
     node.source_dir = fs.source
     node.target_dir = fs.target
     node.readonly = fs.readonly
+    return node
 
 
 def apply_edits(doc: DomainXML, edits: Sequence[XmlEdit]) -> None:
