@@ -348,6 +348,55 @@ class Domain:
                 raise
             self._handle.undefine()
 
+    # -- configuration -------------------------------------------------------------------
+
+    @property
+    def autostart(self) -> bool:
+        """Whether libvirt starts the domain when the host (daemon) starts."""
+        with _virt.translated(self.name):
+            return bool(self._handle.autostart())
+
+    @autostart.setter
+    def autostart(self, value: bool) -> None:
+        with _virt.translated(self.name):
+            self._handle.setAutostart(1 if value else 0)
+
+    def set_memory_live(self, kib: int) -> None:
+        """Balloon the running guest to ``kib`` KiB (up to its maximum memory).
+
+        Raises:
+            InvalidState: the domain is not running. LibvirtError: above the maximum, say.
+        """
+        with _virt.translated(self.name):
+            self._handle.setMemoryFlags(kib, _virt.C.VIR_DOMAIN_AFFECT_LIVE)
+
+    def set_vcpus_live(self, count: int) -> None:
+        """Hot-plug (or unplug) vcpus of the running guest, up to its maximum.
+
+        Raises:
+            InvalidState: the domain is not running. LibvirtError: libvirt refused.
+        """
+        with _virt.translated(self.name):
+            self._handle.setVcpusFlags(count, _virt.C.VIR_DOMAIN_AFFECT_LIVE)
+
+    def attach_live(self, device_xml: str) -> None:
+        """Hot-plug a device (``<disk>``, ``<interface>`` ...) into the running guest only.
+
+        Raises:
+            InvalidState: the domain is not running. Unsupported, LibvirtError: refused.
+        """
+        with _virt.translated(self.name):
+            self._handle.attachDeviceFlags(device_xml, _virt.C.VIR_DOMAIN_AFFECT_LIVE)
+
+    def detach_live(self, device_xml: str) -> None:
+        """Hot-unplug a device from the running guest only (persistent config untouched).
+
+        Raises:
+            InvalidState: the domain is not running. Unsupported, LibvirtError: refused.
+        """
+        with _virt.translated(self.name):
+            self._handle.detachDeviceFlags(device_xml, _virt.C.VIR_DOMAIN_AFFECT_LIVE)
+
     # -- addresses -----------------------------------------------------------------------
 
     def addresses(self, source: AddressSource = AddressSource.AUTO) -> addrs.Addresses:

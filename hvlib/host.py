@@ -18,6 +18,7 @@ from typing import Any
 from hvlib import _virt
 from hvlib.console import ConsoleCapture
 from hvlib.domain import Domain
+from hvlib.ensure import ENSURE_STATES, Converger, EnsureResult
 from hvlib.enums import State
 from hvlib.errors import AlreadyExists, DomainNotFound, NotFound, SpecError, Unsupported
 from hvlib.events import Callback, DomainEvent, EventHub, EventKind, Subscription
@@ -177,6 +178,47 @@ class Domains:
             with _virt.translated(spec.name):
                 handle.setAutostart(1)
         return dom
+
+    def define_xml(self, xml: str) -> Domain:
+        """Define (or redefine, same name and uuid) a domain from raw XML.
+
+        Raises:
+            SpecError: libvirt rejected the XML. AlreadyExists: the name has another uuid.
+        """
+        with _virt.translated():
+            return Domain(self.host, self.host.conn.defineXML(xml))
+
+    def ensure(
+        self,
+        spec: DomainSpec,
+        state: State = State.RUNNING,
+        *,
+        check: bool = False,
+        allow_restart: bool = False,
+        allow_recreate: bool = False,
+        shutdown_timeout: float = 60.0,
+    ) -> EnsureResult:
+        """Make the host hold exactly ``spec`` in ``state``; report what changed.
+
+        Only what the spec owns is compared (libvirt's defaults, addresses, generated MACs and
+        the uuid are kept across re-defines); the spec's device lists replace the current
+        ones. Changes are applied live where the guest allows, else to the persistent
+        definition; a running guest is restarted only with ``allow_restart`` and recreated
+        only with ``allow_recreate`` (what is not allowed is listed in ``result.pending``).
+        ``check=True`` changes nothing and returns the same report. A second call with the
+        same spec reports ``changed=False`` and makes no write call to libvirt.
+
+        Raises:
+            SpecError, Unsupported: the spec cannot be true on this host (nothing changed).
+            WaitTimeout: a state transition did not complete.
+        """
+        if state not in ENSURE_STATES:
+            raise SpecError("state", "must be RUNNING, SHUT_OFF, PAUSED or ABSENT", state)
+        render(spec)
+        self.check_host_refs(spec)
+        return Converger(
+            self, spec, state, check, allow_restart, allow_recreate, shutdown_timeout
+        ).run()
 
     def check_host_refs(self, spec: DomainSpec) -> None:
         """Check that the networks and pools ``spec`` names exist on this host.

@@ -1,0 +1,417 @@
+"""Desired state: compare a DomainSpec with what a host has, and plan how to converge.
+
+Pure planning, no libvirt: :func:`merge` lays the spec over the domain's current persistent
+definition (keeping uuid, MAC addresses, device addresses and everything the spec does not
+own), :func:`owned` projects a definition onto the fields a spec owns, and :func:`plan`
+classifies each difference by how it can be applied (:class:`ChangeHow`). The Host layer
+(:meth:`hvlib.host.Domains.ensure`) carries the plan out.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import secrets
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from hvlib import profiles
+from hvlib.domxml import DiskXML, DomainXML, InterfaceXML
+from hvlib.enums import State
+from hvlib.render import (
+    apply_caller_changes,
+    apply_fields,
+    disk_node,
+    disk_targets,
+    fs_node,
+    nic_node,
+)
+from hvlib.spec import DomainSpec
+from hvlib.xmlmodel import XmlNode
+
+if TYPE_CHECKING:
+    from hvlib.domain import Domain
+
+
+class ChangeHow(enum.Enum):
+    """How a change is (or would be) applied."""
+
+    LIVE = "live"
+    """To the running guest and its persistent definition at once (balloon, hotplug)."""
+    NEXT_BOOT = "next-boot"
+    """To the persistent definition only: the guest sees it when it next boots."""
+    RESTART = "restart"
+    """Needs the running guest restarted to take effect."""
+    RECREATE = "recreate"
+    """Needs the domain undefined and defined again (keeping its uuid and MAC addresses)."""
+    STATE = "state"
+    """A run-state transition (start, stop, pause, resume) or creation/removal."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference between what is and what the spec wants."""
+
+    field: str
+    before: Any
+    after: Any
+    how: ChangeHow
+
+
+@dataclass
+class EnsureResult:
+    """What ``ensure`` changed (or, with ``check=True``, would change)."""
+
+    changed: bool
+    changes: list[Change] = field(default_factory=list)
+    pending: list[Change] = field(default_factory=list)
+    """Changes not applied: they need a restart or a recreate that was not allowed."""
+    domain: Domain | None = None
+    before_xml: str = ""
+    after_xml: str = ""
+
+    def diff(self) -> str:
+        """A unified diff of the persistent XML, before -> after ("" when unchanged)."""
+        lines = difflib.unified_diff(
+            self.before_xml.splitlines(True), self.after_xml.splitlines(True), "before", "after"
+        )
+        return "".join(lines)
+
+
+# Fields whose change a running guest can take without a restart, given its maximums.
+_LIVE_FIELDS = ("memory_mib", "vcpus")
+_RECREATE_FIELDS = ("virt",)
+
+
+def owned(doc: DomainXML, spec: DomainSpec) -> dict[str, Any]:
+    """The fields ``spec`` owns, as ``doc`` has them (devices keyed by target or MAC)."""
+    from hvlib.domain import virt_of
+
+    vcpu = doc.vcpu or 1
+    view: dict[str, Any] = {
+        "virt": virt_of(doc),
+        "memory_mib": (doc.current_memory_kib or doc.memory_kib or 0) // 1024,
+        "max_memory_mib": (doc.memory_kib or 0) // 1024,
+        "vcpus": doc.vcpu_current or vcpu,
+        "max_vcpus": vcpu,
+        "kernel": doc.kernel,
+        "initrd": doc.initrd,
+        "cmdline": doc.cmdline,
+        "init": [doc.init, *doc.initargs] if doc.init else [],
+        "description": doc.description,
+        "on_poweroff": doc.on_poweroff,
+        "on_reboot": doc.on_reboot,
+        "on_crash": doc.on_crash,
+    }
+    for d in doc.disks:
+        view[f"disks[{d.target_dev}]"] = _disk_view(d)
+    for i in doc.interfaces:
+        view[f"nics[{i.mac}]"] = _nic_view(i)
+    for f in doc.filesystems:
+        view[f"filesystems[{f.target_dir}]"] = (f.source_dir, f.readonly)
+    return view
+
+
+def _disk_view(d: DiskXML) -> tuple[Any, ...]:
+    source = d.source_file if d.kind == "file" else (d.source_pool, d.source_volume)
+    return (d.kind, d.device, source, d.target_bus, d.readonly)
+
+
+def _nic_view(i: InterfaceXML) -> tuple[Any, ...]:
+    return (i.kind, i.source_network or i.source_bridge, i.model)
+
+
+def merge(current: DomainXML, spec: DomainSpec) -> DomainXML:
+    """``current`` (a persistent definition, modified in place) with ``spec`` laid over it.
+
+    The spec's device lists replace the current ones, matched by disk target, NIC MAC (or,
+    for a NIC without one, the next current NIC on the same network or bridge) and
+    filesystem target; a matched device keeps its MAC and ``<address>``.
+    """
+    profile = profiles.check(spec)
+    apply_fields(current, spec, profile)
+    _sync(
+        current,
+        current.disks,
+        lambda n: n.target_dev,
+        [
+            (t, disk_node(d, t, profile))
+            for d, t in zip(spec.disks, disk_targets(spec.disks, profile), strict=True)
+        ],
+    )
+    _sync_nics(current, spec, profile)
+    fs_nodes = [(f.target, fs_node(f, profile)) for f in spec.filesystems]
+    _sync(
+        current,
+        current.filesystems,
+        lambda n: n.target_dir,
+        [(t, n) for t, n in fs_nodes if n is not None],
+    )
+    apply_caller_changes(current, spec)
+    return current
+
+
+def _sync(
+    doc: DomainXML, existing: list[Any], key: Any, wanted: list[tuple[str | None, XmlNode]]
+) -> None:
+    by_key = {key(n): n for n in existing}
+    for k, node in wanted:
+        old = by_key.pop(k, None)
+        _replace(doc, old, node)
+    for leftover in by_key.values():
+        doc.remove_device(leftover)
+
+
+def _replace(doc: DomainXML, old: XmlNode | None, new: XmlNode) -> None:
+    """Put ``new`` where ``old`` was, keeping old's ``<address>`` (and MAC, for NICs)."""
+    if old is None:
+        doc.insert_device(new)
+        return
+    for tag in ("mac", "address"):
+        kept = old.el.find(tag)
+        if kept is not None and new.el.find(tag) is None:
+            new.el.insert(0 if tag == "mac" else len(new.el), kept)
+    old.el.addprevious(new.el)
+    doc.remove_device(old)
+
+
+def _sync_nics(doc: DomainXML, spec: DomainSpec, profile: profiles.Profile) -> None:
+    unmatched = list(doc.interfaces)
+    for nic in spec.nics:
+        old = next((i for i in unmatched if nic.mac and i.mac == nic.mac), None)
+        if old is None and not nic.mac:
+            old = next(
+                (
+                    i
+                    for i in unmatched
+                    if _nic_view(i)[:2] == (nic.kind, nic.source) and not _claimed(i, spec)
+                ),
+                None,
+            )
+        node = nic_node(nic, profile)
+        if old is not None:
+            unmatched.remove(old)
+        elif not nic.mac:
+            node.mac = random_mac()  # chosen here so the live and persistent NIC agree
+        _replace(doc, old, node)
+    for leftover in unmatched:
+        doc.remove_device(leftover)
+
+
+def random_mac() -> str:
+    """A random MAC in QEMU's locally administered 52:54:00 range."""
+    tail = secrets.token_bytes(3)
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in tail)
+
+
+def _claimed(iface: InterfaceXML, spec: DomainSpec) -> bool:
+    return any(n.mac == iface.mac for n in spec.nics if n.mac)
+
+
+def plan(
+    before: dict[str, Any], after: dict[str, Any], running: bool, live_limits: tuple[int, int]
+) -> list[Change]:
+    """Classify each difference between two :func:`owned` views.
+
+    ``live_limits`` are the running guest's (max memory MiB, max vcpus): a change within
+    them can be applied live.
+    """
+    changes = []
+    for name in sorted(set(before) | set(after)):
+        old, new = before.get(name), after.get(name)
+        if old != new:
+            changes.append(Change(name, old, new, _how(name, new, running, live_limits)))
+    return changes
+
+
+def _how(name: str, new: Any, running: bool, limits: tuple[int, int]) -> ChangeHow:
+    if name in _RECREATE_FIELDS:
+        return ChangeHow.RECREATE
+    if not running:
+        return ChangeHow.NEXT_BOOT
+    if name == "memory_mib" and new is not None and new <= limits[0]:
+        return ChangeHow.LIVE
+    if name == "vcpus" and new is not None and new <= limits[1]:
+        return ChangeHow.LIVE
+    if name.startswith(("nics[", "disks[")):
+        return ChangeHow.LIVE  # hot-plugged (added, removed; a changed one is replaced)
+    return ChangeHow.RESTART
+
+
+def state_change(current: State, wanted: State) -> Change | None:
+    """The run-state transition from ``current`` to ``wanted`` (None if already there)."""
+    if current is wanted or (wanted is State.RUNNING and current is State.BLOCKED):
+        return None
+    return Change("state", current, wanted, ChangeHow.STATE)
+
+
+# -- carrying a plan out (through Domain and Domains only: no libvirt here) -----------------
+
+ENSURE_STATES = (State.RUNNING, State.SHUT_OFF, State.PAUSED, State.ABSENT)
+
+
+@dataclass
+class Converger:
+    """Carries one ``ensure`` out on a host's domain collection."""
+
+    domains: Any  # hvlib.host.Domains
+    spec: DomainSpec
+    state: State
+    check: bool
+    allow_restart: bool
+    allow_recreate: bool
+    shutdown_timeout: float = 60.0
+
+    def run(self) -> EnsureResult:
+        """Plan and (unless ``check``) apply; see :meth:`hvlib.host.Domains.ensure`."""
+        dom = self.domains.find(self.spec.name)
+        if self.state is State.ABSENT:
+            return self._absent(dom)
+        if dom is None:
+            return self._create()
+        return self._existing(dom)
+
+    def _absent(self, dom: Domain | None) -> EnsureResult:
+        if dom is None:
+            return EnsureResult(False)
+        before = dom.xml(inactive=True)
+        change = Change("state", dom.state, State.ABSENT, ChangeHow.STATE)
+        if not self.check:
+            dom.destroy()
+            dom.undefine()
+        return EnsureResult(True, [change], before_xml=before)
+
+    def _create(self) -> EnsureResult:
+        from hvlib.errors import AlreadyExists
+        from hvlib.render import render
+
+        after = render(self.spec)
+        changes = [Change("domain", None, "defined", ChangeHow.STATE)]
+        if self.state is not State.SHUT_OFF:
+            changes.append(Change("state", State.SHUT_OFF, self.state, ChangeHow.STATE))
+        if self.check:
+            return EnsureResult(True, changes, after_xml=after)
+        try:
+            dom = self.domains.define(self.spec)
+        except AlreadyExists:  # another process defined it meanwhile: converge on that one
+            return self.run()
+        self._converge_state(dom)
+        return EnsureResult(True, changes, domain=dom, after_xml=after)
+
+    def _existing(self, dom: Domain) -> EnsureResult:
+        before_xml = dom.xml(inactive=True)
+        current = DomainXML.from_xml(before_xml)
+        merged = merge(DomainXML.from_xml(before_xml), self.spec)
+        running = dom.state.is_active
+        live = DomainXML.from_xml(dom.xml()) if running else current
+        limits = ((live.memory_kib or 0) // 1024, live.vcpu or 1)
+        changes = plan(owned(current, self.spec), owned(merged, self.spec), running, limits)
+        if dom.autostart != self.spec.autostart:
+            changes.append(
+                Change("autostart", dom.autostart, self.spec.autostart, ChangeHow.NEXT_BOOT)
+            )
+        stale = self._stale_live(live, merged, changes) if running else []
+        result = EnsureResult(False, domain=dom, before_xml=before_xml, after_xml=merged.to_xml())
+        self._sort(result, changes, stale)
+        if not self.check:
+            self._apply(dom, live, merged, result)
+        state = state_change(dom.state, self.state)
+        if state is not None:
+            result.changes.append(state)
+            if not self.check:
+                self._converge_state(dom)
+        result.changed = bool(result.changes)
+        return result
+
+    def _stale_live(
+        self, live: DomainXML, merged: DomainXML, changes: list[Change]
+    ) -> list[Change]:
+        """Differences the persistent definition already has but the running guest has not
+        (written by an earlier ensure that was not allowed to restart, or by a hotplug the
+        driver refused). The live balloon size is left out: the guest reports it, and it
+        drifts from the configured size by design."""
+        known = {c.field for c in changes} | {"memory_mib"}
+        stale = plan(owned(live, self.spec), owned(merged, self.spec), True, (0, 0))
+        return [replace(c, how=ChangeHow.RESTART) for c in stale if c.field not in known]
+
+    def _sort(self, result: EnsureResult, changes: list[Change], stale: list[Change]) -> None:
+        """Split into applied and pending. A restart-only change not allowed to restart is
+        still written to the persistent definition (NEXT_BOOT) and listed as pending."""
+        if any(c.how is ChangeHow.RECREATE for c in changes) and not self.allow_recreate:
+            result.pending.extend(changes + stale)  # nothing is applied without the recreate
+            return
+        for c in changes:
+            if c.how is ChangeHow.RESTART and not self.allow_restart:
+                result.changes.append(Change(c.field, c.before, c.after, ChangeHow.NEXT_BOOT))
+                result.pending.append(c)
+            else:
+                result.changes.append(c)
+        (result.changes if self.allow_restart else result.pending).extend(stale)
+
+    def _apply(self, dom: Domain, live: DomainXML, merged: DomainXML, result: EnsureResult) -> None:
+        applied = [c for c in result.changes if c.how is not ChangeHow.STATE]
+        if not applied:
+            return
+        if any(c.how is ChangeHow.RECREATE for c in applied):
+            dom.destroy()
+            dom.undefine()
+            self.domains.define_xml(merged.to_xml())
+        elif any(c.field != "autostart" for c in applied):
+            self.domains.define_xml(merged.to_xml())
+        if any(c.field == "autostart" for c in applied):
+            dom.autostart = self.spec.autostart
+        for c in applied:
+            if c.how is ChangeHow.LIVE:
+                self._apply_live_or_defer(dom, c, live, merged, result)
+        if self.allow_restart and any(c.how is ChangeHow.RESTART for c in applied):
+            dom.shutdown(timeout=self.shutdown_timeout)
+            dom.start()
+
+    def _apply_live_or_defer(
+        self, dom: Domain, c: Change, live: DomainXML, merged: DomainXML, result: EnsureResult
+    ) -> None:
+        """Apply ``c`` live; where the driver cannot hot-plug, it stays a next-boot change
+        (already in the persistent definition) and a pending restart."""
+        from hvlib.errors import Unsupported
+
+        try:
+            self._apply_live(dom, c, live, merged)
+        except Unsupported:
+            result.changes[result.changes.index(c)] = replace(c, how=ChangeHow.NEXT_BOOT)
+            result.pending.append(replace(c, how=ChangeHow.RESTART))
+
+    def _apply_live(self, dom: Domain, c: Change, live: DomainXML, merged: DomainXML) -> None:
+        if c.field == "memory_mib":
+            dom.set_memory_live(c.after * 1024)
+        elif c.field == "vcpus":
+            dom.set_vcpus_live(c.after)
+        else:
+            old, new = _device(live, c.field), _device(merged, c.field)
+            if old is not None:
+                dom.detach_live(old.to_xml())
+            if new is not None:
+                dom.attach_live(new.to_xml())
+
+    def _converge_state(self, dom: Domain) -> None:
+        current = dom.state
+        if self.state is State.SHUT_OFF and current.is_active:
+            dom.shutdown(timeout=self.shutdown_timeout)
+            return
+        if self.state in (State.RUNNING, State.PAUSED):
+            if not current.is_active:
+                dom.start()
+            if self.state is State.PAUSED:
+                dom.suspend()
+            elif dom.state is State.PAUSED:
+                dom.resume()
+            dom.wait_for(self.state, timeout=self.shutdown_timeout)
+
+
+def _device(doc: DomainXML, field_name: str) -> XmlNode | None:
+    kind, _, key = field_name.partition("[")
+    key = key.rstrip("]")
+    if kind == "disks":
+        return next((d for d in doc.disks if d.target_dev == key), None)
+    if kind == "nics":
+        return next((i for i in doc.interfaces if i.mac == key), None)
+    return next((f for f in doc.filesystems if f.target_dir == key), None)

@@ -1,0 +1,221 @@
+"""ensure(): desired state on libvirt's real test:/// driver, with every libvirt call counted
+by a proxy around hvlib._virt.libvirt (so no call escapes the count)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+import libvirt
+import pytest
+
+import hvlib
+from hvlib import Disk, DomainSpec, Filesystem, Nic, State, VirtType
+from hvlib import _virt
+from hvlib.ensure import ChangeHow
+from hvlib.host import Host
+from tests.counting import CountingLibvirt
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Host, CountingLibvirt]]:
+    proxy = CountingLibvirt(libvirt)
+    monkeypatch.setattr(_virt, "libvirt", proxy)
+    with hvlib.connect("test:///default", poll_interval=None) as host:
+        yield host, proxy
+
+
+def vm(name: str, **kw: object) -> DomainSpec:
+    base: dict[str, object] = {
+        "name": name,
+        "virt": VirtType.KVM,
+        "kernel": "/boot/vmlinuz",
+        "memory_mib": 256,
+        "max_memory_mib": 512,
+        "vcpus": 1,
+        "max_vcpus": 2,
+        "nics": [Nic.network("default")],
+    }
+    base.update(kw)
+    return DomainSpec(**base)  # type: ignore[arg-type]
+
+
+def test_create_then_second_run_changes_nothing_and_writes_nothing(
+    counted: tuple[Host, CountingLibvirt], unique: str
+) -> None:
+    host, proxy = counted
+    first = host.domains.ensure(vm(unique))
+    assert first.changed and first.domain is not None
+    assert first.domain.state is State.RUNNING
+    assert [c.how for c in first.changes] == [ChangeHow.STATE, ChangeHow.STATE]
+    proxy.calls.clear()
+    second = host.domains.ensure(vm(unique))
+    assert not second.changed, second.changes
+    assert second.changes == [] and second.pending == []
+    assert proxy.calls.writes() == {}, proxy.calls
+    assert sum(proxy.calls.values()) > 0, "the proxy saw the reads"
+    host.domains.ensure(vm(unique), state=State.ABSENT)
+
+
+def test_identity_is_kept_across_redefines(
+    counted: tuple[Host, CountingLibvirt], unique: str
+) -> None:
+    host, _ = counted
+    dom = host.domains.ensure(vm(unique), state=State.SHUT_OFF).domain
+    assert dom is not None
+    mac_before = dom.mac_addresses()
+    res = host.domains.ensure(vm(unique, cmdline="console=ttyS0 quiet"), state=State.SHUT_OFF)
+    assert [c.field for c in res.changes] == ["cmdline"]
+    assert res.changes[0].how is ChangeHow.NEXT_BOOT
+    again = host.domains.get(unique)
+    assert again.uuid == dom.uuid and again.mac_addresses() == mac_before
+    assert "+    <cmdline>console=ttyS0 quiet</cmdline>" in res.diff()
+    host.domains.ensure(vm(unique), state=State.ABSENT)
+
+
+def test_live_changes_on_a_running_guest(
+    counted: tuple[Host, CountingLibvirt], unique: str
+) -> None:
+    host, proxy = counted
+    host.domains.ensure(vm(unique))
+    proxy.calls.clear()
+    res = host.domains.ensure(vm(unique, memory_mib=384, vcpus=2))
+    how = {c.field: c.how for c in res.changes}
+    assert how == {"memory_mib": ChangeHow.LIVE, "vcpus": ChangeHow.LIVE}
+    assert proxy.calls["setMemoryFlags"] == 1 and proxy.calls["setVcpusFlags"] == 1
+    live = host.domains.get(unique).xml_doc()
+    assert live.current_memory_kib == 384 * 1024 and live.vcpu_current in (2, None)
+    assert host.domains.get(unique).xml_doc(inactive=True).current_memory_kib == 384 * 1024
+    host.domains.ensure(vm(unique), state=State.ABSENT)
+
+
+def test_nic_added_to_a_running_guest_without_hotplug_is_pending(
+    counted: tuple[Host, CountingLibvirt], unique: str
+) -> None:
+    # libvirt's test driver has no device hotplug: the NIC goes into the persistent
+    # definition (next boot) and the restart it needs is reported pending. The live
+    # hotplug itself is proven on a real QEMU guest in integration/test_ensure.py.
+    host, proxy = counted
+    host.domains.ensure(vm(unique))
+    proxy.calls.clear()
+    two = vm(unique, nics=[Nic.network("default"), Nic.network("default")])
+    res = host.domains.ensure(two)
+    assert [c.how for c in res.changes] == [ChangeHow.NEXT_BOOT]
+    assert [c.how for c in res.pending] == [ChangeHow.RESTART]
+    assert proxy.calls["attachDeviceFlags"] == 1
+    assert len(host.domains.get(unique).xml_doc(inactive=True).interfaces) == 2
+    again = host.domains.ensure(two)
+    assert not again.changed and [c.how for c in again.pending] == [ChangeHow.RESTART]
+    host.domains.ensure(vm(unique), state=State.ABSENT)
+
+
+def test_lists_replace_not_append(counted: tuple[Host, CountingLibvirt], unique: str) -> None:
+    host, _ = counted
+    spec = vm(unique, disks=[Disk.file("/a.img"), Disk.file("/b.img")])
+    host.domains.ensure(spec, state=State.SHUT_OFF)
+    res = host.domains.ensure(replace(spec, disks=[Disk.file("/a.img")]), state=State.SHUT_OFF)
+    assert [c.field for c in res.changes] == ["disks[vdb]"]
+    assert [d.target_dev for d in host.domains.get(unique).xml_doc(inactive=True).disks] == ["vda"]
+    host.domains.ensure(spec, state=State.ABSENT)
+
+
+def test_restart_needed_is_pending_unless_allowed(
+    counted: tuple[Host, CountingLibvirt], unique: str
+) -> None:
+    host, proxy = counted
+    host.domains.ensure(vm(unique))
+    changed = vm(unique, cmdline="console=ttyS0")
+    res = host.domains.ensure(changed)
+    assert [(c.field, c.how) for c in res.pending] == [("cmdline", ChangeHow.RESTART)]
+    assert [(c.field, c.how) for c in res.changes] == [("cmdline", ChangeHow.NEXT_BOOT)]
+    again = host.domains.ensure(changed)  # persistent is right; the running guest is not
+    assert not again.changed and [c.field for c in again.pending] == ["cmdline"]
+    proxy.calls.clear()
+    done = host.domains.ensure(changed, allow_restart=True)
+    assert [(c.field, c.how) for c in done.changes] == [("cmdline", ChangeHow.RESTART)]
+    assert proxy.calls["createWithFlags"] + proxy.calls["create"] == 1
+    assert host.domains.ensure(changed).pending == []
+    host.domains.ensure(changed, state=State.ABSENT)
+
+
+def test_virt_change_needs_recreate(counted: tuple[Host, CountingLibvirt], unique: str) -> None:
+    host, proxy = counted
+    dom = host.domains.ensure(vm(unique), state=State.SHUT_OFF).domain
+    assert dom is not None
+    proxy.calls.clear()
+    emu = vm(unique, virt=VirtType.QEMU)
+    res = host.domains.ensure(emu, state=State.SHUT_OFF)
+    assert not res.changed and [c.how for c in res.pending] == [ChangeHow.RECREATE]
+    assert proxy.calls.writes() == {}
+    res = host.domains.ensure(emu, state=State.SHUT_OFF, allow_recreate=True)
+    assert [c.how for c in res.changes] == [ChangeHow.RECREATE]
+    again = host.domains.get(unique)
+    assert again.virt is VirtType.QEMU and again.uuid == dom.uuid
+    host.domains.ensure(emu, state=State.ABSENT)
+
+
+def test_check_mode_reports_and_writes_nothing(
+    counted: tuple[Host, CountingLibvirt], unique: str
+) -> None:
+    host, proxy = counted
+    res = host.domains.ensure(vm(unique), check=True)
+    assert res.changed and res.domain is None and host.domains.find(unique) is None
+    host.domains.ensure(vm(unique))
+    proxy.calls.clear()
+    res = host.domains.ensure(vm(unique, memory_mib=300), state=State.PAUSED, check=True)
+    assert {c.field for c in res.changes} == {"memory_mib", "state"}
+    assert proxy.calls.writes() == {}
+    assert host.domains.get(unique).state is State.RUNNING
+    host.domains.ensure(vm(unique), state=State.ABSENT)
+
+
+def test_state_transitions_count_as_changes(
+    counted: tuple[Host, CountingLibvirt], unique: str
+) -> None:
+    host, _ = counted
+    host.domains.ensure(vm(unique), state=State.SHUT_OFF)
+    for state in (State.RUNNING, State.PAUSED, State.RUNNING, State.SHUT_OFF):
+        res = host.domains.ensure(vm(unique), state=state)
+        assert [c.field for c in res.changes] == ["state"] and res.changes[0].after is state
+        assert host.domains.get(unique).state is state
+    host.domains.ensure(vm(unique), state=State.ABSENT)
+
+
+def test_absent_twice(counted: tuple[Host, CountingLibvirt], unique: str) -> None:
+    host, proxy = counted
+    host.domains.ensure(vm(unique))
+    first = host.domains.ensure(vm(unique), state=State.ABSENT)
+    assert first.changed and first.domain is None
+    proxy.calls.clear()
+    second = host.domains.ensure(vm(unique), state=State.ABSENT)
+    assert not second.changed and proxy.calls.writes() == {}
+
+
+def test_containers_converge_too(counted: tuple[Host, CountingLibvirt], unique: str) -> None:
+    host, proxy = counted
+    spec = DomainSpec(
+        name=unique,
+        virt=VirtType.LXC,
+        init=["/sbin/init"],
+        filesystems=[Filesystem.mount("/srv/ct")],
+        nics=[Nic.network("default")],
+    )
+    host.domains.ensure(spec)
+    proxy.calls.clear()
+    assert not host.domains.ensure(spec).changed
+    assert proxy.calls.writes() == {}
+    host.domains.ensure(spec, state=State.ABSENT)
+
+
+def test_bad_host_refs_fail_before_any_change(
+    counted: tuple[Host, CountingLibvirt], unique: str
+) -> None:
+    host, proxy = counted
+    with pytest.raises(hvlib.SpecError, match="does not exist"):
+        host.domains.ensure(vm(unique, nics=[Nic.network("nosuch")]))
+    assert proxy.calls.writes() == {}
+
+
+def test_bad_state_is_a_spec_error(counted: tuple[Host, CountingLibvirt], unique: str) -> None:
+    with pytest.raises(hvlib.SpecError):
+        counted[0].domains.ensure(vm(unique), state=State.CRASHED)
