@@ -10,8 +10,7 @@ import libvirt
 import pytest
 
 import hvlib
-from hvlib import Disk, DomainSpec, Filesystem, Nic, State, VirtType
-from hvlib import _virt
+from hvlib import Disk, DomainSpec, Filesystem, Nic, State, VirtType, _virt
 from hvlib.ensure import ChangeHow
 from hvlib.host import Host
 from tests.counting import CountingLibvirt
