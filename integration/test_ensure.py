@@ -1,0 +1,107 @@
+"""ensure() on a real, sandboxed libvirtd: a QEMU guest and an LXC container are converged,
+changed live (memory, a hot-plugged NIC) and at next boot, and libvirt's own live and
+persistent XML are checked against the report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from hvlib import DomainSpec, Filesystem, Nic, State, VirtType
+from hvlib.ensure import ChangeHow
+from hvlib.host import Host
+from hvlib.testkit import guestkit
+from hvlib.testkit.guestkit import GuestKit
+
+
+@pytest.fixture
+def cleanup(qemu_host: Host, lxc_host: Host) -> Iterator[list[DomainSpec]]:
+    specs: list[DomainSpec] = []
+    yield specs
+    for spec in specs:
+        host = lxc_host if spec.virt is VirtType.LXC else qemu_host
+        host.domains.ensure(spec, state=State.ABSENT)
+
+
+def _check_live_and_next_boot(host: Host, spec: DomainSpec, cmdline_field: str) -> None:
+    first = host.domains.ensure(spec)
+    assert first.changed and first.domain is not None
+    dom = first.domain
+    dom.wait_for_console(guestkit.READY_LINE, timeout=90)  # its balloon driver is loaded
+    assert not host.domains.ensure(spec).changed, "second run: no change"
+
+    bigger = replace(
+        spec, memory_mib=spec.memory_mib + 64, nics=[*spec.nics, Nic.network("default")]
+    )
+    res = host.domains.ensure(bigger)
+    assert {c.field.split("[")[0]: c.how for c in res.changes} == {
+        "memory_mib": ChangeHow.LIVE,
+        "nics": ChangeHow.LIVE,
+    }, res
+    assert res.pending == []
+    live, persistent = dom.xml_doc(), dom.xml_doc(inactive=True)
+    assert persistent.current_memory_kib == bigger.memory_mib * 1024
+    assert len(live.interfaces) == len(persistent.interfaces) == 2
+    assert {i.mac for i in live.interfaces} == {i.mac for i in persistent.interfaces}
+    if spec.virt is not VirtType.LXC:  # the guest's balloon reaches the new size
+        deadline = time.monotonic() + 15
+        while dom.xml_doc().current_memory_kib != bigger.memory_mib * 1024:
+            assert time.monotonic() < deadline, dom.xml_doc().current_memory_kib
+            time.sleep(0.2)
+
+    later = replace(bigger, **{cmdline_field: _changed(bigger, cmdline_field)})
+    res = host.domains.ensure(later)
+    assert [(c.field, c.how) for c in res.changes] == [(cmdline_field, ChangeHow.NEXT_BOOT)]
+    assert [(c.field, c.how) for c in res.pending] == [(cmdline_field, ChangeHow.RESTART)]
+    assert _read(dom.xml_doc(inactive=True), cmdline_field) == _changed(bigger, cmdline_field)
+    assert _read(dom.xml_doc(), cmdline_field) != _changed(bigger, cmdline_field)
+    assert not host.domains.ensure(later).changed
+    assert dom.state is State.RUNNING
+
+
+def _changed(spec: DomainSpec, name: str) -> object:
+    return "console=ttyS0 hvlib.next-boot" if name == "cmdline" else "preserve"
+
+
+def _read(doc: object, name: str) -> object:
+    return getattr(doc, name)
+
+
+@pytest.mark.integration
+@pytest.mark.qemu
+def test_qemu_guest_converges_live_and_next_boot(
+    qemu_host: Host, kit: GuestKit, cleanup: list[DomainSpec]
+) -> None:
+    spec = DomainSpec(
+        name="it-ensure-vm",
+        virt=VirtType.QEMU,
+        memory_mib=192,
+        max_memory_mib=512,
+        kernel=str(kit.kernel),
+        initrd=str(kit.initrd),
+        cmdline=guestkit.kernel_cmdline(),
+        nics=[Nic.network("default")],
+    )
+    cleanup.append(spec)
+    _check_live_and_next_boot(qemu_host, spec, "cmdline")
+
+
+@pytest.mark.integration
+@pytest.mark.lxc
+def test_lxc_container_converges_live_and_next_boot(
+    lxc_host: Host, kit: GuestKit, cleanup: list[DomainSpec]
+) -> None:
+    spec = DomainSpec(
+        name="it-ensure-ct",
+        virt=VirtType.LXC,
+        memory_mib=64,
+        max_memory_mib=256,
+        init=[guestkit.LXC_INIT],
+        filesystems=[Filesystem.mount(str(kit.lxc_rootfs))],
+        nics=[Nic.network("default")],
+    )
+    cleanup.append(spec)
+    _check_live_and_next_boot(lxc_host, spec, "on_crash")
