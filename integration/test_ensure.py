@@ -105,3 +105,42 @@ def test_lxc_container_converges_live_and_next_boot(
     )
     cleanup.append(spec)
     _check_live_and_next_boot(lxc_host, spec, "on_crash")
+
+
+RACE_SCRIPT = """
+import sys, hvlib
+from hvlib import DomainSpec, State, VirtType, Filesystem
+spec = DomainSpec(name="it-race", virt=VirtType.LXC, init=["/sbin/hvlib-init"],
+                  filesystems=[Filesystem.mount(sys.argv[2])])
+with hvlib.connect(sys.argv[1]) as host:
+    res = host.domains.ensure(spec, state=State.SHUT_OFF)
+    print(",".join(c.field for c in res.changes))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.lxc
+def test_two_processes_ensuring_one_spec_end_with_one_domain(
+    sandbox: object, lxc_host: Host, kit: GuestKit
+) -> None:
+    import subprocess
+    import sys
+
+    uri = lxc_host.uri
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACE_SCRIPT, uri, str(kit.lxc_rootfs)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    try:
+        assert sorted(outputs) == ["", "domain"], "exactly one of them defined it"
+        assert [d.name for d in lxc_host.domains.list()].count("it-race") == 1
+    finally:
+        dom = lxc_host.domains.find("it-race")
+        if dom is not None:
+            dom.undefine()
