@@ -30,30 +30,56 @@ from hvlib.render import render, validate
 from hvlib.spec import Disk, DomainSpec, Filesystem, Nic, XmlEdit
 
 if TYPE_CHECKING:
+    from hvlib.access import (
+        CommandResult,
+        CommandTimeout,
+        ConnectionLost,
+        GuestAccessError,
+        HostKeyError,
+        Ready,
+        RemoteCommandError,
+        SshConfig,
+        TransferError,
+    )
+    from hvlib.addresses import AddressSource
     from hvlib.domain import Domain, ShutdownResult
+    from hvlib.ensure import Change, ChangeHow, EnsureResult
     from hvlib.events import DomainEvent, EventKind
     from hvlib.host import Host
 
 __all__ = [
+    "AddressSource",
     "AlreadyExists",
     "CallTimeout",
+    "Change",
+    "ChangeHow",
+    "CommandResult",
+    "CommandTimeout",
+    "ConnectionLost",
     "Disk",
     "Domain",
     "DomainEvent",
     "DomainNotFound",
     "DomainSpec",
+    "EnsureResult",
     "EventKind",
     "Filesystem",
+    "GuestAccessError",
     "Host",
     "HostError",
+    "HostKeyError",
     "HvlibError",
     "InvalidState",
     "LibvirtError",
     "Nic",
     "NotFound",
+    "Ready",
+    "RemoteCommandError",
     "ShutdownResult",
     "SpecError",
+    "SshConfig",
     "State",
+    "TransferError",
     "Unsupported",
     "VirtType",
     "WaitTimeout",
@@ -69,6 +95,19 @@ _LAZY = {
     "Host": "hvlib.host",
     "DomainEvent": "hvlib.events",
     "EventKind": "hvlib.events",
+    "AddressSource": "hvlib.addresses",
+    "Change": "hvlib.ensure",
+    "ChangeHow": "hvlib.ensure",
+    "EnsureResult": "hvlib.ensure",
+    "CommandResult": "hvlib.access",
+    "CommandTimeout": "hvlib.access",
+    "ConnectionLost": "hvlib.access",
+    "GuestAccessError": "hvlib.access",
+    "HostKeyError": "hvlib.access",
+    "Ready": "hvlib.access",
+    "RemoteCommandError": "hvlib.access",
+    "SshConfig": "hvlib.access",
+    "TransferError": "hvlib.access",
 }
 
 

@@ -190,3 +190,17 @@ def open_connection(uri: str, *, readonly: bool = False) -> Any:
 def code_of(exc: BaseException) -> int | None:
     """libvirt's error code of a raw libvirt error; None for any other exception."""
     return exc.get_error_code() if isinstance(exc, libvirt.libvirtError) else None
+
+
+def lxc_open_namespace(handle: Any, name: str | None = None) -> list[int]:
+    """File descriptors of the namespaces of a running LXC domain's init (caller closes them).
+
+    Raises:
+        Unsupported: not an LXC domain, or the connection cannot pass file descriptors.
+        InvalidState: the domain is not running (or its init has not started yet).
+        HvlibError: any other libvirt failure.
+    """
+    import libvirt_lxc
+
+    with translated(name):
+        return [int(fd) for fd in libvirt_lxc.lxcOpenNamespace(handle, 0)]

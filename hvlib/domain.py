@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from hvlib import _virt
 from hvlib import addresses as addrs
+from hvlib.access import GuestAccess
 from hvlib.addresses import AddressSource
 from hvlib.console import ConsoleCapture
 from hvlib.domxml import DomainXML
@@ -73,7 +74,7 @@ def virt_of(doc: DomainXML) -> VirtType:
     return VirtType.KVM if dtype == "kvm" else VirtType.QEMU
 
 
-class Domain:
+class Domain(GuestAccess):
     """A libvirt domain on a :class:`hvlib.Host`. Get one from ``host.domains``."""
 
     def __init__(self, host: Host, handle: Any, virt: VirtType | None = None) -> None:

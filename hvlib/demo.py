@@ -1,0 +1,218 @@
+"""The end-to-end demo behind `make demo` and `hvlib demo`.
+
+On its own sandboxed libvirt host (hvlib.testkit), through hvlib's public API only: boot one
+QEMU (software emulation) VM and one LXC container from the test guest kit, wait until each is
+ready, show state, address and a command's output, shut both down gracefully and remove them.
+Each step prints one line with the elapsed time; a summary table ends the run. Given a URI of
+an existing libvirt it uses that instead; on ``test:///`` it runs the lifecycle part only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import hvlib
+from hvlib import DomainSpec, Filesystem, Nic, State, VirtType
+from hvlib.domain import Domain
+
+T = TypeVar("T")
+READY_PATTERN = r"hvlib-guest: ready"
+
+
+@dataclass
+class Row:
+    """One line of the summary table."""
+
+    name: str
+    virt: str
+    states: list[str] = field(default_factory=list)
+    address: str = "-"
+    command: str = "-"
+    ready_s: str = "-"
+    shutdown: str = "-"
+
+
+class Demo:
+    """Prints ``[  12.3s] step`` lines and collects the summary."""
+
+    def __init__(self, out: Callable[[str], None] = print) -> None:
+        self.t0 = time.monotonic()
+        self.out = out
+        self.rows: dict[str, Row] = {}
+
+    def step(self, text: str) -> None:
+        """Print one progress line with the time since the demo began."""
+        self.out(f"[{time.monotonic() - self.t0:7.1f}s] {text}")
+
+    def timed(self, text: str, fn: Callable[[], T]) -> tuple[T, float]:
+        """Run ``fn``, print ``text`` with how long it took, return its result and duration."""
+        started = time.monotonic()
+        result = fn()
+        took = time.monotonic() - started
+        self.step(f"{text} ({took:.2f} s)")
+        return result, took
+
+    def table(self) -> None:
+        """Print the summary table."""
+        head = ("domain", "type", "states seen", "address", "command output", "ready", "shutdown")
+        rows = [head] + [
+            (r.name, r.virt, " > ".join(r.states), r.address, r.command, r.ready_s, r.shutdown)
+            for r in self.rows.values()
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+        self.out("")
+        for i, row in enumerate(rows):
+            self.out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+            if i == 0:
+                self.out("  ".join("-" * w for w in widths))
+
+
+def run(uri: str | None = None, out: Callable[[str], None] = print) -> int:
+    """Run the demo; return the process exit status (0 on success).
+
+    Raises:
+        HvlibError: a step failed (the message says which and why).
+    """
+    demo = Demo(out)
+    if uri is not None and uri.startswith("test:"):
+        _lifecycle_only(demo, uri)
+    else:
+        with _hosts(demo, uri) as (qemu, lxc, kit):
+            _vm(demo, qemu, kit)
+            _container(demo, lxc, kit)
+    demo.table()
+    return 0
+
+
+@contextlib.contextmanager
+def _hosts(demo: Demo, uri: str | None) -> Iterator[tuple[Any, Any, Any]]:
+    from hvlib.testkit.guestkit import ensure_guest_kit
+    from hvlib.testkit.sandbox import SandboxHost
+
+    kit, _ = demo.timed(
+        "test guest kit ready (Debian cloud kernel + busybox initramfs)", ensure_guest_kit
+    )
+    if uri is not None:
+        with hvlib.connect(uri) as host:
+            yield host, host, kit
+        return
+    sandbox, _ = demo.timed(
+        "sandboxed libvirtd started (own network and mount namespaces)", SandboxHost("demo").start
+    )
+    try:
+        demo.step(f"  network namespace {sandbox.netns}; uri {sandbox.qemu_uri}")
+        with (
+            hvlib.connect(sandbox.qemu_uri, netns=sandbox.netns, ssh=_ssh(kit)) as qemu,
+            hvlib.connect(sandbox.lxc_uri, netns=sandbox.netns) as lxc,
+        ):
+            yield qemu, lxc, kit
+    finally:
+        demo.timed("sandbox stopped: libvirtd, guests, namespace and bridge removed", sandbox.stop)
+
+
+def _ssh(kit: Any) -> Any:
+    return hvlib.SshConfig(user="root", key=str(kit.client_key), host_key=kit.host_key_pub)
+
+
+def _vm(demo: Demo, host: Any, kit: Any) -> None:
+    spec = DomainSpec(
+        name="demo-vm",
+        virt=VirtType.QEMU,
+        vcpus=1,
+        memory_mib=256,
+        kernel=str(kit.kernel),
+        initrd=str(kit.initrd),
+        cmdline="console=ttyS0",
+        nics=[Nic.network("default")],
+    )
+    row = demo.rows.setdefault(spec.name, Row(spec.name, "qemu (TCG)"))
+    dom = _define_and_start(demo, host, spec, row)
+    _, took = demo.timed(
+        "demo-vm ready: its console printed 'hvlib-guest: ready'",
+        lambda: dom.wait_for_console(READY_PATTERN, timeout=120),
+    )
+    found, _ = demo.timed("demo-vm got a DHCP lease", lambda: dom.wait_for_address(timeout=60))
+    row.address = ", ".join(str(a.ip) for addrs in found.values() for a in addrs)
+    demo.timed("demo-vm reachable over SSH (host key pinned)", lambda: dom.wait_ready(timeout=60))
+    _exec(demo, dom, row, ["uname", "-sr"])
+    row.ready_s = f"{took:.1f} s"
+    _stop_and_remove(demo, dom, row)
+
+
+def _container(demo: Demo, host: Any, kit: Any) -> None:
+    spec = DomainSpec(
+        name="demo-ct",
+        virt=VirtType.LXC,
+        memory_mib=64,
+        init=["/sbin/hvlib-init"],
+        filesystems=[Filesystem.mount(str(kit.lxc_rootfs), "/")],
+    )
+    row = demo.rows.setdefault(spec.name, Row(spec.name, "lxc"))
+    dom = _define_and_start(demo, host, spec, row)
+    _, took = demo.timed(
+        "demo-ct ready: its init printed 'hvlib-guest: ready'",
+        lambda: dom.wait_for_console(READY_PATTERN, timeout=30),
+    )
+    row.ready_s = f"{took:.1f} s"
+    row.address = "(private netns)"
+    _exec(demo, dom, row, ["cat", "/proc/1/cmdline"])
+    _stop_and_remove(demo, dom, row)
+
+
+def _define_and_start(demo: Demo, host: Any, spec: DomainSpec, row: Row) -> Domain:
+    stale = host.domains.find(spec.name)
+    if stale is not None:  # a run interrupted earlier against the same host
+        stale.destroy()
+        stale.undefine()
+        demo.step(f"removed {spec.name} left over from an earlier run")
+    dom: Domain
+    dom, _ = demo.timed(
+        f"defined {spec.name} ({spec.virt.value}, {spec.vcpus} vcpu, {spec.memory_mib} MiB)",
+        lambda: host.domains.define(spec),
+    )
+    row.states.append(dom.state.value)
+    demo.timed(f"started {spec.name}", dom.start)
+    row.states.append(dom.state.value)
+    return dom
+
+
+def _exec(demo: Demo, dom: Any, row: Row, argv: list[str]) -> None:
+    res, _ = demo.timed(
+        f"{dom.name}: exec {' '.join(argv)}", lambda: dom.exec(argv, timeout=30, check=True)
+    )
+    row.command = res.text.replace("\x00", " ").strip()
+    demo.step(f"  -> exit {res.exit_status}: {row.command}")
+
+
+def _stop_and_remove(demo: Demo, dom: Domain, row: Row) -> None:
+    result, _ = demo.timed(f"shut down {dom.name}", lambda: dom.shutdown(timeout=30))
+    row.states.append(dom.state.value)
+    row.shutdown = f"{'graceful' if result.graceful else 'forced'} {result.elapsed:.1f} s"
+    demo.timed(f"undefined {dom.name}", dom.undefine)
+    row.states.append(dom.state.value)
+
+
+def _lifecycle_only(demo: Demo, uri: str) -> None:
+    demo.step(f"{uri} is libvirt's in-process test driver: lifecycle only, nothing boots")
+    with hvlib.connect(uri) as host:
+        for spec in _test_specs():
+            row = demo.rows.setdefault(spec.name, Row(spec.name, spec.virt.value))
+            dom = _define_and_start(demo, host, spec, row)
+            dom.wait_for(State.RUNNING, timeout=10)
+            _stop_and_remove(demo, dom, row)
+
+
+def _test_specs() -> list[DomainSpec]:
+    return [
+        DomainSpec(name="demo-vm", virt=VirtType.QEMU, kernel="/boot/vmlinuz"),
+        DomainSpec(
+            name="demo-ct",
+            virt=VirtType.LXC,
+            init=["/sbin/init"],
+            filesystems=[Filesystem.mount("/srv/demo-ct")],
+        ),
+    ]
