@@ -84,7 +84,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for line in lines:
         terminalreporter.write_line(line)
     totals = (
-        f"make test: {_totals['passed']} passed, {_totals['failed']} failed, "
+        f"totals: {_totals['passed']} passed, {_totals['failed']} failed, "
         f"{_totals['skipped']} skipped"
     )
     path = os.environ.get("HVLIB_SUMMARY_FILE")
