@@ -4,16 +4,17 @@ Name, uuid and virt type are cached identity; ``state`` is read live. Lifecycle 
 idempotent where the goal is already reached (start a running domain, destroy a stopped one,
 undefine an absent one). Waits block on libvirt's lifecycle events (see
 :mod:`hvlib.events`) with a polling fallback. Only this module and :mod:`hvlib.host` call
-libvirt, always inside :func:`hvlib._virt.translated`.
+libvirt, always through :meth:`hvlib.Host.call` (translated, retried only when safe).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hvlib import _virt
 from hvlib import addresses as addrs
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from hvlib.host import Host
 
 log = logging.getLogger("hvlib")
+T = TypeVar("T")
 
 NOT_READY_RETRY = 0.1
 """Seconds before re-asking a guest that could not take a shutdown request yet."""
@@ -80,6 +82,7 @@ class Domain(GuestAccess):
     def __init__(self, host: Host, handle: Any, virt: VirtType | None = None) -> None:
         self.host = host
         self._handle = handle
+        self._generation = host.generation
         with _virt.translated():
             self.name: str = handle.name()
             self.uuid: str = handle.UUIDString()
@@ -101,8 +104,27 @@ class Domain(GuestAccess):
 
     @property
     def handle(self) -> Any:
-        """The underlying libvirt object (an escape hatch; hvlib's errors do not wrap it)."""
+        """The underlying libvirt object (an escape hatch; hvlib's errors do not wrap it),
+        looked up again by uuid after the host reconnected.
+
+        Raises:
+            DomainNotFound: after a reconnect, the domain is gone.
+        """
+        if self._generation != self.host.generation:
+            generation = self.host.generation
+            self._handle = self.host.call(
+                lambda c: c.lookupByUUIDString(self.uuid), name=self.name, safe=True
+            )
+            self._generation = generation
         return self._handle
+
+    def _read(self, fn: Callable[[Any], T]) -> T:
+        """``fn(handle)``: a read or an idempotent call, retried on transient errors."""
+        return self.host.call(lambda _c: fn(self.handle), name=self.name, safe=True)
+
+    def _write(self, fn: Callable[[Any], T]) -> T:
+        """``fn(handle)``: a call that changes something, made once (never retried)."""
+        return self.host.call(lambda _c: fn(self.handle), name=self.name)
 
     @property
     def state(self) -> State:
@@ -112,8 +134,7 @@ class Domain(GuestAccess):
             HostError: the connection failed.
         """
         try:
-            with _virt.translated(self.name):
-                return _virt.state_of(self._handle.state()[0])
+            return _virt.state_of(self._read(lambda h: h.state())[0])
         except DomainNotFound:
             return State.ABSENT
 
@@ -124,8 +145,7 @@ class Domain(GuestAccess):
             DomainNotFound: the domain is gone.
         """
         flags = _virt.C.VIR_DOMAIN_XML_INACTIVE if inactive else 0
-        with _virt.translated(self.name):
-            return str(self._handle.XMLDesc(flags))
+        return str(self._read(lambda h: h.XMLDesc(flags)))
 
     def xml_doc(self, *, inactive: bool = False) -> DomainXML:
         """:meth:`xml`, parsed into the editable model."""
@@ -152,8 +172,8 @@ class Domain(GuestAccess):
         capture_console = capture_console and not self.host.is_test_driver
         paused_first = capture_console and not self.virt.is_container
         try:
-            with _virt.translated(self.name):
-                self._handle.createWithFlags(_virt.C.VIR_DOMAIN_START_PAUSED if paused_first else 0)
+            flags = _virt.C.VIR_DOMAIN_START_PAUSED if paused_first else 0
+            self._write(lambda h: h.createWithFlags(flags))
         except InvalidState:
             if not self.state.is_active:  # not the "already running" race: a real refusal
                 raise
@@ -161,13 +181,12 @@ class Domain(GuestAccess):
         if capture_console:
             self._capture_console()
         if paused_first:
-            with _virt.translated(self.name):
-                self._handle.resume()
+            self._write(lambda h: h.resume())
 
     def _capture_console(self) -> None:
         capture = ConsoleCapture(self.name)
         try:
-            capture.attach(self.host.conn, self._handle, force=not self.virt.is_container)
+            capture.attach(self.host.conn, self.handle, force=not self.virt.is_container)
         except HvlibError as e:  # the test driver has no consoles; a start must not fail on it
             log.info("no console capture for %s: %s", self.name, e)
             return
@@ -208,8 +227,7 @@ class Domain(GuestAccess):
         """
         if self._require_active("suspend") is State.PAUSED:
             return
-        with _virt.translated(self.name):
-            self._handle.suspend()
+        self._write(lambda h: h.suspend())
 
     def resume(self) -> None:
         """Resume a paused domain; a no-op if it is already running.
@@ -219,8 +237,7 @@ class Domain(GuestAccess):
         """
         if self._require_active("resume") is not State.PAUSED:
             return
-        with _virt.translated(self.name):
-            self._handle.resume()
+        self._write(lambda h: h.resume())
 
     def reboot(self) -> None:
         """Ask the guest to reboot (ACPI or the container's init).
@@ -229,8 +246,7 @@ class Domain(GuestAccess):
             InvalidState: the domain is not active.
         """
         self._require_active("reboot")
-        with _virt.translated(self.name):
-            self._handle.reboot(0)
+        self._write(lambda h: h.reboot(0))
 
     def _require_active(self, action: str) -> State:
         state = self.state
@@ -279,21 +295,21 @@ class Domain(GuestAccess):
         if self.virt.is_container and attempt % 2 == 0:
             flags = _virt.C.VIR_DOMAIN_SHUTDOWN_SIGNAL
         try:
-            with _virt.translated(self.name):
-                self._shutdown_flags(flags)
+            self._write(lambda h: self._shutdown_flags(h, flags))
         except DomainNotFound:
             return True  # vanished between our look and the request
         except InvalidState:
             return not self.state.is_active  # stopped meanwhile; else: not ready for it yet
         return True
 
-    def _shutdown_flags(self, flags: int) -> None:
+    @staticmethod
+    def _shutdown_flags(handle: Any, flags: int) -> None:
         try:
-            self._handle.shutdownFlags(flags)
+            handle.shutdownFlags(flags)
         except Exception as e:  # a driver without that mode (the test driver): its default
             if not flags or _virt.code_of(e) != _virt.C.VIR_ERR_INVALID_ARG:
                 raise
-            self._handle.shutdownFlags(0)
+            handle.shutdownFlags(0)
 
     def _wait_inactive(self, timeout: float) -> bool:
         try:
@@ -319,11 +335,8 @@ class Domain(GuestAccess):
         """Stop the domain at once (power off); a no-op if it is off or absent."""
         if not self.state.is_active:
             return
-        try:
-            with _virt.translated(self.name):
-                self._handle.destroy()
-        except (InvalidState, DomainNotFound):
-            pass  # already stopped
+        with contextlib.suppress(InvalidState, DomainNotFound):  # it stopped meanwhile
+            self._write(lambda h: h.destroy())
 
     def undefine(self) -> None:
         """Remove the persistent definition (and its NVRAM, managed save and snapshot
@@ -333,34 +346,32 @@ class Domain(GuestAccess):
             LibvirtError: libvirt refused.
         """
         try:
-            with _virt.translated(self.name):
-                self._undefine()
+            self._write(self._undefine)
         except DomainNotFound:
             return
 
-    def _undefine(self) -> None:
+    @staticmethod
+    def _undefine(handle: Any) -> None:
         flags = 0
         for name in _UNDEFINE_FLAGS:
             flags |= getattr(_virt.C, name, 0)
         try:
-            self._handle.undefineFlags(flags)
+            handle.undefineFlags(flags)
         except Exception as e:  # drivers that reject a flag (the test driver, LXC)
             if _virt.code_of(e) not in (_virt.C.VIR_ERR_INVALID_ARG, _virt.C.VIR_ERR_NO_SUPPORT):
                 raise
-            self._handle.undefine()
+            handle.undefine()
 
     # -- configuration -------------------------------------------------------------------
 
     @property
     def autostart(self) -> bool:
         """Whether libvirt starts the domain when the host (daemon) starts."""
-        with _virt.translated(self.name):
-            return bool(self._handle.autostart())
+        return bool(self._read(lambda h: h.autostart()))
 
     @autostart.setter
     def autostart(self, value: bool) -> None:
-        with _virt.translated(self.name):
-            self._handle.setAutostart(1 if value else 0)
+        self._write(lambda h: h.setAutostart(1 if value else 0))
 
     def set_memory_live(self, kib: int) -> None:
         """Balloon the running guest to ``kib`` KiB (up to its maximum memory).
@@ -368,8 +379,7 @@ class Domain(GuestAccess):
         Raises:
             InvalidState: the domain is not running. LibvirtError: above the maximum, say.
         """
-        with _virt.translated(self.name):
-            self._handle.setMemoryFlags(kib, _virt.C.VIR_DOMAIN_AFFECT_LIVE)
+        self._write(lambda h: h.setMemoryFlags(kib, _virt.C.VIR_DOMAIN_AFFECT_LIVE))
 
     def set_vcpus_live(self, count: int) -> None:
         """Hot-plug (or unplug) vcpus of the running guest, up to its maximum.
@@ -377,8 +387,7 @@ class Domain(GuestAccess):
         Raises:
             InvalidState: the domain is not running. LibvirtError: libvirt refused.
         """
-        with _virt.translated(self.name):
-            self._handle.setVcpusFlags(count, _virt.C.VIR_DOMAIN_AFFECT_LIVE)
+        self._write(lambda h: h.setVcpusFlags(count, _virt.C.VIR_DOMAIN_AFFECT_LIVE))
 
     def attach_live(self, device_xml: str) -> None:
         """Hot-plug a device (``<disk>``, ``<interface>`` ...) into the running guest only.
@@ -386,8 +395,7 @@ class Domain(GuestAccess):
         Raises:
             InvalidState: the domain is not running. Unsupported, LibvirtError: refused.
         """
-        with _virt.translated(self.name):
-            self._handle.attachDeviceFlags(device_xml, _virt.C.VIR_DOMAIN_AFFECT_LIVE)
+        self._write(lambda h: h.attachDeviceFlags(device_xml, _virt.C.VIR_DOMAIN_AFFECT_LIVE))
 
     def detach_live(self, device_xml: str) -> None:
         """Hot-unplug a device from the running guest only (persistent config untouched).
@@ -395,8 +403,7 @@ class Domain(GuestAccess):
         Raises:
             InvalidState: the domain is not running. Unsupported, LibvirtError: refused.
         """
-        with _virt.translated(self.name):
-            self._handle.detachDeviceFlags(device_xml, _virt.C.VIR_DOMAIN_AFFECT_LIVE)
+        self._write(lambda h: h.detachDeviceFlags(device_xml, _virt.C.VIR_DOMAIN_AFFECT_LIVE))
 
     # -- addresses -----------------------------------------------------------------------
 
@@ -416,9 +423,8 @@ class Domain(GuestAccess):
         found: addrs.Addresses = {}
         for src in sources:
             try:
-                with _virt.translated(self.name):
-                    flag = getattr(_virt.C, f"VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_{src.name}")
-                    found = addrs.read(self._handle.interfaceAddresses(flag, 0))
+                flag = getattr(_virt.C, f"VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_{src.name}")
+                found = addrs.read(self._interface_addresses(flag))
             except (InvalidState, Unsupported, LibvirtError) as e:
                 if source is not AddressSource.AUTO:
                     raise
@@ -428,6 +434,10 @@ class Domain(GuestAccess):
             if any(found.values()):
                 return found
         return found
+
+    def _interface_addresses(self, flag: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._read(lambda h: h.interfaceAddresses(flag, 0))
+        return result
 
     def mac_addresses(self) -> list[str]:
         """The MACs of the domain's NICs, from its live (or else persistent) XML."""

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import builtins
 import logging
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from hvlib import _virt
+from hvlib.connection import Connection
 from hvlib.console import ConsoleCapture
 from hvlib.domain import Domain
 from hvlib.ensure import ENSURE_STATES, Converger, EnsureResult
@@ -26,6 +26,7 @@ from hvlib.render import render
 from hvlib.spec import DiskKind, DomainSpec
 
 log = logging.getLogger("hvlib")
+T = TypeVar("T")
 
 _LIST_FLAGS = {
     State.RUNNING: "VIR_CONNECT_LIST_DOMAINS_RUNNING",
@@ -48,6 +49,8 @@ class Host:
         poll_interval: float | None = 1.0,
         readonly: bool = False,
         ssh: Any = None,
+        reconnect_timeout: float = 30.0,
+        call_timeout: float | None = None,
     ) -> None:
         self.uri = uri
         self.ssh = ssh
@@ -59,10 +62,14 @@ class Host:
         self.event_hub = EventHub()
         self.consoles: dict[str, ConsoleCapture] = {}
         """Console captures of the domains hvlib started, by uuid."""
-        self._lock = threading.Lock()
-        self._conn: Any = _virt.open_connection(uri, readonly=readonly)
-        self._callback_id: int | None = None
-        self._register_events()
+        self.connection = Connection(
+            uri,
+            readonly=readonly,
+            on_lifecycle=self._on_lifecycle,
+            on_lost=self.event_hub.wake_all,
+            reconnect_timeout=reconnect_timeout,
+            call_timeout=call_timeout,
+        )
         self.domains = Domains(self)
 
     def __repr__(self) -> str:
@@ -76,32 +83,27 @@ class Host:
 
     @property
     def conn(self) -> Any:
-        """The libvirt connection (an escape hatch: raw calls raise raw libvirt errors)."""
-        return self._conn
+        """The libvirt connection, reconnected first if the daemon restarted (an escape hatch:
+        raw calls on it raise raw libvirt errors).
+
+        Raises:
+            HostError: the host was closed, or the daemon did not come back in time.
+        """
+        return self.connection.get()
+
+    @property
+    def generation(self) -> int:
+        """Bumped on every reconnect: libvirt handles from before are stale."""
+        return self.connection.generation
+
+    def call(self, fn: Callable[[Any], T], *, name: str | None = None, safe: bool = False) -> T:
+        """Run ``fn(conn)``, translated, retried on transient errors only if ``safe``, bounded
+        by ``call_timeout``: see :meth:`hvlib.connection.Connection.call`."""
+        return self.connection.call(fn, name=name, safe=safe)
 
     def close(self) -> None:
         """Deregister events and close the connection (idempotent)."""
-        with self._lock:
-            conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            with _virt.translated():
-                if self._callback_id is not None:
-                    conn.domainEventDeregisterAny(self._callback_id)
-                conn.close()
-        except Exception as e:  # closing a broken connection must not mask the real error
-            log.debug("closing %s: %s", self.uri, e)
-
-    def _register_events(self) -> None:
-        with _virt.translated():
-            self._callback_id = self._conn.domainEventRegisterAny(
-                None, _virt.C.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
-            )
-            try:
-                self._conn.setKeepAlive(5, 3)
-            except Exception as e:  # the in-process test driver has no keepalive
-                log.debug("no keepalive on %s: %s", self.uri, e)
+        self.connection.close()
 
     def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
         self.event_hub.dispatch(
@@ -131,8 +133,7 @@ class Host:
 
     def capabilities(self) -> str:
         """The host's capabilities XML."""
-        with _virt.translated():
-            return str(self._conn.getCapabilities())
+        return self.call(lambda c: str(c.getCapabilities()), safe=True)
 
     @property
     def is_test_driver(self) -> bool:
@@ -244,8 +245,7 @@ class Domains:
 
     def _lookup(self, name: str) -> Any | None:
         try:
-            with _virt.translated(name):
-                return self.host.conn.lookupByName(name)
+            return self.host.call(lambda c: c.lookupByName(name), name=name, safe=True)
         except DomainNotFound:
             return None
 
@@ -274,8 +274,7 @@ class Domains:
         """
         if state is None or state in _LIST_FLAGS:
             flags = getattr(_virt.C, _LIST_FLAGS[state]) if state is not None else 0
-            with _virt.translated():
-                handles = self.host.conn.listAllDomains(flags)
+            handles = self.host.call(lambda c: c.listAllDomains(flags), safe=True)
             return [Domain(self.host, h) for h in handles]
         return [Domain(self.host, h) for h, _ in self._bulk(state, 0)]
 
@@ -293,8 +292,7 @@ class Domains:
         flags = getattr(_virt.C, _LIST_FLAGS[state]) if state in _LIST_FLAGS else 0
         kinds |= _virt.C.VIR_DOMAIN_STATS_STATE
         try:
-            with _virt.translated():
-                found = self.host.conn.getAllDomainStats(kinds, flags)
+            found = self.host.call(lambda c: c.getAllDomainStats(kinds, flags), safe=True)
         except Unsupported:
             found = self._info_each(flags)
         if state is None or state in _LIST_FLAGS:
@@ -340,6 +338,8 @@ def connect(
     poll_interval: float | None = 1.0,
     readonly: bool = False,
     ssh: Any = None,
+    reconnect_timeout: float = 30.0,
+    call_timeout: float | None = None,
 ) -> Host:
     """Open a :class:`Host` on ``uri`` (``qemu:///system``, ``lxc:///``, ``test:///default``,
     ``qemu+ssh://...``).
@@ -347,9 +347,20 @@ def connect(
     ``netns`` names a network namespace (``ip netns``) in which hvlib opens its sockets toward
     guests; the calling process stays where it is. ``poll_interval`` is the state re-read
     period of waits (None: libvirt's events only). ``ssh`` (an :class:`hvlib.SshConfig`) is
-    the default for reaching guests over SSH.
+    the default for reaching guests over SSH. After libvirtd restarts, the next call
+    reconnects (retrying for up to ``reconnect_timeout`` s) and re-registers events; safe
+    (read-only or idempotent) calls are retried on transient errors. ``call_timeout`` (off by
+    default) bounds every libvirt call: past it, :class:`hvlib.CallTimeout`.
 
     Raises:
         HostError: the daemon cannot be reached or refused the connection.
     """
-    return Host(uri, netns=netns, poll_interval=poll_interval, readonly=readonly, ssh=ssh)
+    return Host(
+        uri,
+        netns=netns,
+        poll_interval=poll_interval,
+        readonly=readonly,
+        ssh=ssh,
+        reconnect_timeout=reconnect_timeout,
+        call_timeout=call_timeout,
+    )

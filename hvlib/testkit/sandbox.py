@@ -855,6 +855,22 @@ class SandboxHost:
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    def kill_libvirtd(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Kill the daemon as a crash would; guests keep running. For fault tests.
+
+        Raises SandboxError if the daemon is not running or does not die within 10 s.
+        """
+        pid = self.libvirtd_pid
+        _signal(pid, sig)
+        if not _wait_until(lambda: not _alive(pid, self._rec.libvirtd_start), 10):
+            raise SandboxError(f"sandbox {self.name}: libvirtd {pid} survived {sig.name}")
+
+    def restart_libvirtd(self) -> None:
+        """Start the daemon again (same state, same socket) after :meth:`kill_libvirtd`; it
+        reconnects to the guests that kept running. Raises SandboxError."""
+        self._launch_libvirtd()
+        self._wait_ready()
+
     # -- start steps --
 
     def _make_tree(self) -> None:

@@ -1,0 +1,219 @@
+"""A libvirt connection that survives its daemon: keepalive, close callback, reconnect, retries.
+
+:class:`Connection` owns the raw libvirt connection of a :class:`hvlib.Host`. When libvirtd
+restarts (the close callback fires, or a call fails because the connection is dead) the
+connection is marked lost; the next use reconnects (retried with a deadline) and re-registers
+the lifecycle event callback, bumping :attr:`Connection.generation` so that Domains re-look-up
+their handles. :meth:`Connection.call` runs a block of libvirt calls with hvlib's error
+translation, retries it on transient errors only when the caller says it is safe to repeat,
+and with ``call_timeout`` set runs it on a worker thread and gives up with
+:class:`hvlib.CallTimeout`. This is part of the Host layer; it holds no policy about domains.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import tenacity
+
+from hvlib import _virt
+from hvlib.errors import CallTimeout, HostError, HvlibError
+
+log = logging.getLogger("hvlib")
+T = TypeVar("T")
+
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_COUNT = 3
+TRANSIENT_MESSAGES = (
+    "cannot acquire state change lock",
+    "client socket is closed",
+    "end of file while reading data",
+    "connection reset",
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures that may pass if the same safe call is made again: a lost
+    connection, a daemon restarting, libvirt's "cannot acquire state change lock"."""
+    if isinstance(exc, CallTimeout):
+        return False
+    if isinstance(exc, HostError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, HvlibError) and any(m in text for m in TRANSIENT_MESSAGES)
+
+
+class Connection:
+    """The raw libvirt connection of one Host, kept alive across daemon restarts."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        readonly: bool,
+        on_lifecycle: Callable[..., None],
+        on_lost: Callable[[], None],
+        reconnect_timeout: float = 30.0,
+        call_timeout: float | None = None,
+    ) -> None:
+        self.uri, self.readonly = uri, readonly
+        self.reconnect_timeout, self.call_timeout = reconnect_timeout, call_timeout
+        self._on_lifecycle, self._on_lost = on_lifecycle, on_lost
+        self._lock = threading.RLock()
+        self._conn: Any = None
+        self._callback_id: int | None = None
+        self._closed = False
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.generation = 0
+        """Bumped on every (re)connect: handles from an older generation are stale."""
+        self._open()
+
+    # -- opening, losing, closing --------------------------------------------------------
+
+    def _open(self) -> None:
+        conn = _virt.open_connection(self.uri, readonly=self.readonly)
+        with _virt.translated():
+            self._callback_id = conn.domainEventRegisterAny(
+                None, _virt.C.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
+            )
+        self._optional(conn.setKeepAlive, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
+        self._optional(conn.registerCloseCallback, self._closed_by_libvirt, None)
+        self._conn = conn
+        self.generation += 1
+
+    def _optional(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as e:  # the in-process test driver has no keepalive, no close callback
+            log.debug("%s: %s not available: %s", self.uri, getattr(fn, "__name__", fn), e)
+
+    def _closed_by_libvirt(self, conn: Any, reason: int, _opaque: Any) -> None:
+        log.warning(
+            "connection to %s closed (reason %d); will reconnect on next use", self.uri, reason
+        )
+        self.mark_lost(conn)
+
+    def mark_lost(self, conn: Any) -> None:
+        """Forget ``conn`` if it is still the current one (the next use reconnects)."""
+        with self._lock:
+            if conn is not self._conn or conn is None:
+                return
+            self._conn = None
+        self._on_lost()
+
+    def get(self) -> Any:
+        """The live libvirt connection, reconnecting first if it was lost.
+
+        Raises:
+            HostError: closed by the caller, or the daemon did not come back within
+                ``reconnect_timeout`` s.
+        """
+        with self._lock:
+            if self._closed:
+                raise HostError(f"connection to {self.uri} was closed")
+            if self._conn is None:
+                self._reconnect()
+            return self._conn
+
+    def _reconnect(self) -> None:
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(HostError),
+            stop=tenacity.stop_after_delay(self.reconnect_timeout),
+            wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
+            before_sleep=lambda rs: log.warning(
+                "reconnecting to %s (attempt %d): %s",
+                self.uri,
+                rs.attempt_number,
+                rs.outcome.exception() if rs.outcome else "",
+            ),
+            reraise=True,
+        )
+        retrying(self._open)
+        log.warning("reconnected to %s", self.uri)
+
+    def close(self) -> None:
+        """Deregister events and close (idempotent). Calls after this raise HostError."""
+        with self._lock:
+            conn, self._conn, self._closed = self._conn, None, True
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        if conn is None:
+            return
+        try:
+            with _virt.translated():
+                if self._callback_id is not None:
+                    conn.domainEventDeregisterAny(self._callback_id)
+                conn.close()
+        except Exception as e:  # closing a broken connection must not mask the real error
+            log.debug("closing %s: %s", self.uri, e)
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def call(self, fn: Callable[[Any], T], *, name: str | None = None, safe: bool = False) -> T:
+        """Run ``fn(conn)`` (libvirt calls) with hvlib's error translation.
+
+        ``safe``: the calls only read, or are idempotent, so on a transient error (lost
+        connection, "cannot acquire state change lock") they are made again, after a
+        reconnect if needed, until ``reconnect_timeout``; each retry is logged. Unsafe calls
+        are never repeated. With ``call_timeout`` set, each attempt runs on a worker thread.
+
+        Raises:
+            CallTimeout: libvirt did not answer within ``call_timeout`` s.
+            HvlibError: the translated libvirt error.
+        """
+        if not safe:
+            return self._attempt(fn, name)
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_transient),
+            stop=tenacity.stop_after_delay(self.reconnect_timeout),
+            wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
+            before_sleep=lambda rs: log.warning(
+                "retrying a call on %s after: %s",
+                self.uri,
+                rs.outcome.exception() if rs.outcome else "",
+            ),
+            reraise=True,
+        )
+        result: T = retrying(self._attempt, fn, name)
+        return result
+
+    def _attempt(self, fn: Callable[[Any], T], name: str | None) -> T:
+        conn = self.get()
+        try:
+            if self.call_timeout is None:
+                with _virt.translated(name):
+                    return fn(conn)
+            return self._with_deadline(fn, conn, name)
+        except HostError:
+            if not self._alive(conn):
+                self.mark_lost(conn)
+            raise
+
+    def _with_deadline(self, fn: Callable[[Any], T], conn: Any, name: str | None) -> T:
+        assert self.call_timeout is not None
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(8, "hvlib-call")
+
+        def run() -> T:
+            with _virt.translated(name):
+                return fn(conn)
+
+        future = self._pool.submit(run)
+        try:
+            return future.result(timeout=self.call_timeout)
+        except concurrent.futures.TimeoutError:
+            raise CallTimeout(
+                f"{self.uri}: libvirt did not answer within {self.call_timeout:g} s", name=name
+            ) from None
+
+    @staticmethod
+    def _alive(conn: Any) -> bool:
+        try:
+            return bool(conn.isAlive())
+        except Exception:
+            return False
