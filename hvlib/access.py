@@ -665,6 +665,25 @@ def pick_address(addresses: Mapping[str, Sequence[IPInterface]]) -> str | None:
 _state_lock = threading.Lock()
 
 
+def _left(deadline: float | None) -> float | None:
+    """Seconds left until ``deadline`` (at least a sliver, so a timeout still fires)."""
+    return None if deadline is None else max(0.05, deadline - time.monotonic())
+
+
+def _connect_budget(config: SshConfig, deadline: float | None) -> float:
+    """The connect timeout: the config's, cut short by the caller's deadline.
+
+    Raises:
+        GuestAccessError: the deadline has passed.
+    """
+    if deadline is None:
+        return config.connect_timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise GuestAccessError("no time left to connect (the command's timeout has passed)")
+    return min(config.connect_timeout, left)
+
+
 class _SessionCache:
     """Open SSH sessions of one Domain object, by (address, port, config)."""
 
@@ -852,15 +871,17 @@ class GuestAccess:
         from hvlib import ssh as sshmod
 
         config = self._ssh_config(ssh)
-        session, reused = self._session(config)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        session, reused = self._session(config, deadline=deadline)
         try:
-            return session.run(cmd, input=input, timeout=timeout, sink=sink)
+            return session.run(cmd, input=input, timeout=_left(deadline), sink=sink)
         except sshmod.ChannelOpenError:
             if not reused:
                 raise
-        # the kept session died before the command could start: one try on a fresh one
-        session, _ = self._session(config, fresh=True)
-        return session.run(cmd, input=input, timeout=timeout, sink=sink)
+        # the kept session died before the command could start: one try on a fresh one,
+        # within what is left of the command's timeout
+        session, _ = self._session(config, fresh=True, deadline=deadline)
+        return session.run(cmd, input=input, timeout=_left(deadline), sink=sink)
 
     # -- files --
 
@@ -963,8 +984,16 @@ class GuestAccess:
                 weakref.finalize(self, cache.close)
             return cache
 
-    def _session(self, config: SshConfig, *, fresh: bool = False) -> tuple[SshSession, bool]:
-        """A logged-in session (the kept one if alive); True if it was kept from before."""
+    def _session(
+        self, config: SshConfig, *, fresh: bool = False, deadline: float | None = None
+    ) -> tuple[SshSession, bool]:
+        """A logged-in session (the kept one if alive); True if it was kept from before.
+        A new connection gives up at ``deadline`` (monotonic) if that comes before the
+        config's ``connect_timeout``.
+
+        Raises:
+            GuestAccessError: no time left, or the connection failed.
+        """
         from hvlib import ssh as sshmod
 
         address = self._ssh_address(config)
@@ -975,7 +1004,11 @@ class GuestAccess:
         if kept is not None and kept.active and not fresh:
             return kept, True
         session = sshmod.SshSession.open(
-            address, config, netns=self.host.netns, timeout=config.connect_timeout, name=self.name
+            address,
+            config,
+            netns=self.host.netns,
+            timeout=_connect_budget(config, deadline),
+            name=self.name,
         )
         cache.keep(key, session)
         return session, False

@@ -153,20 +153,29 @@ class Connection:
 
     # -- calls ---------------------------------------------------------------------------
 
-    def call(self, fn: Callable[[Any], T], *, name: str | None = None, safe: bool = False) -> T:
+    def call(
+        self,
+        fn: Callable[[Any], T],
+        *,
+        name: str | None = None,
+        safe: bool = False,
+        timeout: float | None = None,
+    ) -> T:
         """Run ``fn(conn)`` (libvirt calls) with hvlib's error translation.
 
         ``safe``: the calls only read, or are idempotent, so on a transient error (lost
         connection, "cannot acquire state change lock") they are made again, after a
         reconnect if needed, until ``reconnect_timeout``; each retry is logged. Unsafe calls
-        are never repeated. With ``call_timeout`` set, each attempt runs on a worker thread.
+        are never repeated. With ``timeout`` (else the connection's ``call_timeout``) set,
+        each attempt runs on a worker thread and is abandoned past that many seconds (the
+        worker stays blocked until libvirt answers).
 
         Raises:
             CallTimeout: libvirt did not answer within ``call_timeout`` s.
             HvlibError: the translated libvirt error.
         """
         if not safe:
-            return self._attempt(fn, name)
+            return self._attempt(fn, name, timeout)
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_transient),
             stop=tenacity.stop_after_delay(self.reconnect_timeout),
@@ -178,23 +187,25 @@ class Connection:
             ),
             reraise=True,
         )
-        result: T = retrying(self._attempt, fn, name)
+        result: T = retrying(self._attempt, fn, name, timeout)
         return result
 
-    def _attempt(self, fn: Callable[[Any], T], name: str | None) -> T:
+    def _attempt(self, fn: Callable[[Any], T], name: str | None, timeout: float | None) -> T:
         conn = self.get()
+        deadline = timeout if timeout is not None else self.call_timeout
         try:
-            if self.call_timeout is None:
+            if deadline is None:
                 with _virt.translated(name):
                     return fn(conn)
-            return self._with_deadline(fn, conn, name)
+            return self._with_deadline(fn, conn, name, deadline)
         except HostError:
             if not self._alive(conn):
                 self.mark_lost(conn)
             raise
 
-    def _with_deadline(self, fn: Callable[[Any], T], conn: Any, name: str | None) -> T:
-        assert self.call_timeout is not None
+    def _with_deadline(
+        self, fn: Callable[[Any], T], conn: Any, name: str | None, deadline: float
+    ) -> T:
         with self._lock:
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(8, "hvlib-call")
@@ -205,10 +216,11 @@ class Connection:
 
         future = self._pool.submit(run)
         try:
-            return future.result(timeout=self.call_timeout)
+            return future.result(timeout=deadline)
         except concurrent.futures.TimeoutError:
+            where = f" (domain {name})" if name else ""
             raise CallTimeout(
-                f"{self.uri}: libvirt did not answer within {self.call_timeout:g} s", name=name
+                f"{self.uri}: libvirt did not answer within {deadline:g} s{where}", name=name
             ) from None
 
     @staticmethod

@@ -24,6 +24,7 @@ from hvlib.console import ConsoleCapture
 from hvlib.domxml import DomainXML
 from hvlib.enums import State, VirtType
 from hvlib.errors import (
+    CallTimeout,
     DomainNotFound,
     HvlibError,
     InvalidState,
@@ -122,9 +123,10 @@ class Domain(GuestAccess):
         """``fn(handle)``: a read or an idempotent call, retried on transient errors."""
         return self.host.call(lambda _c: fn(self.handle), name=self.name, safe=True)
 
-    def _write(self, fn: Callable[[Any], T]) -> T:
-        """``fn(handle)``: a call that changes something, made once (never retried)."""
-        return self.host.call(lambda _c: fn(self.handle), name=self.name)
+    def _write(self, fn: Callable[[Any], T], timeout: float | None = None) -> T:
+        """``fn(handle)``: a call that changes something, made once (never retried), given
+        up after ``timeout`` s (else the host's ``call_timeout``) with CallTimeout."""
+        return self.host.call(lambda _c: fn(self.handle), name=self.name, timeout=timeout)
 
     @property
     def state(self) -> State:
@@ -272,17 +274,16 @@ class Domain(GuestAccess):
         deadline = started + timeout
         requests = 0
         while self.state.is_active:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if deadline - time.monotonic() <= 0:
                 return self._shutdown_timed_out(started, requests, force, timeout)
-            sent = self._request_shutdown(requests)
+            sent = self._request_shutdown(requests, deadline - time.monotonic())
             requests += sent
             pause = resend_interval if sent else NOT_READY_RETRY
-            if self._wait_inactive(min(pause, remaining)):
+            if self._wait_inactive(max(0.0, min(pause, deadline - time.monotonic()))):
                 break
         return ShutdownResult(True, time.monotonic() - started, requests)
 
-    def _request_shutdown(self, attempt: int) -> bool:
+    def _request_shutdown(self, attempt: int, timeout: float) -> bool:
         """Send one shutdown request; False if the guest cannot take one yet.
 
         VMs get ACPI. Containers alternate: first SIGTERM to their init (libvirt's
@@ -290,14 +291,16 @@ class Domain(GuestAccess):
         seen to report success without signalling a busybox init (libvirt 9.0), while an init
         such as systemd wants initctl. Right after a container starts, libvirt refuses with
         "Init process ID is not yet known": that is retried within 0.1 s, not counted.
+        A request libvirt does not answer within ``timeout`` s (a frozen guest blocks its
+        monitor) counts as sent: the deadline then decides.
         """
         flags = 0
         if self.virt.is_container and attempt % 2 == 0:
             flags = _virt.C.VIR_DOMAIN_SHUTDOWN_SIGNAL
         try:
-            self._write(lambda h: self._shutdown_flags(h, flags))
-        except DomainNotFound:
-            return True  # vanished between our look and the request
+            self._write(lambda h: self._shutdown_flags(h, flags), timeout=timeout)
+        except (DomainNotFound, CallTimeout):
+            return True  # vanished meanwhile, or the guest's monitor does not answer
         except InvalidState:
             return not self.state.is_active  # stopped meanwhile; else: not ready for it yet
         return True

@@ -868,6 +868,7 @@ class SandboxHost:
     def restart_libvirtd(self) -> None:
         """Start the daemon again (same state, same socket) after :meth:`kill_libvirtd`; it
         reconnects to the guests that kept running. Raises SandboxError."""
+        (self.root / "libvirtd.pid").unlink(missing_ok=True)  # the dead daemon's
         self._launch_libvirtd()
         self._wait_ready()
 
