@@ -92,6 +92,8 @@ class Connection:
             log.debug("%s: %s not available: %s", self.uri, getattr(fn, "__name__", fn), e)
 
     def _closed_by_libvirt(self, conn: Any, reason: int, _opaque: Any) -> None:
+        if self._closed:
+            return  # our own close()
         log.warning(
             "connection to %s closed (reason %d); will reconnect on next use", self.uri, reason
         )

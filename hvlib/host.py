@@ -22,8 +22,10 @@ from hvlib.ensure import ENSURE_STATES, Converger, EnsureResult
 from hvlib.enums import State
 from hvlib.errors import AlreadyExists, DomainNotFound, NotFound, SpecError, Unsupported
 from hvlib.events import Callback, DomainEvent, EventHub, EventKind, Subscription
+from hvlib.network import Networks
 from hvlib.render import render
 from hvlib.spec import DiskKind, DomainSpec
+from hvlib.storage import Pools, Volumes
 
 log = logging.getLogger("hvlib")
 T = TypeVar("T")
@@ -71,6 +73,9 @@ class Host:
             call_timeout=call_timeout,
         )
         self.domains = Domains(self)
+        self.pools = Pools(self)
+        self.volumes = Volumes(self)
+        self.networks = Networks(self)
 
     def __repr__(self) -> str:
         return f"<Host {self.uri}>"
@@ -96,10 +101,17 @@ class Host:
         """Bumped on every reconnect: libvirt handles from before are stale."""
         return self.connection.generation
 
-    def call(self, fn: Callable[[Any], T], *, name: str | None = None, safe: bool = False) -> T:
+    def call(
+        self,
+        fn: Callable[[Any], T],
+        *,
+        name: str | None = None,
+        safe: bool = False,
+        timeout: float | None = None,
+    ) -> T:
         """Run ``fn(conn)``, translated, retried on transient errors only if ``safe``, bounded
-        by ``call_timeout``: see :meth:`hvlib.connection.Connection.call`."""
-        return self.connection.call(fn, name=name, safe=safe)
+        by ``timeout`` or ``call_timeout``: see :meth:`hvlib.connection.Connection.call`."""
+        return self.connection.call(fn, name=name, safe=safe, timeout=timeout)
 
     def close(self) -> None:
         """Deregister events and close the connection (idempotent)."""

@@ -1,0 +1,375 @@
+"""Spec files: YAML maps one-to-one onto DomainSpec; every error names the file, the line and
+the field (as a path into the document), and the rule; the README's examples are valid."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+import hvlib
+from hvlib import Disk, DomainSpec, Filesystem, Nic, VirtType, XmlEdit
+from hvlib.errors import SpecError
+from hvlib.specfile import DOMAIN_KEYS, SpecFileError, load, load_all, loads
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+README_SECTION = "## Command line and spec files"
+
+
+def one(text: str) -> DomainSpec:
+    sf = loads(text, "f.yaml")
+    assert len(sf.domains) == 1 and not sf.resources
+    return sf.domains[0].spec
+
+
+def error(text: str) -> SpecFileError:
+    with pytest.raises(SpecFileError) as info:
+        loads(text, "f.yaml")
+    return info.value
+
+
+def test_every_spec_field_has_a_key() -> None:
+    fields = {f.name for f in dataclasses.fields(DomainSpec)} - {"xml_hook"}
+    assert set(DOMAIN_KEYS) == fields | {"kind"}
+
+
+def test_a_vm_maps_onto_the_same_domainspec() -> None:
+    spec = one(
+        """
+name: web-1
+virt: qemu
+vcpus: 2
+max_vcpus: 4
+memory_mib: 512
+max_memory_mib: 1024
+kernel: /srv/vmlinuz
+initrd: /srv/initrd.img
+cmdline: console=ttyS0 quiet
+disks:
+  - file: /srv/web-1.qcow2
+    format: qcow2
+  - cdrom: /srv/seed.iso
+    target: hdc
+  - volume: {pool: default, name: data}
+    target: vdc
+    readonly: true
+nics:
+  - network: default
+    mac: 52:54:00:12:34:56
+  - bridge: br0
+    model: e1000
+uuid: 4d2ba8a2-7c2e-4b0f-a2b3-111111111111
+description: the web server
+autostart: true
+on_poweroff: destroy
+on_reboot: restart
+on_crash: preserve
+xml_edits:
+  - set: ./devices/console/@type
+    value: pty
+  - remove: ./devices/memballoon
+"""
+    )
+    assert spec == DomainSpec(
+        name="web-1",
+        virt=VirtType.QEMU,
+        vcpus=2,
+        max_vcpus=4,
+        memory_mib=512,
+        max_memory_mib=1024,
+        kernel="/srv/vmlinuz",
+        initrd="/srv/initrd.img",
+        cmdline="console=ttyS0 quiet",
+        disks=[
+            Disk.file("/srv/web-1.qcow2", format="qcow2"),
+            Disk.cdrom("/srv/seed.iso", target="hdc"),
+            Disk.volume("default", "data", target="vdc", readonly=True),
+        ],
+        nics=[Nic.network("default", mac="52:54:00:12:34:56"), Nic.bridge("br0", model="e1000")],
+        uuid="4d2ba8a2-7c2e-4b0f-a2b3-111111111111",
+        description="the web server",
+        autostart=True,
+        on_crash="preserve",
+        xml_edits=[
+            XmlEdit.set("./devices/console/@type", "pty"),
+            XmlEdit.delete("./devices/memballoon"),
+        ],
+    )
+
+
+def test_a_container_maps_onto_the_same_domainspec() -> None:
+    spec = one(
+        """
+name: ct-1
+virt: lxc
+memory_mib: 128
+init: [/sbin/init, --log, "2"]
+filesystems:
+  - source: /srv/ct-1/rootfs
+  - {source: /srv/data, target: /data, readonly: true}
+"""
+    )
+    assert spec == DomainSpec(
+        name="ct-1",
+        virt=VirtType.LXC,
+        memory_mib=128,
+        init=["/sbin/init", "--log", "2"],
+        filesystems=[
+            Filesystem.mount("/srv/ct-1/rootfs", "/"),
+            Filesystem.mount("/srv/data", "/data", readonly=True),
+        ],
+    )
+
+
+def test_host_root_is_spelled_out() -> None:
+    spec = one("name: ct\nvirt: lxc\ninit: [/sbin/init]\nfilesystems: [host_root]\n")
+    assert spec.filesystems == (Filesystem.host_root(),)
+
+
+def test_defaults_and_nulls_mean_the_field_default() -> None:
+    assert one("name: vm\nkernel: /k\nvcpus:\ndisks: ~\n") == DomainSpec(name="vm", kernel="/k")
+
+
+def test_unquoted_scalars_of_string_fields_are_taken_as_written() -> None:
+    # YAML 1.1 reads these as a number, a bool and an int; the fields are strings
+    spec = one(
+        "name: 2024\nvirt: qemu\nkernel: /k\ncmdline: no\n"
+        "nics: [{network: on, mac: 52:54:00:00:00:01}]\n"
+    )
+    assert (spec.name, spec.cmdline) == ("2024", "no")
+    assert spec.nics == (Nic.network("on", mac="52:54:00:00:00:01"),)
+
+
+def test_several_documents_and_kinds() -> None:
+    sf = loads(
+        "---\nname: a\nkernel: /k\n---\n---\nkind: network\nname: net0\n"
+        "---\nkind: volume\nname: v\n---\nkind: domain\nname: b\nkernel: /k\n",
+        "f.yaml",
+    )
+    assert [d.spec.name for d in sf.domains] == ["a", "b"]
+    assert [(d.location.line) for d in sf.domains] == [2, 12]
+    assert [(r.kind, r.name, r.location.line) for r in sf.resources] == [
+        ("network", "net0", 6),
+        ("volume", "v", 9),
+    ]
+
+
+def test_anchors_and_merge_keys_are_yaml_as_usual() -> None:
+    sf = loads(
+        "name: a\nvirt: qemu\nkernel: &k /srv/vmlinuz\n---\n"
+        "name: b\nvirt: qemu\nkernel: /srv/other\ndisks: &d [{file: /srv/b.img}]\n",
+        "f.yaml",
+    )
+    assert sf.domains[0].spec.kernel == "/srv/vmlinuz"
+    merged = loads("name: c\n<<: {virt: qemu, kernel: /k, vcpus: 2}\nvcpus: 3\n", "f.yaml").domains[
+        0
+    ]
+    assert (merged.spec.kernel, merged.spec.vcpus) == ("/k", 3)
+
+
+VM = "name: v\nvirt: qemu\nkernel: /k\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field", "rule"),
+    [
+        ("name: v\nvcpu: 2\n", 2, "vcpu", "unknown key (did you mean 'vcpus'?)"),
+        ("name: v\nxml_hook: x\n", 2, "xml_hook", "unknown key"),
+        ("name: v\nname: w\n", 2, "name", "is given twice"),
+        ("vcpus: 2\n", 1, "name", "is required"),
+        ("- a\n", 1, "document", "must be a mapping"),
+        ("name: v\n  x: [\n", 2, "yaml", "mapping values are not allowed"),
+        ("name: [v]\n", 1, "name", "must be a single value"),
+        ("name: a/b\n", 1, "name", "must start with a letter or digit"),
+        ("name: v\nvirt: vmware\n", 2, "virt", "must be one of kvm, qemu, xen-pv"),
+        ("name: v\nkind: pod\n", 2, "kind", "must be one of domain, network, volume"),
+        (VM + "vcpus: two\n", 4, "vcpus", "must be an integer"),
+        (VM + "vcpus: 0\n", 4, "vcpus", "must be between 1 and 512"),
+        (VM + "memory_mib: 1G\n", 4, "memory_mib", "must be an integer"),
+        (VM + "memory_mib: 512\nmax_memory_mib: 256\n", 5, "max_memory_mib", "between 512"),
+        (VM + "autostart: sometimes\n", 4, "autostart", "must be true or false"),
+        (VM + "uuid: nope\n", 4, "uuid", "must be a UUID"),
+        (VM + "on_crash: explode\n", 4, "on_crash", "must be one of destroy"),
+        ("name: v\nvirt: qemu\ninitrd: /i\n", 3, "initrd", "needs a kernel"),
+        ("name: v\nvirt: qemu\nkernel: vmlinuz\n", 3, "kernel", "must be an absolute path"),
+        (VM + "disks:\n  - file: rel.img\n", 5, "disks[0].file", "must be an absolute path"),
+        (
+            VM + "disks:\n  - {file: /a}\n  - file: /b\n    target: sda1\n",
+            7,
+            "disks[1].target",
+            "must look like vda",
+        ),
+        (VM + "disks:\n  - file: /a\n    format: vmdk\n", 6, "disks[0].format", "raw' or 'qcow2"),
+        (VM + "disks:\n  - file: /a\n    size: 5\n", 6, "disks[0].size", "unknown key"),
+        (VM + "disks:\n  - {file: /a, cdrom: /b}\n", 5, "disks[0]", "exactly one of file"),
+        (VM + "disks:\n  - /a.img\n", 5, "disks[0]", "must be a mapping"),
+        (VM + "disks: /a.img\n", 4, "disks", "must be a list"),
+        (VM + "disks:\n  - volume: {pool: p}\n", 5, "disks[0].volume.name", "is required"),
+        (
+            VM + "disks:\n  - volume: {pool: p, name: n, size: 1}\n",
+            5,
+            "disks[0].volume.size",
+            "unknown key",
+        ),
+        (
+            VM + "disks:\n  - volume:\n      pool: 'a b'\n      name: n\n",
+            6,
+            "disks[0].volume.pool",
+            "must start with a letter",
+        ),
+        (
+            VM + "disks:\n  - cdrom: /x.iso\n    readonly: false\n",
+            6,
+            "disks[0].readonly",
+            "always read-only",
+        ),
+        (
+            VM + "disks:\n  - {file: /a, target: vda}\n  - {file: /b, target: vda}\n",
+            4,
+            "disks",
+            "targets must be unique",
+        ),
+        (
+            VM + "nics:\n  - network: default\n    mac: 52:54:00:AA:00:01\n",
+            6,
+            "nics[0].mac",
+            "six lowercase hex pairs",
+        ),
+        (VM + "nics:\n  - {network: a, bridge: b}\n", 5, "nics[0]", "exactly one of network"),
+        (
+            VM + "nics:\n  - network: default\n    modle: e1000\n",
+            6,
+            "nics[0].modle",
+            "did you mean 'model'",
+        ),
+        (VM + "nics:\n  - bridge: 'br 0'\n", 5, "nics[0].bridge", "must start with a letter"),
+        ("name: c\nvirt: lxc\ninit: /sbin/init\n", 3, "init", "must be a list"),
+        ("name: c\nvirt: lxc\ninit: [/sbin/init, [x]]\n", 3, "init[1]", "single value"),
+        (
+            "name: c\nvirt: lxc\ninit: [sbin/init]\nfilesystems: [host_root]\n",
+            3,
+            "init[0]",
+            "absolute path inside the container",
+        ),
+        (
+            "name: c\nvirt: lxc\ninit: [/i]\nfilesystems:\n  - source: srv\n",
+            5,
+            "filesystems[0].source",
+            "must be an absolute path",
+        ),
+        (
+            "name: c\nvirt: lxc\ninit: [/i]\nfilesystems:\n  - target: /\n",
+            5,
+            "filesystems[0].source",
+            "is required",
+        ),
+        (
+            "name: c\nvirt: lxc\ninit: [/i]\nfilesystems:\n  - {source: /s, mode: rw}\n",
+            5,
+            "filesystems[0].mode",
+            "unknown key",
+        ),
+        (
+            "name: c\nvirt: lxc\ninit: [/i]\nfilesystems: [host-root]\n",
+            4,
+            "filesystems[0]",
+            "the word host_root",
+        ),
+        (VM + "xml_edits:\n  - set: ./on_crash\n", 5, "xml_edits[0].value", "is required"),
+        (VM + "xml_edits:\n  - {set: ./a, remove: ./b}\n", 5, "xml_edits[0]", "exactly one"),
+        (VM + "xml_edits:\n  - remove: ''\n", 5, "xml_edits[0].remove", "must not be empty"),
+        # what the virt type refuses is blamed on the key that asks for it
+        ("name: c\nvirt: lxc\ninit: [/i]\n", 1, "filesystems", "needs a root filesystem"),
+        (
+            "name: c\nvirt: lxc\ninit: [/i]\nfilesystems: [host_root]\nkernel: /k\n",
+            5,
+            "kernel",
+            "share the host's kernel",
+        ),
+        (
+            "name: c\nvirt: lxc\ninit: [/i]\nfilesystems: [host_root]\ndisks: [{file: /a}]\n",
+            5,
+            "disks",
+            "not disks",
+        ),
+        (VM + "init: [/sbin/init]\n", 4, "init", "init is for containers"),
+        ("name: v\nvirt: xen-pv\ndisks: [{file: /a}]\n", 2, "virt", "need a kernel"),
+        (
+            "name: v\nvirt: qemu\ncmdline: quiet\ndisks: [{file: /a}]\n",
+            3,
+            "cmdline",
+            "command line needs a kernel",
+        ),
+        (
+            "name: v\nvirt: xen-pv\nkernel: /k\ndisks: [{cdrom: /a.iso}]\n",
+            4,
+            "disks",
+            "no emulated cdrom",
+        ),
+        ("name: v\nvirt: kvm\n", 1, "disks", "needs a kernel or at least one disk"),
+    ],
+)
+def test_errors_carry_file_line_field_and_rule(text: str, line: int, field: str, rule: str) -> None:
+    e = error(text)
+    assert (e.path, e.line, e.field) == ("f.yaml", line, field), str(e)
+    assert rule in e.rule
+    assert str(e).startswith(f"f.yaml:{line}: {field}: "), str(e)
+    assert isinstance(e, SpecError) and isinstance(e, ValueError)
+
+
+def test_unknown_key_names_the_known_ones() -> None:
+    e = error("name: v\nmemory: 512\n")
+    assert "known keys: kind, name, virt, vcpus, memory_mib" in e.rule
+
+
+def test_the_first_error_of_several_documents_is_reported() -> None:
+    e = error("name: a\nkernel: /k\n---\nname: b\nkernel: /k\nvcpus: -1\n")
+    assert (e.line, e.field) == (6, "vcpus")
+
+
+def test_later_errors_about_a_document_get_its_lines() -> None:
+    doc = loads(VM + "nics:\n  - network: nowhere\n  - network: default\n", "f.yaml").domains[0]
+    located = doc.error(SpecError("nics[1].network", "does not exist on this host", "x"))
+    assert (located.line, located.field) == (6, "nics[1].network")
+    assert str(located) == "f.yaml:6: nics[1].network: does not exist on this host (got 'x')"
+    assert doc.locate("disks[3].pool") == doc.location  # no such key: the document's line
+    assert doc.locate("kernel").line == 3
+
+
+def test_files_are_read_and_names_are_unique_across_them(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(VM)
+    b.write_text("# same name\n" + VM)
+    assert load(a).domains[0].spec.name == "v"
+    with pytest.raises(SpecFileError) as info:
+        load_all([a, b])
+    assert str(info.value).startswith(f"{b}:2: name: is already declared at {a}:1")
+
+
+def test_an_unreadable_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(SpecFileError) as info:
+        load(tmp_path / "missing.yaml")
+    assert str(info.value).startswith(f"{tmp_path / 'missing.yaml'}:0: file: cannot be read")
+    bad = tmp_path / "bin.yaml"
+    bad.write_bytes(b"name: \xff\n")
+    with pytest.raises(SpecFileError, match=r"bin\.yaml:0: file: cannot be read"):
+        load(bad)
+
+
+def readme_examples() -> list[str]:
+    text = README.read_text()
+    assert README_SECTION in text, "README has no spec-file section"
+    section = text.split(README_SECTION, 1)[1]
+    return re.findall(r"```yaml\n(.*?)```", section, re.S)
+
+
+def test_readme_has_a_valid_example_per_virt_type() -> None:
+    seen: set[VirtType] = set()
+    for i, block in enumerate(readme_examples()):
+        sf = loads(block, f"README example {i}")
+        for doc in sf.domains:
+            hvlib.validate(hvlib.render(doc.spec))  # libvirt's own RelaxNG schema
+            seen.add(doc.spec.virt)
+    assert seen == set(VirtType)
