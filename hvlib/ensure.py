@@ -167,6 +167,9 @@ def _replace(doc: DomainXML, old: XmlNode | None, new: XmlNode) -> None:
     if old is None:
         doc.insert_device(new)
         return
+    for attr, value in old.el.attrib.items():  # what libvirt added (accessmode, ...)
+        if attr not in new.el.attrib:
+            new.el.set(attr, value)
     for tag in ("mac", "address"):
         kept = old.el.find(tag)
         if kept is not None and new.el.find(tag) is None:
@@ -299,8 +302,8 @@ class Converger:
         return EnsureResult(True, changes, domain=dom, after_xml=after)
 
     def _existing(self, dom: Domain) -> EnsureResult:
-        before_xml = dom.xml(inactive=True)
-        current = DomainXML.from_xml(before_xml)
+        current = DomainXML.from_xml(dom.xml(inactive=True))
+        before_xml = current.to_xml()  # serialised like the merged one, so diff() is minimal
         merged = merge(DomainXML.from_xml(before_xml), self.spec)
         running = dom.state.is_active
         live = DomainXML.from_xml(dom.xml()) if running else current
@@ -363,9 +366,12 @@ class Converger:
         for c in applied:
             if c.how is ChangeHow.LIVE:
                 self._apply_live_or_defer(dom, c, live, merged, result)
-        if self.allow_restart and any(c.how is ChangeHow.RESTART for c in applied):
+        deferred = [c for c in result.pending if c.how is ChangeHow.RESTART]
+        if self.allow_restart and (deferred or any(c.how is ChangeHow.RESTART for c in applied)):
             dom.shutdown(timeout=self.shutdown_timeout)
             dom.start()
+            result.changes.extend(deferred)  # the restart applied what hotplug could not
+            result.pending = [c for c in result.pending if c not in deferred]
 
     def _apply_live_or_defer(
         self, dom: Domain, c: Change, live: DomainXML, merged: DomainXML, result: EnsureResult
