@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -26,6 +26,7 @@ from hvlib.network import Networks
 from hvlib.render import render
 from hvlib.spec import DiskKind, DomainSpec
 from hvlib.storage import Pools, Volumes
+from hvlib.uri import check_uri
 
 log = logging.getLogger("hvlib")
 T = TypeVar("T")
@@ -352,6 +353,7 @@ def connect(
     ssh: Any = None,
     reconnect_timeout: float = 30.0,
     call_timeout: float | None = None,
+    allow_uri_options: Iterable[str] = (),
 ) -> Host:
     """Open a :class:`Host` on ``uri`` (``qemu:///system``, ``lxc:///``, ``test:///default``,
     ``qemu+ssh://...``).
@@ -362,11 +364,15 @@ def connect(
     the default for reaching guests over SSH. After libvirtd restarts, the next call
     reconnects (retrying for up to ``reconnect_timeout`` s) and re-registers events; safe
     (read-only or idempotent) calls are retried on transient errors. ``call_timeout`` (off by
-    default) bounds every libvirt call: past it, :class:`hvlib.CallTimeout`.
+    default) bounds every libvirt call: past it, :class:`hvlib.CallTimeout`. URI options
+    that make libvirt run commands or skip host-key checks are refused unless named in
+    ``allow_uri_options`` (see :mod:`hvlib.uri`).
 
     Raises:
         HostError: the daemon cannot be reached or refused the connection.
+        SpecError: the URI has an option that was not allowed.
     """
+    check_uri(uri, allow_uri_options)
     return Host(
         uri,
         netns=netns,
