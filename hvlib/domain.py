@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,6 +34,7 @@ from hvlib.errors import (
     Unsupported,
     WaitTimeout,
 )
+from hvlib.handle import HostObject
 from hvlib.render import HVLIB_NS
 
 if TYPE_CHECKING:
@@ -80,13 +81,11 @@ def virt_of(doc: DomainXML) -> VirtType:
     return VirtType.KVM if dtype == "kvm" else VirtType.QEMU
 
 
-class Domain(GuestAccess):
+class Domain(GuestAccess, HostObject):
     """A libvirt domain on a :class:`hvlib.Host`. Get one from ``host.domains``."""
 
     def __init__(self, host: Host, handle: Any, virt: VirtType | None = None) -> None:
-        self.host = host
-        self._handle = handle
-        self._generation = host.generation
+        super().__init__(host, handle)
         with _virt.translated():
             self.name: str = handle.name()
             self.uuid: str = handle.UUIDString()
@@ -106,30 +105,8 @@ class Domain(GuestAccess):
             self._virt = virt_of(self.xml_doc(inactive=True))
         return self._virt
 
-    @property
-    def handle(self) -> Any:
-        """The underlying libvirt object (an escape hatch; hvlib's errors do not wrap it),
-        looked up again by uuid after the host reconnected.
-
-        Raises:
-            DomainNotFound: after a reconnect, the domain is gone.
-        """
-        if self._generation != self.host.generation:
-            generation = self.host.generation
-            self._handle = self.host.call(
-                lambda c: c.lookupByUUIDString(self.uuid), name=self.name, safe=True
-            )
-            self._generation = generation
-        return self._handle
-
-    def _read(self, fn: Callable[[Any], T]) -> T:
-        """``fn(handle)``: a read or an idempotent call, retried on transient errors."""
-        return self.host.call(lambda _c: fn(self.handle), name=self.name, safe=True)
-
-    def _write(self, fn: Callable[[Any], T], timeout: float | None = None) -> T:
-        """``fn(handle)``: a call that changes something, made once (never retried), given
-        up after ``timeout`` s (else the host's ``call_timeout``) with CallTimeout."""
-        return self.host.call(lambda _c: fn(self.handle), name=self.name, timeout=timeout)
+    def _lookup(self, conn: Any) -> Any:
+        return conn.lookupByUUIDString(self.uuid)
 
     @property
     def state(self) -> State:

@@ -59,14 +59,13 @@ class Change:
 
 
 @dataclass
-class EnsureResult:
-    """What ``ensure`` changed (or, with ``check=True``, would change)."""
+class ChangeReport:
+    """What an ``ensure`` changed (or, with ``check=True``, would change)."""
 
     changed: bool
     changes: list[Change] = field(default_factory=list)
     pending: list[Change] = field(default_factory=list)
     """Changes not applied: they need a restart or a recreate that was not allowed."""
-    domain: Domain | None = None
     before_xml: str = ""
     after_xml: str = ""
 
@@ -76,6 +75,13 @@ class EnsureResult:
             self.before_xml.splitlines(True), self.after_xml.splitlines(True), "before", "after"
         )
         return "".join(lines)
+
+
+@dataclass
+class EnsureResult(ChangeReport):
+    """What a domain ``ensure`` changed; ``domain`` is None for ABSENT."""
+
+    domain: Domain | None = None
 
 
 # Fields whose change a running guest can take without a restart, given its maximums.

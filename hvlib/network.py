@@ -18,18 +18,18 @@ configuration outside libvirt, and never restarts a network it was not allowed t
 from __future__ import annotations
 
 import builtins
-import difflib
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from lxml import etree
 
 from hvlib import _virt
-from hvlib.ensure import Change, ChangeHow
+from hvlib.ensure import Change, ChangeHow, ChangeReport
 from hvlib.errors import HvlibError, NotFound, SpecError
+from hvlib.handle import HostObject
 from hvlib.netxml import DhcpHostXML, IpXML, NetworkXML
 from hvlib.spec import check_name, check_text
 from hvlib.xmlmodel import ensure_path, tostring
@@ -320,23 +320,11 @@ def combine(live: Iterable[Update], config: Iterable[Update]) -> list[Update]:
 
 
 @dataclass
-class NetworkResult:
-    """What a network ``ensure``/``apply`` changed (or, with ``check=True``, would change)."""
+class NetworkResult(ChangeReport):
+    """What a network ``ensure``/``apply`` changed (or, with ``check=True``, would change);
+    ``pending`` lists what the running network needs a restart for."""
 
-    changed: bool
-    changes: list[Change] = field(default_factory=list)
-    pending: list[Change] = field(default_factory=list)
-    """Changes not applied to the running network: they need a restart that was not allowed."""
     network: Network | None = None
-    before_xml: str = ""
-    after_xml: str = ""
-
-    def diff(self) -> str:
-        """A unified diff of the persistent XML, before -> after ("" when unchanged)."""
-        lines = difflib.unified_diff(
-            self.before_xml.splitlines(True), self.after_xml.splitlines(True), "before", "after"
-        )
-        return "".join(lines)
 
 
 # -- the libvirt side -----------------------------------------------------------------------
@@ -352,7 +340,7 @@ _SECTIONS = {
 }
 
 
-class Network:
+class Network(HostObject):
     """A libvirt virtual network on a :class:`hvlib.Host`. Get one from ``host.networks``.
 
     ``result`` is the report of the :meth:`Networks.ensure` call that returned this handle
@@ -360,9 +348,7 @@ class Network:
     """
 
     def __init__(self, host: Host, handle: Any) -> None:
-        self.host = host
-        self._handle = handle
-        self._generation = host.generation
+        super().__init__(host, handle)
         with _virt.translated():
             self.name: str = handle.name()
             self.uuid: str = handle.UUIDString()
@@ -371,29 +357,8 @@ class Network:
     def __repr__(self) -> str:
         return f"<Network {self.name} on {self.host.uri}>"
 
-    @property
-    def handle(self) -> Any:
-        """The libvirt network object (an escape hatch: raw calls raise raw libvirt errors),
-        looked up again by uuid after the host reconnected.
-
-        Raises:
-            NotFound: after a reconnect, the network is gone.
-        """
-        if self._generation != self.host.generation:
-            generation = self.host.generation
-            self._handle = self.host.call(
-                lambda c: c.networkLookupByUUIDString(self.uuid), name=self.name, safe=True
-            )
-            self._generation = generation
-        return self._handle
-
-    def _read(self, fn: Callable[[Any], T]) -> T:
-        """``fn(handle)``: a read, retried on transient errors (see :meth:`hvlib.Host.call`)."""
-        return self.host.call(lambda _c: fn(self.handle), name=self.name, safe=True)
-
-    def _write(self, fn: Callable[[Any], T]) -> T:
-        """``fn(handle)``: a call that changes something, made once."""
-        return self.host.call(lambda _c: fn(self.handle), name=self.name)
+    def _lookup(self, conn: Any) -> Any:
+        return conn.networkLookupByUUIDString(self.uuid)
 
     @property
     def active(self) -> bool:

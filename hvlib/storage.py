@@ -23,12 +23,13 @@ import contextlib
 import io
 import os
 import posixpath
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
 
 from hvlib import _virt
 from hvlib.errors import AlreadyExists, HvlibError, InvalidState, NotFound, SpecError
+from hvlib.handle import HostObject
 from hvlib.spec import Disk, DiskKind, check_name, check_path
 from hvlib.storxml import PoolXML, VolumeXML, dir_pool_doc, volume_doc
 
@@ -59,13 +60,11 @@ class PoolInfo:
     available: int
 
 
-class Pool:
+class Pool(HostObject):
     """A libvirt storage pool on a :class:`hvlib.Host`. Get one from ``host.pools``."""
 
     def __init__(self, host: Host, handle: Any) -> None:
-        self.host = host
-        self._handle = handle
-        self._generation = host.generation
+        super().__init__(host, handle)
         with _virt.translated():
             self.name: str = handle.name()
             self.uuid: str = handle.UUIDString()
@@ -73,29 +72,8 @@ class Pool:
     def __repr__(self) -> str:
         return f"<Pool {self.name} on {self.host.uri}>"
 
-    @property
-    def handle(self) -> Any:
-        """The libvirt pool object (an escape hatch: raw calls raise raw libvirt errors),
-        looked up again by uuid after the host reconnected.
-
-        Raises:
-            NotFound: after a reconnect, the pool is gone.
-        """
-        if self._generation != self.host.generation:
-            generation = self.host.generation
-            self._handle = self.host.call(
-                lambda c: c.storagePoolLookupByUUIDString(self.uuid), name=self.name, safe=True
-            )
-            self._generation = generation
-        return self._handle
-
-    def _read(self, fn: Callable[[Any], T]) -> T:
-        """``fn(handle)``: a read, retried on transient errors (see :meth:`hvlib.Host.call`)."""
-        return self.host.call(lambda _c: fn(self.handle), name=self.name, safe=True)
-
-    def _write(self, fn: Callable[[Any], T]) -> T:
-        """``fn(handle)``: a call that changes something, made once."""
-        return self.host.call(lambda _c: fn(self.handle), name=self.name)
+    def _lookup(self, conn: Any) -> Any:
+        return conn.storagePoolLookupByUUIDString(self.uuid)
 
     def doc(self) -> PoolXML:
         """The pool's XML, parsed.
@@ -257,44 +235,20 @@ def _norm(path: str | None) -> str | None:
 # -- volumes --------------------------------------------------------------------------------
 
 
-class Volume:
+class Volume(HostObject):
     """A storage volume in a :class:`Pool`. Get one from ``host.volumes``."""
 
     def __init__(self, pool: Pool, handle: Any) -> None:
         self.pool = pool
-        self.host = pool.host
-        self._handle = handle
-        self._generation = self.host.generation
+        super().__init__(pool.host, handle)
         with _virt.translated():
             self.name: str = handle.name()
 
     def __repr__(self) -> str:
         return f"<Volume {self.pool.name}/{self.name} on {self.host.uri}>"
 
-    @property
-    def handle(self) -> Any:
-        """The libvirt volume object (an escape hatch: raw calls raise raw libvirt errors),
-        looked up again in its pool after the host reconnected.
-
-        Raises:
-            NotFound: after a reconnect, the volume or its pool is gone.
-        """
-        if self._generation != self.host.generation:
-            generation = self.host.generation
-            pool = self.pool.handle
-            self._handle = self.host.call(
-                lambda _c: pool.storageVolLookupByName(self.name), name=self.name, safe=True
-            )
-            self._generation = generation
-        return self._handle
-
-    def _read(self, fn: Callable[[Any], T]) -> T:
-        """``fn(handle)``: a read, retried on transient errors (see :meth:`hvlib.Host.call`)."""
-        return self.host.call(lambda _c: fn(self.handle), name=self.name, safe=True)
-
-    def _write(self, fn: Callable[[Any], T]) -> T:
-        """``fn(handle)``: a call that changes something, made once."""
-        return self.host.call(lambda _c: fn(self.handle), name=self.name)
+    def _lookup(self, conn: Any) -> Any:
+        return self.pool.handle.storageVolLookupByName(self.name)
 
     def doc(self) -> VolumeXML:
         """The volume's XML, parsed. Raises NotFound when the volume is gone."""
