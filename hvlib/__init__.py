@@ -45,7 +45,10 @@ if TYPE_CHECKING:
     from hvlib.domain import Domain, ShutdownResult
     from hvlib.ensure import Change, ChangeHow, EnsureResult
     from hvlib.events import DomainEvent, EventKind
+    from hvlib.fleet import Fleet, HostCapacity, Inventory, Placement, PlacementError
     from hvlib.host import Host
+    from hvlib.migration import MigrationError, MigrationTimeout
+    from hvlib.snapshot import Snapshot, SnapshotKind
 
 __all__ = [
     "AddressSource",
@@ -64,18 +67,27 @@ __all__ = [
     "EnsureResult",
     "EventKind",
     "Filesystem",
+    "Fleet",
     "GuestAccessError",
     "Host",
+    "HostCapacity",
     "HostError",
     "HostKeyError",
     "HvlibError",
     "InvalidState",
+    "Inventory",
     "LibvirtError",
+    "MigrationError",
+    "MigrationTimeout",
     "Nic",
     "NotFound",
+    "Placement",
+    "PlacementError",
     "Ready",
     "RemoteCommandError",
     "ShutdownResult",
+    "Snapshot",
+    "SnapshotKind",
     "SpecError",
     "SshConfig",
     "State",
@@ -108,6 +120,15 @@ _LAZY = {
     "RemoteCommandError": "hvlib.access",
     "SshConfig": "hvlib.access",
     "TransferError": "hvlib.access",
+    "Fleet": "hvlib.fleet",
+    "HostCapacity": "hvlib.fleet",
+    "Inventory": "hvlib.fleet",
+    "Placement": "hvlib.fleet",
+    "PlacementError": "hvlib.fleet",
+    "MigrationError": "hvlib.migration",
+    "MigrationTimeout": "hvlib.migration",
+    "Snapshot": "hvlib.snapshot",
+    "SnapshotKind": "hvlib.snapshot",
 }
 
 

@@ -35,6 +35,7 @@ from hvlib.errors import (
     WaitTimeout,
 )
 from hvlib.handle import HostObject
+from hvlib.migration import Mobility
 from hvlib.render import HVLIB_NS
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def virt_of(doc: DomainXML) -> VirtType:
     return VirtType.KVM if dtype == "kvm" else VirtType.QEMU
 
 
-class Domain(GuestAccess, HostObject):
+class Domain(GuestAccess, Mobility, HostObject):
     """A libvirt domain on a :class:`hvlib.Host`. Get one from ``host.domains``."""
 
     def __init__(self, host: Host, handle: Any, virt: VirtType | None = None) -> None:

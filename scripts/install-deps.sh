@@ -10,6 +10,8 @@ PKGS=(
   libvirt-clients libvirt-dev pkg-config gcc qemu-system-x86 qemu-utils dnsmasq-base iptables
   iproute2 cpio busybox-static dropbear-bin ovmf python3-venv python3-dev procps
   debootstrap e2fsprogs
+  # UEFI tests (integration/test_cpu_firmware.py): a FAT EFI system partition with systemd-boot
+  dosfstools mtools systemd-boot-efi
   # the sandbox (hvlib/testkit/sandbox.py): nsenter, unshare, taskset, mountpoint; mount
   util-linux mount
 )
@@ -21,6 +23,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Remote-host tests (integration/test_remote.py, test_migration.py) run OpenSSH's sshd inside a
+# sandbox's network namespace only: install it without letting Debian start its ssh service
+# (a policy-rc.d that refuses, made only if there is none, removed after).
+if ! dpkg-query -W -f='${Status}' openssh-server 2>/dev/null | grep -q 'install ok installed'; then
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    trap 'rm -f "$policy"' EXIT
+    printf '#!/bin/sh\nexit 101\n' > "$policy"
+    chmod 755 "$policy"
+  fi
+  echo "install-deps: apt-get install openssh-server (its service is not started)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server >/dev/null
 fi
 # The guest kit downloads .debs with apt-get download: it needs package lists.
 if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 && ! ls /var/lib/apt/lists/*Packages.lz4 >/dev/null 2>&1; then

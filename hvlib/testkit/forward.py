@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import socket
 import threading
@@ -26,6 +27,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
+
+log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 _CLONE_NEWNET = 0x40000000
@@ -154,11 +157,22 @@ class LoopbackForwarder:
 
 def _pump(src: socket.socket, dst: socket.socket) -> None:
     """Copy ``src`` to ``dst`` until EOF or an error, then half-close ``dst``."""
-    with contextlib.suppress(OSError):
+    copied, end = 0, "EOF"
+    try:
         while data := src.recv(_CHUNK):
             dst.sendall(data)
+            copied += len(data)
+    except OSError as e:
+        end = f"{type(e).__name__}: {e}"
+    log.debug("relay %s -> %s ended after %d bytes: %s", _peer(src), _peer(dst), copied, end)
     with contextlib.suppress(OSError):
         dst.shutdown(socket.SHUT_WR)
+
+
+def _peer(sock: socket.socket) -> str:
+    with contextlib.suppress(OSError):
+        return "{}:{}".format(*sock.getsockname()[:2])
+    return "closed socket"
 
 
 @contextlib.contextmanager

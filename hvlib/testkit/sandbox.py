@@ -57,6 +57,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -67,22 +68,30 @@ from types import TracebackType
 from lxml import etree
 
 from hvlib.testkit import cache_dir
+from hvlib.testkit.forward import LoopbackForwarder, in_netns
 
 __all__ = [
+    "LINK_SUBNET",
     "NET_ADDRESS",
     "NET_DHCP_END",
     "NET_DHCP_START",
     "NET_NETMASK",
     "ROOT_BASE",
     "STATE_DIR",
+    "AddressForwarder",
     "NetDiff",
     "NetSnapshot",
     "SandboxError",
     "SandboxHost",
+    "SshLink",
+    "SshServer",
     "diff_snapshots",
     "host_network_snapshot",
     "leftovers",
+    "link",
     "reap_stale",
+    "ssh_linked",
+    "unlink",
 ]
 
 log = logging.getLogger(__name__)
@@ -976,3 +985,239 @@ class SandboxHost:
             with contextlib.suppress(OSError):
                 tails.append(f"{path.name}: " + " | ".join(path.read_text().splitlines()[-5:]))
         return "; ".join(tails) or "no logs"
+
+    # -- an SSH server for remote-libvirt tests (added for issue 9) --
+
+    _sshd_proc: subprocess.Popen[bytes] | None = None
+
+    def start_sshd(
+        self, address: str, authorized_keys: Iterable[str], *, port: int = 22
+    ) -> SshServer:
+        """Start OpenSSH's sshd inside this sandbox, listening only on ``address:port``.
+
+        sshd runs in the sandbox's network namespace and in its libvirtd's mount namespace, so
+        a libvirt client logging in over SSH (``qemu+libssh://root@...``) reaches this
+        sandbox's daemon through ``virt-ssh-helper`` at ``/run/libvirt/libvirt-sock``. Only
+        public-key logins of ``authorized_keys`` (OpenSSH public key lines) are accepted. The
+        host key (ed25519) is made here, under ``ROOT/sshd``; pin ``SshServer.host_key_pub``.
+        :meth:`stop_sshd` stops it (so does :meth:`stop`, which kills every process of the
+        namespace).
+
+        Raises SandboxError: the sandbox is not started, sshd is running already, sshd is not
+        installed (Debian ``openssh-server``), or it did not listen within 10 s (its log tail
+        is in the message).
+        """
+        if self._sshd_proc is not None and self._sshd_proc.poll() is None:
+            raise SandboxError(f"sandbox {self.name}: sshd runs already")
+        sshd, pid = _tool("sshd"), self.libvirtd_pid
+        conf = _sshd_files(self.root / "sshd", address, port, authorized_keys)
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+        argv = [
+            _tool("nsenter"),
+            f"--net=/run/netns/{self.netns}",
+            f"--mount=/proc/{pid}/ns/mnt",
+            *[sshd, "-D", "-e", "-f", str(conf)],
+        ]
+        with open(self.root / "sshd/sshd.log", "ab") as out:
+            self._sshd_proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            )
+        proc = self._sshd_proc
+        if not _wait_until(lambda: proc.poll() is None and self._listens(address, port), 10):
+            self.stop_sshd()
+            tail = (self.root / "sshd/sshd.log").read_text(errors="replace")[-600:]
+            raise SandboxError(f"sandbox {self.name}: sshd did not listen on port {port}: {tail}")
+        host_key = (self.root / "sshd/host_ed25519.pub").read_text().split()
+        return SshServer(address, port, f"{host_key[0]} {host_key[1]}", proc.pid)
+
+    def stop_sshd(self) -> None:
+        """Stop the sshd of :meth:`start_sshd` (SIGTERM, then SIGKILL after 5 s); idempotent."""
+        proc, self._sshd_proc = self._sshd_proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def _listens(self, address: str, port: int) -> bool:
+        """True if something accepts TCP connections on address:port inside the netns."""
+
+        def probe() -> bool:
+            try:
+                socket.create_connection((address, port), timeout=1).close()
+            except OSError:
+                return False
+            return True
+
+        return in_netns(self.netns, probe)
+
+
+# ---- two sandboxes joined by a veth pair, and SSH to one of them (added for issue 9) ---------
+
+LINK_SUBNET = "10.231.0.0/30"  # the veth pair between two sandboxes: inside their netns only
+
+
+@dataclasses.dataclass(frozen=True)
+class SshServer:
+    """An sshd started by :meth:`SandboxHost.start_sshd`: where it listens and its host key."""
+
+    address: str
+    port: int
+    host_key_pub: str
+    """``"ssh-ed25519 BASE64"``: the key to pin."""
+    pid: int
+
+    def known_hosts_line(self, host: str | None = None, port: int | None = None) -> str:
+        """An OpenSSH known_hosts line pinning this server's key for ``host:port`` (default:
+        its own address and port; give the forwarder's when reaching it through one)."""
+        host, port = host or self.address, port or self.port
+        name = host if port == 22 else f"[{host}]:{port}"
+        return f"{name} {self.host_key_pub}"
+
+
+class AddressForwarder(LoopbackForwarder):
+    """Relay ``127.0.0.1:self.port`` (in the caller's namespace) to ``address:port`` inside
+    ``netns``: how a test process reaches a server listening only on a sandbox's veth address
+    (e.g. :meth:`SandboxHost.start_sshd`). Use as a context manager, or call ``close()``.
+
+    Raises OSError: the local listening socket cannot be made.
+    """
+
+    def __init__(self, netns: str, address: str, port: int) -> None:
+        self.address = address
+        super().__init__(netns, port)
+
+    def _connect_far(self) -> socket.socket:
+        sock = socket.create_connection((self.address, self.target_port), timeout=10)
+        sock.settimeout(None)
+        return sock
+
+
+def link_name(peer: SandboxHost) -> str:
+    """The name of a sandbox's veth end toward ``peer`` (``hvl-`` + 8 hex digits)."""
+    return "hvl-" + hashlib.sha256(peer.name.encode()).hexdigest()[:8]
+
+
+def link(a: SandboxHost, b: SandboxHost, *, subnet: str = LINK_SUBNET) -> tuple[str, str]:
+    """Join two started sandboxes with a veth pair and return (address in a, address in b).
+
+    The pair is created directly inside the two network namespaces (it never exists in the
+    host's) with the first two host addresses of ``subnet``; it disappears with either
+    namespace, or with :func:`unlink`. Neither end has a route beyond ``subnet``.
+
+    Raises ValueError: ``subnet`` has fewer than two host addresses, or a and b are the same
+    sandbox. SandboxError: a step failed (e.g. the two are linked already).
+    """
+    if a.netns == b.netns:
+        raise ValueError(f"cannot link sandbox {a.name} to itself")
+    net = ipaddress.ip_network(subnet)
+    hosts = [str(h) for _, h in zip(range(2), net.hosts(), strict=False)]
+    if len(hosts) < 2:
+        raise ValueError(f"subnet {subnet} has fewer than two host addresses")
+    ip = _tool("ip")
+    end_a, end_b = link_name(b), link_name(a)
+    peer = ["peer", "name", end_b, "netns", b.netns]
+    _run([ip, "link", "add", end_a, "netns", a.netns, "type", "veth", *peer])
+    try:
+        for sb, end, addr in ((a, end_a, hosts[0]), (b, end_b, hosts[1])):
+            _run([ip, "-n", sb.netns, "addr", "add", f"{addr}/{net.prefixlen}", "dev", end])
+            _run([ip, "-n", sb.netns, "link", "set", end, "up"])
+    except SandboxError:
+        unlink(a, b)
+        raise
+    return hosts[0], hosts[1]
+
+
+def unlink(a: SandboxHost, b: SandboxHost) -> None:
+    """Remove the veth pair :func:`link` made between a and b; nothing to do if it is gone."""
+    _run([_tool("ip"), "-n", a.netns, "link", "del", link_name(b)], check=False)
+
+
+def _sshd_files(directory: Path, address: str, port: int, authorized_keys: Iterable[str]) -> Path:
+    """Write sshd's host key (made once), authorized_keys and config; return the config path.
+
+    Raises SandboxError: ssh-keygen failed.
+    """
+    directory.mkdir(mode=0o700, exist_ok=True)
+    key = directory / "host_ed25519"
+    if not key.exists():
+        _run([_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(key)])
+    keys = directory / "authorized_keys"
+    keys.write_text("".join(line.strip() + "\n" for line in authorized_keys))
+    keys.chmod(0o600)
+    conf = directory / "sshd_config"
+    conf.write_text(sshd_config(address, port, key, keys, directory / "sshd.pid"))
+    return conf
+
+
+def sshd_config(address: str, port: int, host_key: Path, authorized: Path, pidfile: Path) -> str:
+    """sshd_config text: listen on address:port only, public-key logins of ``authorized`` only,
+    no PAM, no forwarding, no passwords. Pure."""
+    listen = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    settings = {
+        "ListenAddress": listen,
+        "HostKey": str(host_key),
+        "PidFile": str(pidfile),
+        "AuthorizedKeysFile": str(authorized),
+        "PermitRootLogin": "prohibit-password",
+        "PubkeyAuthentication": "yes",
+        "PasswordAuthentication": "no",
+        "KbdInteractiveAuthentication": "no",
+        "UsePAM": "no",
+        "StrictModes": "no",
+        "AllowTcpForwarding": "no",
+        "AllowAgentForwarding": "no",
+        "X11Forwarding": "no",
+        "PrintMotd": "no",
+        "LogLevel": "VERBOSE",
+    }
+    return "".join(f"{k} {v}\n" for k, v in settings.items())
+
+
+@dataclasses.dataclass(frozen=True)
+class SshLink:
+    """Two linked sandboxes, the second reachable over SSH from the test process: see
+    :func:`ssh_linked`."""
+
+    a: SandboxHost
+    b: SandboxHost
+    address_a: str
+    """a's end of the veth pair (inside a's netns only)."""
+    address_b: str
+    """b's end: where sshd listens, and where a's QEMU reaches b's (migration)."""
+    server: SshServer
+    ssh_uri: str
+    """``qemu+ssh://root@127.0.0.1:PORT/system``: b's libvirtd over SSH, through a loopback
+    forwarder in the caller's namespace (pin ``known_hosts``, log in with ``keyfile``)."""
+    known_hosts: Path
+    keyfile: Path
+
+
+@contextlib.contextmanager
+def ssh_linked(a: SandboxHost, b: SandboxHost, workdir: Path) -> Iterator[SshLink]:
+    """Link two started sandboxes (:func:`link`), start sshd in b on its veth address with a
+    fresh host key, make a client key and a known_hosts file pinning that host key (in
+    ``workdir``), and forward a loopback port of the caller's namespace to b's sshd. On exit
+    the forwarder, sshd and the link are removed.
+
+    Raises SandboxError: a step failed. OSError: the forwarder could not listen.
+    """
+    address_a, address_b = link(a, b)
+    try:
+        key = workdir / "client_ed25519"
+        if not key.exists():
+            _run([_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(key)])
+        server = b.start_sshd(address_b, [key.with_suffix(".pub").read_text()])
+        try:
+            with AddressForwarder(b.netns, address_b, server.port) as fwd:
+                known_hosts = workdir / "known_hosts"
+                known_hosts.write_text(server.known_hosts_line("127.0.0.1", fwd.port) + "\n")
+                uri = f"qemu+ssh://root@127.0.0.1:{fwd.port}/system"
+                yield SshLink(a, b, address_a, address_b, server, uri, known_hosts, key)
+        finally:
+            b.stop_sshd()
+    finally:
+        unlink(a, b)

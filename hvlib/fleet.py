@@ -1,0 +1,552 @@
+"""Fleet: several libvirt hosts at once, their capacity, and where a domain should go.
+
+``Fleet(uris, **connect_kwargs)`` opens one :class:`hvlib.Host` per URI, in parallel; a host
+that cannot be reached is recorded in :attr:`Fleet.down` with the reason, never fatal.
+:meth:`Fleet.inventory` reads every host's capacity in parallel (one worker per host, each
+bounded by a deadline): logical CPUs, total and free memory, the virtualization types its
+capabilities list, and what its defined domains already claim. :meth:`Fleet.place` picks,
+among the hosts that can run a spec, the one with the most headroom; :meth:`Fleet.ensure`
+first looks for the domain on every host (so a second run converges the copy that exists
+instead of making another) and only places it when it exists nowhere.
+
+Headroom is ``min(total - committed, free - not_running)``: ``committed`` is the memory of
+every defined domain (running or not, at its maximum), ``not_running`` that of the defined
+domains that are not running (they will need it when they start), ``free`` what the host
+reports free now (running guests already use part of it). So a host full of defined but
+stopped domains is as full as one where they run.
+
+SSH pins (``known_hosts=``, ``keyfile=``, ``host_ssh=``) are applied to each URI here with
+:func:`hvlib.remote.remote_uri`. Only :mod:`hvlib.host` calls are made (through
+``Host.call``); XML is read with lxml. Nothing here is shared between processes: two
+processes placing the same new name at once may pick different hosts.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from hvlib.enums import State, VirtType
+from hvlib.errors import HostError, HvlibError, InvalidState, SpecError
+from hvlib.remote import SSH_TRANSPORTS, remote_uri, transport_of
+from hvlib.render import render
+from hvlib.spec import DomainSpec
+from hvlib.uri import check_uri
+from hvlib.xmlmodel import parse
+
+if TYPE_CHECKING:
+    from hvlib.domain import Domain
+    from hvlib.ensure import EnsureResult
+    from hvlib.host import Host
+
+log = logging.getLogger("hvlib")
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 30.0
+"""Seconds a host has to answer an inventory or lookup before it is reported down."""
+DEFAULT_RECONNECT_TIMEOUT = 5.0
+"""The fleet's hosts give up reconnecting sooner than a lone Host (30 s): a dead host
+should be reported, not waited for."""
+_PIN_KWARGS = ("known_hosts", "keyfile", "host_ssh")
+_ALL_TYPES = frozenset(VirtType)
+_VIRT_BY_CAPS = {
+    ("hvm", "qemu"): VirtType.QEMU,
+    ("hvm", "kvm"): VirtType.KVM,
+    ("hvm", "xen"): VirtType.XEN_HVM,
+    ("xen", "xen"): VirtType.XEN_PV,
+    ("xenpvh", "xen"): VirtType.XEN_PV,
+    ("exe", "lxc"): VirtType.LXC,
+}
+
+
+class PlacementError(HvlibError):
+    """No host of the fleet can run the spec. ``reasons`` maps each URI to why not."""
+
+    def __init__(self, message: str, reasons: dict[str, str], *, name: str | None = None):
+        super().__init__(message, name=name)
+        self.reasons = reasons
+
+
+def virt_types_of(capabilities_xml: str) -> frozenset[VirtType]:
+    """The virtualization types a host's capabilities XML offers (``<guest>`` os_type and
+    domain types). libvirt's test driver (domain type ``test``) runs every type. Pure.
+
+    Raises:
+        lxml.etree.XMLSyntaxError: the text is not XML.
+    """
+    found: set[VirtType] = set()
+    for guest in parse(capabilities_xml).iterfind("guest"):
+        os_type = (guest.findtext("os_type") or "").strip()
+        for domain in guest.iterfind("arch/domain"):
+            kind = domain.get("type", "")
+            if kind == "test":
+                return _ALL_TYPES
+            virt = _VIRT_BY_CAPS.get((os_type, kind))
+            if virt is not None:
+                found.add(virt)
+    return frozenset(found)
+
+
+def host_uuid_of(capabilities_xml: str) -> str | None:
+    """The host's uuid from its capabilities (``<host><uuid>``), or None. Pure."""
+    text = parse(capabilities_xml).findtext("host/uuid")
+    return text.strip() if text else None
+
+
+@dataclass(frozen=True)
+class HostCapacity:
+    """What one host has and what its defined domains already claim (MiB, counts)."""
+
+    uri: str
+    hostname: str
+    cpus: int
+    """Logical CPUs."""
+    memory_mib: int
+    free_memory_mib: int
+    virt_types: frozenset[VirtType]
+    domains: int = 0
+    """Defined domains (running or not)."""
+    running: int = 0
+    committed_memory_mib: int = 0
+    """Memory of every defined domain, at its maximum."""
+    idle_memory_mib: int = 0
+    """Memory of the defined domains that are not running."""
+    committed_vcpus: int = 0
+    host_uuid: str | None = None
+
+    @property
+    def headroom_mib(self) -> int:
+        """Memory a new domain can have: ``min(total - committed, free - idle)``."""
+        return min(
+            self.memory_mib - self.committed_memory_mib,
+            self.free_memory_mib - self.idle_memory_mib,
+        )
+
+    def refusal(self, spec: DomainSpec) -> str | None:
+        """Why this host cannot run ``spec`` (type, memory, vcpus), or None if it can. Pure."""
+        if spec.virt not in self.virt_types:
+            offered = ", ".join(sorted(v.value for v in self.virt_types)) or "none"
+            return f"does not run {spec.virt.value} (it runs: {offered})"
+        need = spec_memory_mib(spec)
+        if need > self.headroom_mib:
+            return f"needs {need} MiB, headroom is {self.headroom_mib} MiB"
+        if spec.vcpus > self.cpus:
+            return f"needs {spec.vcpus} vcpus, the host has {self.cpus} CPUs"
+        return None
+
+
+def spec_memory_mib(spec: DomainSpec) -> int:
+    """The memory a spec claims on its host: its maximum (``max_memory_mib``) if set. Pure."""
+    return max(spec.memory_mib, spec.max_memory_mib or 0)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """One reading of the fleet: the capacity of each host that answered, and why the others
+    did not (both in the order the URIs were given)."""
+
+    hosts: dict[str, HostCapacity] = field(default_factory=dict)
+    down: dict[str, str] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        """One human-readable line per host. Pure."""
+        out = []
+        for uri, cap in self.hosts.items():
+            types = ",".join(sorted(v.value for v in cap.virt_types))
+            out.append(
+                f"{uri}: up, {cap.cpus} CPUs, {cap.memory_mib} MiB "
+                f"({cap.free_memory_mib} free), {cap.domains} domains "
+                f"({cap.running} running, {cap.committed_memory_mib} MiB committed), "
+                f"headroom {cap.headroom_mib} MiB, types {types}"
+            )
+        out += [f"{uri}: down: {why}" for uri, why in self.down.items()]
+        return out
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where :meth:`Fleet.plan` would put a spec, and why not elsewhere."""
+
+    uri: str
+    capacity: HostCapacity
+    rejected: dict[str, str]
+    """URI -> reason, for every other host (down, cannot run it, or less headroom)."""
+
+
+def choose(spec: DomainSpec, capacities: dict[str, HostCapacity]) -> tuple[str, dict[str, str]]:
+    """The URI of the host that can run ``spec`` with the most headroom (ties: fewer running
+    domains, then the earlier URI) and why each other host was not chosen. Pure.
+
+    Raises:
+        PlacementError: no host can run it (``reasons`` says why, per host).
+    """
+    reasons: dict[str, str] = {}
+    fits: list[tuple[int, int, int, str]] = []
+    for order, (uri, cap) in enumerate(capacities.items()):
+        why = cap.refusal(spec)
+        if why is None:
+            fits.append((-cap.headroom_mib, cap.running, order, uri))
+        else:
+            reasons[uri] = why
+    if not fits:
+        detail = "; ".join(f"{u}: {r}" for u, r in reasons.items()) or "no host is up"
+        raise PlacementError(f"no host can run {spec.name}: {detail}", reasons, name=spec.name)
+    fits.sort()
+    best = fits[0][3]
+    top = capacities[best].headroom_mib
+    for _, _, _, uri in fits[1:]:
+        mine = capacities[uri].headroom_mib
+        reasons[uri] = (
+            f"less headroom ({mine} MiB < {top} MiB)"
+            if mine < top
+            else f"same headroom ({mine} MiB): ties go to fewer running domains, then list order"
+        )
+    return best, reasons
+
+
+class Fleet:
+    """Several libvirt hosts seen together: ``Fleet(uris, **connect_kwargs)``.
+
+    ``connect_kwargs`` go to :func:`hvlib.connect` for every host (``reconnect_timeout``
+    defaults to :data:`DEFAULT_RECONNECT_TIMEOUT` here); ``known_hosts``, ``keyfile`` and
+    ``host_ssh`` pin SSH host keys as in :func:`hvlib.remote.remote_uri`, for the URIs with
+    an SSH transport (the others are opened as they are). ``timeout`` bounds
+    each host's answer to one fleet call. Use as a context manager, or call :meth:`close`.
+
+    Raises (constructor):
+        SpecError: a URI or a pin is malformed or refused (nothing is opened).
+    """
+
+    def __init__(
+        self, uris: Iterable[str], *, timeout: float = DEFAULT_TIMEOUT, **connect_kwargs: Any
+    ) -> None:
+        pins = {k: connect_kwargs.pop(k) for k in _PIN_KWARGS if k in connect_kwargs}
+        connect_kwargs.setdefault("reconnect_timeout", DEFAULT_RECONNECT_TIMEOUT)
+        self.uris: list[str] = list(dict.fromkeys(uris))
+        if not self.uris:
+            raise SpecError("uris", "a fleet needs at least one host URI")
+        if pins and not any(transport_of(u) in SSH_TRANSPORTS for u in self.uris):
+            raise SpecError("uris", "SSH pins given, but no URI uses an SSH transport")
+        self._open_uri = {uri: _pinned(uri, pins) for uri in self.uris}
+        for uri in self._open_uri.values():  # bad input is refused before anything opens
+            check_uri(uri, connect_kwargs.get("allow_uri_options", ()))
+        self.timeout = timeout
+        self._connect_kwargs = connect_kwargs
+        self._lock = threading.Lock()
+        self._hosts: dict[str, Host] = {}
+        self._caps: dict[str, tuple[int, str]] = {}
+        self.down: dict[str, str] = {}
+        """URI -> why the last attempt to reach it failed (empty when all answered)."""
+        try:
+            self.connect()
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"<Fleet {len(self._hosts)} up, {len(self.down)} down>"
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def hosts(self) -> dict[str, Host]:
+        """The connected hosts, by the URI they were given as (in that order). Raises nothing."""
+        with self._lock:
+            return {u: self._hosts[u] for u in self.uris if u in self._hosts}
+
+    def host(self, uri: str) -> Host:
+        """The connected host given as ``uri``.
+
+        Raises:
+            HostError: it is down (the message says why) or not part of the fleet.
+        """
+        found = self.hosts.get(uri)
+        if found is None:
+            why = self.down.get(uri, "not part of this fleet")
+            raise HostError(f"{uri}: {why}")
+        return found
+
+    def connect(self) -> dict[str, str]:
+        """(Re)try every host that is not connected, in parallel; return :attr:`down`.
+
+        Raises:
+            SpecError: a URI was refused (a risky option): that is bad input, not a host down.
+        """
+        from hvlib.host import connect
+
+        missing = [u for u in self.uris if u not in self.hosts]
+        results = self._each(
+            missing, lambda uri: connect(self._open_uri[uri], **self._connect_kwargs)
+        )
+        with self._lock:
+            for uri, (host, error) in results.items():
+                if host is not None:
+                    self._hosts[uri] = host
+                    self.down.pop(uri, None)
+                else:
+                    self.down[uri] = error
+                    log.warning("fleet: %s is down: %s", uri, error)
+        return dict(self.down)
+
+    def close(self) -> None:
+        """Close every host connection (idempotent; raises nothing)."""
+        with self._lock:
+            hosts, self._hosts = list(self._hosts.values()), {}
+        for host in hosts:
+            host.close()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def inventory(self) -> Inventory:
+        """Every host's capacity, read in parallel; hosts that are down (or do not answer
+        within ``timeout``) are listed with the reason. Reconnects hosts that were down.
+
+        Raises:
+            SpecError: as :meth:`connect`. (A host that fails is reported, never raised.)
+        """
+        self.connect()
+        results = self._each(list(self.hosts), self._capacity)
+        return self._sorted(results)
+
+    def _sorted(self, results: dict[str, tuple[HostCapacity | None, str]]) -> Inventory:
+        up: dict[str, HostCapacity] = {}
+        down: dict[str, str] = {}
+        for uri in self.uris:
+            capacity, error = results.get(uri, (None, self.down.get(uri, "down")))
+            if capacity is not None:
+                up[uri] = capacity
+            else:
+                down[uri] = error
+        return Inventory(up, down)
+
+    def find(self, name: str) -> dict[str, Domain]:
+        """The domain called ``name`` on every host that has it (URI -> Domain), looked up
+        in parallel.
+
+        Raises:
+            HostError: a host did not answer (it might hold the domain); ``.name`` is the
+                domain's name and the message lists the hosts.
+        """
+        self.connect()
+        results = self._each(list(self.hosts), lambda uri: self.hosts[uri].domains.find(name))
+        unknown = {u: e for u, (_, e) in results.items() if e} | self.down
+        if unknown:
+            where = "; ".join(f"{u}: {e}" for u, e in unknown.items())
+            raise HostError(
+                f"cannot tell where {name} is: hosts did not answer: {where}", name=name
+            )
+        return {u: d for u in self.uris if (d := results.get(u, (None, ""))[0]) is not None}
+
+    # -- deciding ------------------------------------------------------------------------
+
+    def plan(self, spec: DomainSpec) -> Placement:
+        """Where :meth:`place` would put ``spec``, with each other host's reason.
+
+        A host qualifies when its capabilities list the spec's type, its headroom covers the
+        spec's memory, it has at least the spec's vcpus as CPUs, and it has the networks and
+        pools the spec names.
+
+        Raises:
+            SpecError, Unsupported: the spec is invalid for its type (no host asked).
+            PlacementError: no host qualifies.
+        """
+        render(spec)
+        self.connect()
+        results = self._each(list(self.hosts), lambda uri: self._assess(uri, spec))
+        inventory = self._sorted({u: (r[0] if r else None, e) for u, (r, e) in results.items()})
+        refs = {u: r[1] for u, (r, _) in results.items() if r is not None and r[1]}
+        fit = {u: c for u, c in inventory.hosts.items() if u not in refs}
+        try:
+            uri, reasons = choose(spec, fit)
+        except PlacementError as e:
+            e.reasons.update(refs | inventory.down)
+            raise PlacementError(
+                f"no host can run {spec.name}: "
+                + "; ".join(f"{u}: {r}" for u, r in e.reasons.items()),
+                e.reasons,
+                name=spec.name,
+            ) from None
+        reasons.update(refs | inventory.down)
+        return Placement(uri, fit[uri], reasons)
+
+    def place(self, spec: DomainSpec) -> Host:
+        """The host that can run ``spec`` with the most headroom (see :meth:`plan`); logs
+        the decision at INFO.
+
+        Raises:
+            SpecError, Unsupported: the spec is invalid. PlacementError: no host can run it.
+        """
+        placement = self.plan(spec)
+        log.info(
+            "fleet: %s goes to %s (headroom %d MiB); not: %s",
+            spec.name,
+            placement.uri,
+            placement.capacity.headroom_mib,
+            "; ".join(f"{u}: {r}" for u, r in placement.rejected.items()) or "no other host",
+        )
+        return self.hosts[placement.uri]
+
+    def ensure(self, spec: DomainSpec, state: State = State.RUNNING, **kwargs: Any) -> EnsureResult:
+        """Make the fleet hold ``spec`` in ``state`` on exactly one host; return what changed
+        (``result.domain.host`` is where it is).
+
+        The domain is looked for on every host first: where it exists, it is converged there
+        (``kwargs`` as in :meth:`hvlib.host.Domains.ensure`); where it exists nowhere, it is
+        placed (:meth:`place`) and made there. ``State.ABSENT`` removes it from every host
+        that has it. A second call with the same spec changes nothing and creates no copy.
+
+        Raises:
+            HostError: a host is down, so the domain might exist there (nothing is created).
+            InvalidState: the name is defined on more than one host.
+            PlacementError: it exists nowhere and no host can run it.
+            SpecError, Unsupported, WaitTimeout: as :meth:`hvlib.host.Domains.ensure`.
+        """
+        render(spec)
+        found = self.find(spec.name)
+        if state is State.ABSENT:
+            return self._remove_everywhere(spec, found, **kwargs)
+        if len(found) > 1:
+            raise InvalidState(
+                f"{spec.name} is defined on {len(found)} hosts: {', '.join(found)}; "
+                "remove the extra copies first",
+                name=spec.name,
+            )
+        if found:
+            uri = next(iter(found))
+            log.info("fleet: %s exists on %s: converging it there", spec.name, uri)
+            return self.hosts[uri].domains.ensure(spec, state, **kwargs)
+        return self.place(spec).domains.ensure(spec, state, **kwargs)
+
+    def _remove_everywhere(
+        self, spec: DomainSpec, found: dict[str, Domain], **kwargs: Any
+    ) -> EnsureResult:
+        from hvlib.ensure import EnsureResult
+
+        targets = list(found) or [next(iter(self.hosts))]
+        results = [self.hosts[u].domains.ensure(spec, State.ABSENT, **kwargs) for u in targets]
+        changes = [c for r in results for c in r.changes]
+        return EnsureResult(any(r.changed for r in results), changes=changes)
+
+    def _capacity(self, uri: str) -> HostCapacity:
+        """One host's capacity, its capabilities read once per connection: they do not
+        change while it is connected, and over libvirt 9.0's +libssh transport a reply that
+        large stalls until the next keepalive (5 s, seen here)."""
+        host = self.hosts[uri]
+        cached = self._caps.get(uri)
+        if cached is None or cached[0] != host.generation:
+            cached = (host.generation, host.capabilities())
+            self._caps[uri] = cached
+        return capacity_of(host, uri, capabilities=cached[1])
+
+    def _assess(self, uri: str, spec: DomainSpec) -> tuple[HostCapacity, str]:
+        """The host's capacity and "" if it has the networks and pools ``spec`` names, else
+        the reason it does not."""
+        capacity = self._capacity(uri)
+        try:
+            self.hosts[uri].domains.check_host_refs(spec)
+        except SpecError as e:
+            return capacity, str(e)
+        return capacity, ""
+
+    # -- parallel plumbing ---------------------------------------------------------------
+
+    def _each(self, uris: list[str], fn: Callable[[str], T]) -> dict[str, tuple[T | None, str]]:
+        """``fn(uri)`` for every URI in parallel: URI -> (result, "") or (None, reason).
+        A call still running after ``timeout`` s is abandoned (its thread finishes alone)."""
+        if not uris:
+            return {}
+        pool = concurrent.futures.ThreadPoolExecutor(len(uris), "hvlib-fleet")
+        try:
+            futures = {uri: pool.submit(fn, uri) for uri in uris}
+            concurrent.futures.wait(futures.values(), timeout=self.timeout)
+            out: dict[str, tuple[T | None, str]] = {}
+            for uri, future in futures.items():
+                out[uri] = _outcome(future, self.timeout)
+            return out
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _pinned(uri: str, pins: dict[str, Any]) -> str:
+    """``uri`` with the fleet's SSH pins applied if it is an SSH transport, else as it is.
+
+    Raises:
+        SpecError: a malformed pin (see :func:`hvlib.remote.remote_uri`).
+    """
+    if not pins or transport_of(uri) not in SSH_TRANSPORTS:
+        return uri
+    return remote_uri(
+        uri,
+        known_hosts=pins.get("known_hosts"),
+        keyfile=pins.get("keyfile"),
+        ssh=pins.get("host_ssh"),
+    )
+
+
+def _outcome(future: concurrent.futures.Future[Any], timeout: float) -> tuple[Any, str]:
+    if not future.done():
+        return None, f"did not answer within {timeout:g} s"
+    error = future.exception()
+    if error is None:
+        return future.result(), ""
+    if isinstance(error, HvlibError) and not isinstance(error, SpecError):
+        return None, str(error).splitlines()[0] if str(error) else type(error).__name__
+    raise error
+
+
+def capacity_of(
+    host: Host, uri: str | None = None, *, capabilities: str | None = None
+) -> HostCapacity:
+    """One host's capacity: CPUs, memory, free memory, types (from ``capabilities``, the
+    host's capabilities XML, read if not given), and its domains' claims.
+
+    Raises:
+        HostError: the host cannot be reached. HvlibError: a libvirt call failed.
+    """
+    caps = capabilities if capabilities is not None else host.capabilities()
+    model_info = host.call(lambda c: c.getInfo(), safe=True)
+    free = host.call(lambda c: int(c.getFreeMemory()), safe=True)
+    if host.is_test_driver:  # it reports no real free memory (0, or its cells' few KiB)
+        free = int(model_info[1]) * 1024 * 1024
+    hostname = host.call(lambda c: str(c.getHostname()), safe=True)
+    domains = list(_domain_claims(host))
+    idle = [mem for mem, _, active in domains if not active]
+    return HostCapacity(
+        uri=uri or host.uri,
+        hostname=hostname,
+        cpus=int(model_info[2]),
+        memory_mib=int(model_info[1]),
+        free_memory_mib=free // (1024 * 1024),
+        virt_types=virt_types_of(caps),
+        domains=len(domains),
+        running=sum(1 for _, _, active in domains if active),
+        committed_memory_mib=sum(mem for mem, _, _ in domains),
+        idle_memory_mib=sum(idle),
+        committed_vcpus=sum(vcpus for _, vcpus, _ in domains),
+        host_uuid=host_uuid_of(caps),
+    )
+
+
+def _domain_claims(host: Host) -> Iterator[tuple[int, int, bool]]:
+    """(memory MiB at its maximum, vcpus, active) of every defined domain: ``info()`` of
+    each, read in one safe call."""
+
+    def read(conn: Any) -> list[tuple[int, int, int]]:
+        out = []
+        for handle in conn.listAllDomains(0):
+            state, max_kib, _cur_kib, vcpus, _cpu = handle.info()
+            out.append((int(state), int(max_kib), int(vcpus)))
+        return out
+
+    from hvlib import _virt
+
+    for state, max_kib, vcpus in host.call(read, safe=True):
+        yield max_kib // 1024, vcpus, _virt.state_of(state).is_active

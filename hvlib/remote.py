@@ -1,0 +1,184 @@
+"""Remote libvirt hosts over SSH with pinned host keys: the URI hvlib opens.
+
+libvirt 9.0's plain ``+ssh`` transport (it runs the ``ssh`` binary) ignores ``known_hosts``,
+``known_hosts_verify`` and ``sshauth`` (FIELD-NOTES): a URI that pins host keys with it would
+not check them. ``+libssh`` honours them. So when a caller pins host keys (a ``known_hosts``
+file, or an :class:`hvlib.SshConfig` with ``known_hosts`` or ``host_key``), hvlib:
+
+- rewrites ``DRIVER+ssh://`` to ``DRIVER+libssh://`` (and says so in an INFO log line);
+- adds ``known_hosts=PATH`` (libvirt then refuses a server whose key is not listed there);
+- with a private key, adds ``keyfile=PATH`` and ``sshauth=privkey`` (only that key is tried:
+  no agent, no password prompt).
+
+:func:`pin_host_keys` is that rewrite, pure. :func:`remote_uri` is what :func:`hvlib.connect`
+calls: it also turns an ``SshConfig.host_key`` line into a known_hosts file (libvirt reads
+host keys from a file only), written once per key under ``~/.cache/hvlib/known_hosts/``.
+No libvirt here; :mod:`hvlib.uri` then checks the result like any other URI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, quote, urlsplit
+
+from hvlib.errors import SpecError
+from hvlib.spec import check_path
+
+if TYPE_CHECKING:
+    from hvlib.access import SshConfig
+
+log = logging.getLogger("hvlib")
+
+PathArg = str | os.PathLike[str]
+SSH_TRANSPORTS = ("ssh", "libssh", "libssh2")
+"""The transports that log in over SSH (``qemu+ssh://``, ``qemu+libssh://``, ...)."""
+_PINS = ("known_hosts", "keyfile", "sshauth")
+PINNING_TRANSPORT = "libssh"
+"""The transport hvlib uses when host keys are pinned: it checks ``known_hosts``."""
+
+
+def transport_of(uri: str) -> str | None:
+    """The transport of ``uri`` (``"ssh"`` for ``qemu+ssh://``), or None (``qemu:///``)."""
+    scheme = urlsplit(uri).scheme
+    return scheme.partition("+")[2] or None
+
+
+def pin_host_keys(
+    uri: str, *, known_hosts: PathArg | None = None, keyfile: PathArg | None = None
+) -> str:
+    """``uri`` rewritten so that libvirt checks the SSH host key against ``known_hosts`` and
+    logs in with ``keyfile`` only. Pure: nothing is read or opened.
+
+    Without either argument the URI is returned unchanged. With ``known_hosts``, ``+ssh``
+    becomes ``+libssh`` (``+libssh`` and ``+libssh2`` stay). With ``keyfile``,
+    ``keyfile=`` is set and, on the libssh transports, ``sshauth=privkey``. Calling it again
+    with the same arguments gives the same URI.
+
+    Raises:
+        SpecError: a relative path; a pin on a URI that is not an SSH transport; the URI
+            already pins another known_hosts file or key file, or turns host-key checks off
+            (``known_hosts_verify=ignore``) while keys are pinned.
+    """
+    if known_hosts is None and keyfile is None:
+        return uri
+    parts = urlsplit(uri)
+    driver, _, transport = parts.scheme.partition("+")
+    if transport not in SSH_TRANSPORTS:
+        raise SpecError(
+            "uri", "known_hosts and keyfile apply to SSH transports only (qemu+ssh://...)", uri
+        )
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    if known_hosts is not None:
+        _set_option(options, "known_hosts", _absolute("known_hosts", known_hosts), uri)
+        if options.get("known_hosts_verify", "normal") not in ("normal", "auto"):
+            raise SpecError("uri", "known_hosts_verify turns off the check of pinned keys", uri)
+        if transport == "ssh":
+            transport = PINNING_TRANSPORT
+    if keyfile is not None:
+        _set_option(options, "keyfile", _absolute("keyfile", keyfile), uri)
+        if transport != "ssh":
+            options.setdefault("sshauth", "privkey")
+    query = "&".join(f"{k}={quote(v, safe='/')}" for k, v in options.items())
+    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    return f"{driver}+{transport}://{parts.netloc}{parts.path}?{query}{fragment}"
+
+
+def _absolute(fieldname: str, path: PathArg) -> str:
+    text = check_path(fieldname, os.fspath(path))
+    return os.path.normpath(text)
+
+
+def _set_option(options: dict[str, str], name: str, value: str, uri: str) -> None:
+    current = options.get(name)
+    if current is not None and os.path.normpath(current) != value:
+        raise SpecError("uri", f"already sets {name}={current}, not {value}", uri)
+    options[name] = value
+
+
+def remote_uri(
+    uri: str,
+    *,
+    known_hosts: PathArg | None = None,
+    keyfile: PathArg | None = None,
+    ssh: SshConfig | None = None,
+) -> str:
+    """The URI :func:`hvlib.connect` opens for ``uri`` given the caller's SSH pins.
+
+    ``ssh`` (an :class:`hvlib.SshConfig` for the *libvirt host*, not its guests) supplies
+    ``known_hosts``, ``key`` and ``host_key`` where the arguments do not; a ``host_key`` line
+    is written to a known_hosts file for the URI's host and port (``~/.cache/hvlib/
+    known_hosts/``, one file per key, mode 0600). When the URI changes, one INFO line says
+    which transport and which known_hosts file are used.
+
+    Raises:
+        SpecError: see :func:`pin_host_keys`; also ``host_key`` without a host in the URI,
+            or both ``host_key`` and ``known_hosts`` given.
+        OSError: the known_hosts file for ``host_key`` cannot be written.
+    """
+    if ssh is not None:
+        keyfile = keyfile if keyfile is not None else ssh.key
+        if ssh.host_key_line is not None:
+            if known_hosts is not None or ssh.known_hosts is not None:
+                raise SpecError("ssh.host_key", "give host_key or known_hosts, not both")
+            known_hosts = write_known_hosts(uri, ssh.host_key_line)
+        elif known_hosts is None:
+            known_hosts = ssh.known_hosts
+    result = pin_host_keys(uri, known_hosts=known_hosts, keyfile=keyfile)
+    if result != uri:
+        log.info(
+            "%s: SSH host keys pinned (known_hosts=%s): using libvirt's +%s transport, which "
+            "checks them (libvirt 9.0's +ssh does not)",
+            display_uri(uri),
+            known_hosts,
+            transport_of(result),
+        )
+    return result
+
+
+def display_uri(uri: str) -> str:
+    """``uri`` without the SSH pin options (known_hosts, keyfile, sshauth): for log lines and
+    messages. Pure."""
+    base, sep, query = uri.partition("?")
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in _PINS]
+    if not sep or not kept:
+        return base
+    return base + "?" + "&".join(f"{k}={quote(v, safe='/')}" for k, v in kept)
+
+
+def known_hosts_line(uri: str, key_line: str) -> str:
+    """The known_hosts line pinning ``key_line`` (``"TYPE BASE64"``) for the URI's host and
+    port, as libssh looks it up (``host`` on port 22, else ``[host]:port``). Pure.
+
+    Raises:
+        SpecError: the URI names no host.
+    """
+    parts = urlsplit(uri)
+    if not parts.hostname:
+        raise SpecError("uri", "names no host to pin a key for", uri)
+    port = parts.port or 22
+    name = parts.hostname if port == 22 else f"[{parts.hostname}]:{port}"
+    return f"{name} {key_line}"
+
+
+def write_known_hosts(uri: str, key_line: str, directory: Path | None = None) -> Path:
+    """A known_hosts file holding only :func:`known_hosts_line` (made once per content, in
+    ``directory``, default ``~/.cache/hvlib/known_hosts``, mode 0700, file mode 0600).
+
+    Raises:
+        SpecError: the URI names no host. OSError: it cannot be written.
+    """
+    line = known_hosts_line(uri, key_line) + "\n"
+    folder = directory or Path.home() / ".cache" / "hvlib" / "known_hosts"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = folder / hashlib.sha256(line.encode()).hexdigest()[:24]
+    if not path.exists() or path.read_text() != line:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(line)
+        os.replace(tmp, path)
+    return path
