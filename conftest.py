@@ -23,11 +23,9 @@ TYPES = [
     ("remote", "remote/migration"),
 ]
 NO_TESTS_REASON = {
-    "kvm": "no KVM test: /dev/kvm here does not run stock guest kernels (FIELD-NOTES); "
-    "the acceleration probe and fallback are issue 12, not done yet",
+    "kvm": "no KVM test ran: /dev/kvm here does not run stock guest kernels (FIELD-NOTES)",
     "xen_pv": "no Xen test ran: the nested Xen host is issue 10",
     "xen_hvm": "no Xen test ran: the nested Xen host is issue 10",
-    "remote": "no remote/migration test yet: issue 9, not done yet",
 }
 
 _ran: Counter[str] = Counter()

@@ -27,9 +27,10 @@ from hvlib.errors import (
     WaitTimeout,
 )
 from hvlib.render import render, validate
-from hvlib.spec import Disk, DomainSpec, Filesystem, Nic, XmlEdit
+from hvlib.spec import Cpu, Disk, DomainSpec, Filesystem, Nic, XmlEdit
 
 if TYPE_CHECKING:
+    from hvlib.accel import Acceleration
     from hvlib.access import (
         CommandResult,
         CommandTimeout,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from hvlib.snapshot import Snapshot, SnapshotKind
 
 __all__ = [
+    "Acceleration",
     "AddressSource",
     "AlreadyExists",
     "CallTimeout",
@@ -59,6 +61,7 @@ __all__ = [
     "CommandResult",
     "CommandTimeout",
     "ConnectionLost",
+    "Cpu",
     "Disk",
     "Domain",
     "DomainEvent",
@@ -129,6 +132,7 @@ _LAZY = {
     "MigrationTimeout": "hvlib.migration",
     "Snapshot": "hvlib.snapshot",
     "SnapshotKind": "hvlib.snapshot",
+    "Acceleration": "hvlib.accel",
 }
 
 

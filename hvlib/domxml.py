@@ -40,6 +40,7 @@ class DiskXML(XmlNode):
     target_dev = Attr("target", "dev")
     target_bus = Attr("target", "bus")
     readonly = Flag("readonly")
+    address_type = Attr("address", "type")
 
 
 class InterfaceXML(XmlNode):
@@ -52,6 +53,7 @@ class InterfaceXML(XmlNode):
     source_bridge = Attr("source", "bridge")
     model = Attr("model", "type")
     target_dev = Attr("target", "dev")
+    address_type = Attr("address", "type")
 
 
 class FilesystemXML(XmlNode):
@@ -63,6 +65,33 @@ class FilesystemXML(XmlNode):
     source_dir = Attr("source", "dir")
     target_dir = Attr("target", "dir")
     readonly = Flag("readonly")
+
+
+class CpuXML(XmlNode):
+    """``<cpu>``: the guest CPU's mode, model, topology and features."""
+
+    tag = "cpu"
+    mode = Attr(".", "mode")
+    match = Attr(".", "match")
+    check = Attr(".", "check")
+    model = Text("model")
+    fallback = Attr("model", "fallback")
+    sockets = IntAttr("topology", "sockets")
+    dies = IntAttr("topology", "dies")
+    cores = IntAttr("topology", "cores")
+    threads = IntAttr("topology", "threads")
+
+    @property
+    def features(self) -> list[tuple[str, str]]:
+        """Every ``<feature>`` as (policy, name), in document order."""
+        return [(el.get("policy") or "", el.get("name") or "") for el in self.el.findall("feature")]
+
+    @features.setter
+    def features(self, wanted: list[tuple[str, str]]) -> None:
+        for el in self.el.findall("feature"):
+            self.el.remove(el)
+        for policy, name in wanted:
+            etree.SubElement(self.el, "feature", policy=policy, name=name)
 
 
 class DomainXML(XmlNode):
@@ -81,6 +110,9 @@ class DomainXML(XmlNode):
     os_type = Text("os/type")
     os_arch = Attr("os/type", "arch")
     os_machine = Attr("os/type", "machine")
+    os_firmware = Attr("os", "firmware")
+    loader_type = Attr("os/loader", "type")
+    loader_secure = Attr("os/loader", "secure")
     kernel = Text("os/kernel")
     initrd = Text("os/initrd")
     cmdline = Text("os/cmdline")
@@ -89,6 +121,54 @@ class DomainXML(XmlNode):
     on_reboot = Text("on_reboot")
     on_crash = Text("on_crash")
     privnet = Flag("features/privnet")
+
+    @property
+    def cpu(self) -> CpuXML | None:
+        """The ``<cpu>`` element, or None."""
+        el = self.el.find("cpu")
+        return None if el is None else CpuXML(el)
+
+    def ensure_cpu(self) -> CpuXML:
+        """The ``<cpu>`` element, created (after ``<features>``, where libvirt writes it) if
+        missing."""
+        cpu = self.cpu
+        if cpu is not None:
+            return cpu
+        node = CpuXML.new()
+        anchor = self.el.find("features")
+        if anchor is None:
+            anchor = self.el.find("os")
+        if anchor is None:
+            self.el.append(node.el)
+        else:
+            anchor.addnext(node.el)
+        return node
+
+    def remove(self, path: str) -> None:
+        """Remove every element at the simple path ``path`` (``os/loader``, ``cpu``)."""
+        for el in self.el.findall(path):
+            parent = el.getparent()
+            if parent is not None:
+                parent.remove(el)
+
+    @property
+    def firmware_features(self) -> dict[str, bool]:
+        """``<os><firmware><feature name=.. enabled=..>`` as name -> enabled."""
+        return {
+            el.get("name") or "": el.get("enabled") == "yes"
+            for el in self.el.findall("os/firmware/feature")
+        }
+
+    @firmware_features.setter
+    def firmware_features(self, wanted: dict[str, bool]) -> None:
+        self.remove("os/firmware")
+        if not wanted:
+            return
+        fw = etree.Element("firmware")
+        for name, enabled in wanted.items():
+            etree.SubElement(fw, "feature", enabled="yes" if enabled else "no", name=name)
+        os_type = ensure_path(self.el, "os/type")
+        os_type.addnext(fw)
 
     @property
     def devices(self) -> Element:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from hvlib import profiles
+from hvlib.cpu import cpu_key_of
 from hvlib.domxml import DiskXML, DomainXML, InterfaceXML
 from hvlib.enums import State
 from hvlib.render import (
@@ -23,6 +24,7 @@ from hvlib.render import (
     apply_fields,
     disk_node,
     disk_targets,
+    firmware_of,
     fs_node,
     nic_node,
 )
@@ -109,6 +111,8 @@ def owned(doc: DomainXML, spec: DomainSpec) -> dict[str, Any]:
         "on_reboot": doc.on_reboot,
         "on_crash": doc.on_crash,
     }
+    if profiles.profile_for(spec.virt).platform:
+        view.update(_platform_view(doc))
     for d in doc.disks:
         view[f"disks[{d.target_dev}]"] = _disk_view(d)
     for i in doc.interfaces:
@@ -116,6 +120,19 @@ def owned(doc: DomainXML, spec: DomainSpec) -> dict[str, Any]:
     for f in doc.filesystems:
         view[f"filesystems[{f.target_dir}]"] = (f.source_dir, f.readonly)
     return view
+
+
+def _platform_view(doc: DomainXML) -> dict[str, Any]:
+    """Machine family, firmware and CPU request: comparable between a persistent definition
+    and a running guest's (which shows a versioned machine, a pflash loader and an expanded
+    ``<cpu>`` instead of what was asked)."""
+    firmware, secure_boot = firmware_of(doc)
+    return {
+        "machine": profiles.machine_family(doc.os_machine),
+        "firmware": firmware,
+        "secure_boot": secure_boot,
+        "cpu": cpu_key_of(doc),
+    }
 
 
 def _disk_view(d: DiskXML) -> tuple[Any, ...]:

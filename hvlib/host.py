@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from hvlib import _virt
+from hvlib import _virt, accel
 from hvlib.connection import Connection
 from hvlib.console import ConsoleCapture
 from hvlib.domain import Domain
@@ -22,7 +22,9 @@ from hvlib.ensure import ENSURE_STATES, Converger, EnsureResult
 from hvlib.enums import State
 from hvlib.errors import AlreadyExists, DomainNotFound, NotFound, SpecError, Unsupported
 from hvlib.events import Callback, DomainEvent, EventHub, EventKind, Subscription
+from hvlib.hostfit import fit
 from hvlib.network import Networks
+from hvlib.remote import PathArg, remote_uri
 from hvlib.render import render
 from hvlib.spec import DiskKind, DomainSpec
 from hvlib.storage import Pools, Volumes
@@ -54,8 +56,12 @@ class Host:
         ssh: Any = None,
         reconnect_timeout: float = 30.0,
         call_timeout: float | None = None,
+        allow_emulation: bool | None = None,
     ) -> None:
         self.uri = uri
+        self.allow_emulation = accel.allow_emulation_default(allow_emulation)
+        """Run kvm specs under software emulation (as qemu) where KVM does not work (None:
+        the environment's ``HVLIB_ALLOW_EMULATION``)."""
         self.ssh = ssh
         """Default SSH credentials for guests of this host (an :class:`hvlib.SshConfig`)."""
         self.netns = netns
@@ -153,6 +159,35 @@ class Host:
         """True for libvirt's in-process ``test:///`` driver."""
         return self.uri.startswith("test:")
 
+    def acceleration(
+        self,
+        probe_kernel: str | None = None,
+        probe_initrd: str | None = None,
+        *,
+        probe_cmdline: str | None = None,
+        probe_ready: str | None = None,
+        probe_timeout: float | None = None,
+        refresh: bool = False,
+    ) -> accel.Acceleration:
+        """Whether KVM works here: present, openable by QEMU, boots a real Linux kernel (the
+        probe guest ``probe_kernel``/``probe_initrd`` to its ready line ``probe_ready``, else
+        the one set by :func:`hvlib.accel.set_probe_guest` or ``HVLIB_PROBE_KERNEL``), nested
+        allowed; each "no" says why. Cached per host; "not probed" on ``test:///``.
+
+        Raises:
+            HostError: the connection failed.
+        """
+        guest = None
+        if probe_kernel is not None:
+            guest = accel.ProbeGuest(
+                kernel=str(probe_kernel),
+                initrd=None if probe_initrd is None else str(probe_initrd),
+                cmdline=probe_cmdline or accel.ProbeGuest.cmdline,
+                ready=probe_ready or accel.DEFAULT_READY,
+                timeout=probe_timeout or accel.PROBE_TIMEOUT,
+            )
+        return accel.acceleration(self, guest, refresh=refresh)
+
 
 @dataclass(frozen=True)
 class DomainStats:
@@ -181,6 +216,7 @@ class Domains:
             SpecError, Unsupported: the spec is bad for its type or this host (nothing defined).
             AlreadyExists: a domain of that name exists (use ``ensure`` to converge).
         """
+        spec = fit(self.host, spec).spec
         xml = render(spec)
         self.check_host_refs(spec)
         if self._lookup(spec.name) is not None:
@@ -228,6 +264,8 @@ class Domains:
         """
         if state not in ENSURE_STATES:
             raise SpecError("state", "must be RUNNING, SHUT_OFF, PAUSED or ABSENT", state)
+        if state is not State.ABSENT:
+            spec = fit(self.host, spec).spec
         render(spec)
         self.check_host_refs(spec)
         return Converger(
@@ -354,6 +392,10 @@ def connect(
     reconnect_timeout: float = 30.0,
     call_timeout: float | None = None,
     allow_uri_options: Iterable[str] = (),
+    allow_emulation: bool | None = None,
+    known_hosts: PathArg | None = None,
+    keyfile: PathArg | None = None,
+    host_ssh: Any = None,
 ) -> Host:
     """Open a :class:`Host` on ``uri`` (``qemu:///system``, ``lxc:///``, ``test:///default``,
     ``qemu+ssh://...``).
@@ -366,12 +408,18 @@ def connect(
     (read-only or idempotent) calls are retried on transient errors. ``call_timeout`` (off by
     default) bounds every libvirt call: past it, :class:`hvlib.CallTimeout`. URI options
     that make libvirt run commands or skip host-key checks are refused unless named in
-    ``allow_uri_options`` (see :mod:`hvlib.uri`).
+    ``allow_uri_options`` (see :mod:`hvlib.uri`). ``allow_emulation`` (else the environment's
+    ``HVLIB_ALLOW_EMULATION=1``) lets a ``kvm`` spec run as ``qemu`` (software emulation) on a
+    host whose acceleration report says KVM does not work (see :meth:`Host.acceleration`).
+    ``known_hosts``/``keyfile`` (or ``host_ssh``, an :class:`hvlib.SshConfig` whose
+    ``host_key`` is pinned) pin the SSH host key of an ``+ssh`` URI: hvlib then uses libvirt's
+    ``+libssh`` transport, which checks it (libvirt 9.0's ``+ssh`` would not), and logs so.
 
     Raises:
         HostError: the daemon cannot be reached or refused the connection.
         SpecError: the URI has an option that was not allowed.
     """
+    uri = remote_uri(uri, known_hosts=known_hosts, keyfile=keyfile, ssh=host_ssh)
     check_uri(uri, allow_uri_options)
     return Host(
         uri,
@@ -381,4 +429,5 @@ def connect(
         ssh=ssh,
         reconnect_timeout=reconnect_timeout,
         call_timeout=call_timeout,
+        allow_emulation=allow_emulation,
     )

@@ -7,11 +7,17 @@ libvirt domain type and OS type, disk bus and naming, NIC model, and what it ref
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hvlib.enums import VirtType
 from hvlib.errors import SpecError, Unsupported
 from hvlib.spec import DomainSpec
+
+NESTED_TCG_FEATURES = ("svm", "npt")
+"""What software emulation's CPU gets for ``nested=True``: AMD SVM with nested paging (a
+nested Xen or KVM host then runs HVM guests; TCG emulates no VMX)."""
+VIRT_EXTENSIONS = {"Intel": "vmx", "AMD": "svm", "Hygon": "svm"}
+"""The hardware virtualization extension of each x86 CPU vendor (as libvirt names both)."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,12 @@ class Profile:
     boots_kernel_only: bool = False
     filesystems: bool = True
     console_device: str = "ttyS0"
+    machine: str | None = None
+    """The machine type rendered (the spec's, else this type's default; None: the template's)."""
+    platform: bool = False
+    """Whether the spec's cpu, nested, machine and firmware apply (QEMU-run types)."""
+    device_address: str | None = None
+    """The address type of virtio devices when the machine has no PCI (``virtio-mmio``)."""
 
     def target_prefix(self, cdrom: bool) -> str:
         """The device-name prefix of a disk (or cdrom) on this type's bus (vd, sd, hd, xvd)."""
@@ -59,6 +71,8 @@ _HVM = {
     "disk_bus": "virtio",
     "cdrom_bus": "ide",
     "nic_model": "virtio",
+    "machine": "pc",
+    "platform": True,
 }
 PROFILES: dict[VirtType, Profile] = {
     VirtType.KVM: Profile(VirtType.KVM, domain_type="kvm", **_HVM),  # type: ignore[arg-type]
@@ -99,6 +113,18 @@ PROFILES: dict[VirtType, Profile] = {
 }
 
 
+def machine_family(machine: str | None) -> str | None:
+    """The machine type family (``pc``, ``q35``, ``microvm``) of a libvirt machine name, which
+    libvirt writes versioned (``pc-i440fx-7.2``, ``pc-q35-7.2``); other names as they are."""
+    if machine is None:
+        return None
+    if machine == "q35" or machine.startswith("pc-q35"):
+        return "q35"
+    if machine == "pc" or machine.startswith("pc-"):
+        return "pc"
+    return machine
+
+
 def profile_for(virt: VirtType) -> Profile:
     """The profile of ``virt``."""
     return PROFILES[virt]
@@ -107,17 +133,75 @@ def profile_for(virt: VirtType) -> Profile:
 def check(spec: DomainSpec) -> Profile:
     """Check that ``spec`` fits its virtualization type; return the type's profile.
 
+    The profile returned is the type's, adjusted to the spec's machine (a q35 puts cdroms on
+    SATA, a microvm gives virtio devices MMIO addresses).
+
     Raises:
         Unsupported: the type cannot do something the spec asks (a cdrom on LXC, a kernel
-            command line on Xen HVM without a kernel, ...).
+            command line on Xen HVM without a kernel, a CPU model on Xen, host-passthrough
+            under software emulation, a cdrom on a microvm, ...).
         SpecError: a container without a root filesystem (unless explicitly the host's).
     """
     profile = PROFILES[spec.virt]
+    _check_platform(spec, profile)
     if profile.is_container:
         _check_container(spec)
     else:
         _check_vm(spec, profile)
-    return profile
+    return for_machine(profile, spec.machine)
+
+
+def for_machine(profile: Profile, machine: str | None) -> Profile:
+    """``profile`` adjusted to ``machine`` (None: the profile's default machine)."""
+    if not profile.platform:
+        return profile
+    machine = machine or profile.machine
+    if machine == "q35":
+        return replace(profile, machine=machine, cdrom_bus="sata")
+    if machine == "microvm":
+        return replace(profile, machine=machine, device_address="virtio-mmio")
+    return replace(profile, machine=machine)
+
+
+def _check_platform(spec: DomainSpec, profile: Profile) -> None:
+    """The virtual hardware fields: only for QEMU-run guests, and what TCG cannot do."""
+    asked = [
+        name
+        for name, given in (
+            ("cpu", spec.cpu is not None),
+            ("nested", spec.nested),
+            ("machine", spec.machine is not None),
+            ("firmware", spec.firmware != "bios"),
+            ("secure_boot", spec.secure_boot),
+        )
+        if given
+    ]
+    if asked and not profile.platform:
+        raise Unsupported(
+            f"{spec.virt.value} guests take no {', '.join(asked)} in hvlib "
+            "(cpu, nested, machine and firmware are for kvm and qemu guests)"
+        )
+    if spec.virt is VirtType.QEMU and spec.cpu is not None and spec.cpu.mode == "host-passthrough":
+        raise Unsupported(
+            "qemu (software emulation) cannot pass the host CPU through: "
+            "use Cpu.host_model() or Cpu.model(NAME)"
+        )
+    if spec.nested and spec.cpu is not None:
+        needed = NESTED_TCG_FEATURES if spec.virt is VirtType.QEMU else ("vmx", "svm")
+        clash = sorted(set(needed) & set(spec.cpu.disable))
+        if clash and (spec.virt is VirtType.QEMU or len(clash) == len(needed)):
+            raise SpecError("cpu.disable", f"nested virtualization needs {', '.join(clash)}")
+    if spec.machine == "microvm":
+        _check_microvm(spec)
+
+
+def _check_microvm(spec: DomainSpec) -> None:
+    if spec.kernel is None:
+        raise Unsupported("a microvm boots a kernel directly: it needs a kernel")
+    if any(d.device == "cdrom" for d in spec.disks):
+        raise Unsupported("a microvm has no cdrom bus: attach the image as a disk")
+    if spec.filesystems:
+        raise Unsupported("a microvm has no PCI bus for host filesystems")
 
 
 def _check_container(spec: DomainSpec) -> None:

@@ -2,9 +2,11 @@
 
 :func:`render_tree` loads the type's skeleton from ``templates/`` (shipped in the wheel as
 ``hvlib.templates``) and sets the spec's values through :mod:`hvlib.domxml`; no string is ever
-formatted into XML, so any name or path is escaped by lxml. The caller's :class:`XmlEdit` list
-and ``xml_hook`` run last. :func:`validate` checks a document against libvirt's own RelaxNG
-schema. This module does not talk to libvirt.
+formatted into XML, so any name or path is escaped by lxml. For kvm and qemu it also sets the
+machine type, the firmware (UEFI through libvirt's autoselection) and the CPU
+(:mod:`hvlib.cpu`). The caller's :class:`XmlEdit` list and ``xml_hook`` run last.
+:func:`validate` checks a document against libvirt's own RelaxNG schema. This module does not
+talk to libvirt.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from pathlib import Path
 from lxml import etree
 
 from hvlib import profiles
+from hvlib.cpu import HVLIB_CPU_NS, cpu_node, cpu_request, request_of
 from hvlib.domxml import DiskXML, DomainXML, FilesystemXML, InterfaceXML
 from hvlib.errors import SpecError
-from hvlib.profiles import Profile
+from hvlib.profiles import Profile, machine_family
 from hvlib.spec import Disk, DiskKind, DomainSpec, Filesystem, Nic, XmlEdit
-from hvlib.xmlmodel import parse
+from hvlib.xmlmodel import XmlNode, parse
 
 SCHEMA_DIR = Path("/usr/share/libvirt/schemas")
 HVLIB_NS = "https://hvlib.dev/xmlns/hvlib/1"
@@ -66,10 +69,15 @@ def render_tree(spec: DomainSpec) -> DomainXML:
 
 
 def apply_caller_changes(doc: DomainXML, spec: DomainSpec) -> None:
-    """Apply the spec's XPath edits, then its lxml hook (the escape hatches), to ``doc``."""
+    """Apply the spec's XPath edits, then its lxml hook (the escape hatches), to ``doc``; then
+    record the CPU the document now asks for in its metadata (see :mod:`hvlib.cpu`)."""
     apply_edits(doc, spec.xml_edits)
     if spec.xml_hook is not None:
         spec.xml_hook(doc.el)
+    if profiles.profile_for(spec.virt).platform:
+        node = doc.cpu
+        key = None if node is None else request_of(node).key()
+        doc.set_metadata(HVLIB_CPU_NS, "hvlibcpu", "cpu", key)
 
 
 def apply_fields(doc: DomainXML, spec: DomainSpec, profile: Profile) -> None:
@@ -77,6 +85,10 @@ def apply_fields(doc: DomainXML, spec: DomainSpec, profile: Profile) -> None:
     what the spec does not own is left as it is)."""
     _set_basics(doc, spec, profile)
     _set_boot(doc, spec)
+    if profile.platform:
+        _set_machine(doc, profile)
+        _set_firmware(doc, spec)
+        _set_cpu(doc, spec, profile)
 
 
 def _set_basics(doc: DomainXML, spec: DomainSpec, profile: Profile) -> None:
@@ -116,6 +128,63 @@ def _set_boot(doc: DomainXML, spec: DomainSpec) -> None:
             etree.SubElement(doc.el.find("os"), "boot", dev="hd")  # type: ignore[arg-type]
 
 
+def _set_machine(doc: DomainXML, profile: Profile) -> None:
+    """Set the machine type, keeping libvirt's versioned name (``pc-i440fx-7.2``) when it is
+    of the wanted family. A change of family drops controllers and device addresses: libvirt
+    lays them out anew for the new machine (a q35 has PCIe root ports, a microvm no PCI)."""
+    if machine_family(doc.os_machine) == profile.machine:
+        return
+    if doc.os_machine is not None:
+        doc.remove("devices/controller")
+        doc.remove("devices/*/address")
+    doc.os_machine = profile.machine
+    balloon = doc.el.find("devices/memballoon")
+    if profile.machine == "microvm":
+        doc.insert_device(XmlNode(etree.Element("controller", type="usb", model="none")))
+        if balloon is not None:
+            balloon.set("model", "none")  # a virtio-pci device: a microvm has no PCI
+    elif balloon is not None and balloon.get("model") == "none":
+        balloon.set("model", "virtio")
+
+
+def _set_firmware(doc: DomainXML, spec: DomainSpec) -> None:
+    """UEFI through libvirt's firmware autoselection (``<os firmware='efi'>`` and the
+    secure-boot feature), or the default BIOS. A change drops what libvirt filled in for the
+    old firmware (``<loader>``, ``<nvram>``) so it selects again."""
+    efi = spec.firmware == "efi"
+    wanted: dict[str, bool] = {}
+    if efi:
+        wanted = {"enrolled-keys": True, "secure-boot": True} if spec.secure_boot else {}
+        wanted.setdefault("secure-boot", False)
+    changed = firmware_of(doc) != (spec.firmware, spec.secure_boot)
+    if (efi and changed) or (not efi and doc.loader_type == "pflash"):
+        doc.remove("os/loader")
+        doc.remove("os/nvram")
+    doc.os_firmware = "efi" if efi else None
+    if doc.firmware_features != wanted:
+        doc.firmware_features = wanted
+
+
+def firmware_of(doc: DomainXML) -> tuple[str, bool]:
+    """(firmware, secure boot) of a definition: ``efi`` by autoselection (persistent XML) or
+    by a pflash loader (what a running guest's XML shows instead)."""
+    efi = doc.os_firmware == "efi" or doc.loader_type == "pflash"
+    secure = doc.firmware_features.get("secure-boot", doc.loader_secure == "yes")
+    return ("efi" if efi else "bios", bool(efi and secure))
+
+
+def _set_cpu(doc: DomainXML, spec: DomainSpec, profile: Profile) -> None:
+    """Make ``<cpu>`` what the spec asks (left as it is when it already says that)."""
+    want = cpu_request(spec, profile)
+    key = want.key() if want is not None else None
+    current = doc.cpu
+    if current is not None and request_of(current).key() == key:
+        return
+    doc.remove("cpu")
+    if want is not None and key is not None:
+        cpu_node(doc.ensure_cpu(), want)
+
+
 def disk_targets(disks: Sequence[Disk], profile: Profile) -> list[str]:
     """The target name of each disk: its own, or the next free one on its bus, in order."""
     taken: set[str | None] = {d.target for d in disks if d.target}
@@ -151,6 +220,8 @@ def disk_node(disk: Disk, target: str, profile: Profile) -> DiskXML:
     node.target_dev = target
     node.target_bus = profile.cdrom_bus if disk.device == "cdrom" else profile.disk_bus
     node.readonly = disk.readonly
+    if profile.device_address and node.target_bus == "virtio":
+        node.address_type = profile.device_address
     return node
 
 
@@ -165,6 +236,8 @@ def nic_node(nic: Nic, profile: Profile) -> InterfaceXML:
     else:
         node.source_bridge = nic.source
     node.model = nic.model or profile.nic_model
+    if profile.device_address and node.model == "virtio":
+        node.address_type = profile.device_address
     return node
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import re
 import uuid as uuidlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -27,6 +27,14 @@ CMDLINE_MAX = 4096
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 _TARGET_RE = re.compile(r"^(vd|sd|hd|xvd)[a-z]{1,2}$")
+_CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_CPU_FEATURE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+CPU_MODES = ("host-passthrough", "host-model", "custom")
+"""``Cpu.mode`` values (None: the hypervisor's default model)."""
+MACHINES = ("pc", "q35", "microvm")
+"""``DomainSpec.machine`` values (None: the type's default, ``pc`` for kvm and qemu)."""
+FIRMWARES = ("bios", "efi")
+"""``DomainSpec.firmware`` values."""
 
 
 def check_text(
@@ -261,6 +269,154 @@ class XmlEdit:
         return cls(xpath, None, remove=True)
 
 
+@dataclass(frozen=True)
+class Cpu:
+    """The guest CPU: mode, named model, features and topology.
+
+    Build with :meth:`model` (a named model such as ``Nehalem``), :meth:`host_model`,
+    :meth:`host_passthrough`, or ``Cpu(sockets=.., cores=.., threads=..)`` for a topology on
+    the hypervisor's default model. ``require`` and ``disable`` are libvirt feature names
+    (``aes``, ``sse4.2``, ``svm``). ``fallback`` lets libvirt fall back to another model, and
+    lets a required feature the host cannot provide pass with a logged warning instead of a
+    :class:`hvlib.SpecError` when the spec is checked against a host. Topology fields left
+    out count as 1; their product must equal the domain's maximum vcpu count.
+
+    Raises:
+        SpecError: on construction, naming ``cpu.FIELD`` and the rule broken.
+    """
+
+    mode: str | None = None
+    name: str | None = None
+    require: Sequence[str] = ()
+    disable: Sequence[str] = ()
+    sockets: int | None = None
+    cores: int | None = None
+    threads: int | None = None
+    fallback: bool = False
+
+    def __post_init__(self) -> None:
+        for attr in ("require", "disable"):
+            value = getattr(self, attr)
+            if isinstance(value, str):
+                raise SpecError(f"cpu.{attr}", "must be a list of feature names", value)
+            object.__setattr__(self, attr, tuple(value))
+        self._check_mode()
+        self._check_features()
+        for attr in ("sockets", "cores", "threads"):
+            if getattr(self, attr) is not None:
+                _check_int(f"cpu.{attr}", getattr(self, attr), 1, VCPUS_MAX)
+        if not isinstance(self.fallback, bool):
+            raise SpecError("cpu.fallback", "must be true or false", self.fallback)
+
+    def _check_mode(self) -> None:
+        if self.mode is not None and self.mode not in CPU_MODES:
+            raise SpecError("cpu.mode", f"must be one of {', '.join(CPU_MODES)}", self.mode)
+        if self.mode == "custom" and self.name is None:
+            raise SpecError("cpu.model", "a custom CPU needs a model name (Cpu.model(NAME))")
+        if self.name is not None:
+            if self.mode != "custom":
+                raise SpecError("cpu.model", "a model name needs mode 'custom'", self.name)
+            check_text("cpu.model", self.name, max_len=64)
+            if not _CPU_MODEL_RE.match(self.name):
+                raise SpecError("cpu.model", "must use only A-Z a-z 0-9 _ . + -", self.name)
+
+    def _check_features(self) -> None:
+        for attr in ("require", "disable"):
+            for name in getattr(self, attr):
+                if not isinstance(name, str) or not _CPU_FEATURE_RE.match(name):
+                    raise SpecError(
+                        f"cpu.{attr}", "feature names use only a-z 0-9 _ . - (e.g. sse4.2)", name
+                    )
+            names = getattr(self, attr)
+            if len(set(names)) != len(names):
+                raise SpecError(f"cpu.{attr}", "lists a feature twice", list(names))
+        both = sorted(set(self.require) & set(self.disable))
+        if both:
+            raise SpecError("cpu.disable", "a feature cannot be both required and disabled", both)
+        if (self.require or self.disable) and self.mode is None:
+            raise SpecError(
+                "cpu.require" if self.require else "cpu.disable",
+                "features need a CPU mode: Cpu.model(NAME), Cpu.host_model() or "
+                "Cpu.host_passthrough()",
+            )
+
+    @classmethod
+    def model(
+        cls,
+        name: str,
+        *,
+        require: Sequence[str] = (),
+        disable: Sequence[str] = (),
+        sockets: int | None = None,
+        cores: int | None = None,
+        threads: int | None = None,
+        fallback: bool = False,
+    ) -> Cpu:
+        """A named CPU model (``mode='custom'``), e.g. ``Cpu.model("Nehalem", require=["aes"])``."""
+        return cls("custom", name, require, disable, sockets, cores, threads, fallback)
+
+    @classmethod
+    def host_model(
+        cls,
+        *,
+        require: Sequence[str] = (),
+        disable: Sequence[str] = (),
+        sockets: int | None = None,
+        cores: int | None = None,
+        threads: int | None = None,
+        fallback: bool = False,
+    ) -> Cpu:
+        """The model closest to what the host (its hypervisor) provides, as libvirt picks it."""
+        return cls("host-model", None, require, disable, sockets, cores, threads, fallback)
+
+    @classmethod
+    def host_passthrough(
+        cls,
+        *,
+        require: Sequence[str] = (),
+        disable: Sequence[str] = (),
+        sockets: int | None = None,
+        cores: int | None = None,
+        threads: int | None = None,
+    ) -> Cpu:
+        """The host CPU exactly as it is (KVM only: software emulation cannot pass it through)."""
+        return cls("host-passthrough", None, require, disable, sockets, cores, threads)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Cpu:
+        """A Cpu from a plain mapping (a spec file's ``cpu:``): ``mode``, ``model``,
+        ``require``, ``disable``, ``sockets``, ``cores``, ``threads``, ``fallback``. A
+        ``model`` alone implies mode ``custom``.
+
+        Raises:
+            SpecError: an unknown key (naming it) or any rule of the Cpu itself.
+        """
+        known = ("mode", "model", "require", "disable", "sockets", "cores", "threads", "fallback")
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise SpecError(f"cpu.{unknown[0]}", f"unknown key; known keys: {', '.join(known)}")
+        name = data.get("model")
+        mode = data.get("mode") or ("custom" if name is not None else None)
+        return cls(
+            mode,
+            name,
+            data.get("require") or (),
+            data.get("disable") or (),
+            data.get("sockets"),
+            data.get("cores"),
+            data.get("threads"),
+            bool(data.get("fallback", False)),
+        )
+
+    @property
+    def topology(self) -> tuple[int, int, int] | None:
+        """(sockets, cores, threads), missing ones as 1; None when no topology is given."""
+        parts = (self.sockets, self.cores, self.threads)
+        if all(p is None for p in parts):
+            return None
+        return (self.sockets or 1, self.cores or 1, self.threads or 1)
+
+
 LIFECYCLE_ACTIONS = (
     "destroy",
     "restart",
@@ -276,7 +432,11 @@ class DomainSpec:
     """The whole desired definition of one domain, whatever its virtualization type.
 
     Units are in the names (``memory_mib``). VMs boot ``kernel``/``initrd``/``cmdline`` or
-    their first disk; containers (LXC) run ``init`` in ``filesystems``.
+    their first disk; containers (LXC) run ``init`` in ``filesystems``. For kvm and qemu,
+    ``cpu`` (a :class:`Cpu`), ``nested`` (hardware virtualization for the guest: vmx/svm under
+    KVM, svm+npt under software emulation), ``machine`` (``pc``, ``q35``, ``microvm``) and
+    ``firmware`` (``bios``, ``efi``; ``secure_boot`` needs efi on q35) shape the virtual
+    hardware; a host checks them against what it offers before defining.
 
     Raises:
         SpecError: on construction, for any malformed or out-of-range field.
@@ -301,6 +461,11 @@ class DomainSpec:
     on_poweroff: str = "destroy"
     on_reboot: str = "restart"
     on_crash: str = "destroy"
+    cpu: Cpu | None = None
+    nested: bool = False
+    machine: str | None = None
+    firmware: str = "bios"
+    secure_boot: bool = False
     xml_edits: Sequence[XmlEdit] = ()
     xml_hook: Callable[[Any], None] | None = field(default=None, compare=False)
 
@@ -314,6 +479,7 @@ class DomainSpec:
         self._check_boot()
         self._check_devices()
         self._check_misc()
+        self._check_platform()
 
     def _check_sizes(self) -> None:
         _check_int("vcpus", self.vcpus, 1, VCPUS_MAX)
@@ -367,6 +533,40 @@ class DomainSpec:
                 )
         for edit in self.xml_edits:
             check_text("xml_edits.xpath", edit.xpath)
+
+    def _check_platform(self) -> None:
+        if self.cpu is not None and not isinstance(self.cpu, Cpu):
+            if not isinstance(self.cpu, Mapping):
+                raise SpecError("cpu", "must be a Cpu (Cpu.model(NAME), ...)", self.cpu)
+            object.__setattr__(self, "cpu", Cpu.from_dict(self.cpu))
+        for name in ("nested", "secure_boot"):
+            if not isinstance(getattr(self, name), bool):
+                raise SpecError(name, "must be true or false", getattr(self, name))
+        if self.machine is not None and self.machine not in MACHINES:
+            raise SpecError("machine", f"must be one of {', '.join(MACHINES)}", self.machine)
+        if self.firmware not in FIRMWARES:
+            raise SpecError("firmware", f"must be one of {', '.join(FIRMWARES)}", self.firmware)
+        if self.secure_boot and self.firmware != "efi":
+            raise SpecError("secure_boot", "needs firmware 'efi'")
+        if self.secure_boot and self.machine != "q35":
+            raise SpecError("secure_boot", "needs machine 'q35' (secure boot needs SMM)")
+        if self.machine == "microvm" and self.firmware != "bios":
+            raise SpecError("firmware", "a microvm has no UEFI: it boots a kernel directly")
+        self._check_topology()
+
+    def _check_topology(self) -> None:
+        topology = self.cpu.topology if self.cpu is not None else None
+        if topology is None:
+            return
+        want = self.max_vcpus or self.vcpus
+        sockets, cores, threads = topology
+        if sockets * cores * threads != want:
+            which = "max_vcpus" if self.max_vcpus else "vcpus"
+            raise SpecError(
+                "cpu.topology",
+                f"sockets x cores x threads must equal {which} ({want})",
+                f"{sockets}x{cores}x{threads}",
+            )
 
     @property
     def root_filesystem(self) -> Filesystem | None:

@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import hvlib
-from hvlib import DomainSpec
+from hvlib import DomainSpec, accel
 from hvlib.domain import Domain
 from hvlib.host import Host
 from hvlib.testkit import sandbox as sandbox_mod
-from hvlib.testkit.guestkit import GuestKit, ensure_guest_kit
+from hvlib.testkit.guestkit import FLAG_NOSSH, GuestKit, ensure_guest_kit, kernel_cmdline
 from hvlib.testkit.sandbox import NetSnapshot, SandboxHost
 
 LEFTOVERS_AT_START: list[str] = []
@@ -41,9 +41,14 @@ def _require_root() -> None:
 
 @pytest.fixture(scope="session")
 def kit() -> GuestKit:
-    """The test guest kit (built once, cached by its inputs across runs)."""
+    """The test guest kit (built once, cached by its inputs across runs); also the guest that
+    hvlib's KVM probe boots when a test defines a kvm spec."""
     _require_root()
-    return ensure_guest_kit()
+    built = ensure_guest_kit()
+    accel.set_probe_guest(
+        accel.ProbeGuest(str(built.kernel), str(built.initrd), kernel_cmdline("ttyS0", FLAG_NOSSH))
+    )
+    return built
 
 
 @pytest.fixture(scope="session")

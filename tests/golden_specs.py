@@ -7,9 +7,15 @@ read them, so a change in rendering shows up as a reviewable diff of the goldens
 from __future__ import annotations
 
 from hvlib import Disk, DomainSpec, Filesystem, Nic, VirtType, XmlEdit
+from hvlib.spec import Cpu
 
 UUID = "5b3f8f8e-6f2a-4c47-9a3e-2f5d8f0b6c11"
 MAC = "52:54:00:ab:cd:01"
+KERNEL = {
+    "kernel": "/var/lib/hvlib/vmlinuz",
+    "initrd": "/var/lib/hvlib/initrd.img",
+    "cmdline": "console=ttyS0",
+}
 
 GOLDEN_SPECS: dict[str, DomainSpec] = {
     "kvm": DomainSpec(
@@ -94,5 +100,104 @@ GOLDEN_SPECS: dict[str, DomainSpec] = {
         kernel="/var/lib/hvlib/a&b <c>/vmlinuz",
         cmdline="console=ttyS0 x=\"1\" y='2' <z> & ]]>",
         description="<b>bold</b> & 'q'",
+    ),
+    # -- CPU modes, features, topology, nested; machine types and firmware (issue 12) --
+    "cpu-host-passthrough": DomainSpec(
+        name="cpu-hp", virt=VirtType.KVM, uuid=UUID, cpu=Cpu.host_passthrough(), **KERNEL
+    ),
+    "cpu-host-model": DomainSpec(
+        name="cpu-hm",
+        virt=VirtType.QEMU,
+        uuid=UUID,
+        cpu=Cpu.host_model(require=["aes"], disable=["monitor"]),
+        **KERNEL,
+    ),
+    "cpu-named-features": DomainSpec(
+        name="cpu-named",
+        virt=VirtType.QEMU,
+        uuid=UUID,
+        cpu=Cpu.model("Nehalem", require=["aes", "sse4.2"], disable=["popcnt"]),
+        **KERNEL,
+    ),
+    "cpu-named-fallback": DomainSpec(
+        name="cpu-fb",
+        virt=VirtType.KVM,
+        uuid=UUID,
+        cpu=Cpu.model("Skylake-Server", fallback=True),
+        **KERNEL,
+    ),
+    "cpu-topology": DomainSpec(
+        name="cpu-topo",
+        virt=VirtType.QEMU,
+        uuid=UUID,
+        vcpus=2,
+        max_vcpus=4,
+        cpu=Cpu.model("Westmere", sockets=2, cores=2, threads=1),
+        **KERNEL,
+    ),
+    "cpu-topology-default-model": DomainSpec(
+        name="cpu-topo-d",
+        virt=VirtType.KVM,
+        uuid=UUID,
+        vcpus=4,
+        cpu=Cpu(sockets=1, cores=2, threads=2),
+        **KERNEL,
+    ),
+    "nested-kvm": DomainSpec(name="nest-kvm", virt=VirtType.KVM, uuid=UUID, nested=True, **KERNEL),
+    "nested-qemu": DomainSpec(
+        name="nest-qemu", virt=VirtType.QEMU, uuid=UUID, nested=True, **KERNEL
+    ),
+    "nested-qemu-xen-dom0": DomainSpec(
+        name="xen-dom0",
+        virt=VirtType.QEMU,
+        uuid=UUID,
+        memory_mib=2048,
+        nested=True,
+        cpu=Cpu.model("EPYC", disable=["smap", "monitor", "rdtscp"]),
+        **KERNEL,
+    ),
+    "q35": DomainSpec(
+        name="q35-1",
+        virt=VirtType.QEMU,
+        uuid=UUID,
+        machine="q35",
+        disks=[Disk.file("/var/lib/hvlib/root.img"), Disk.cdrom("/var/lib/hvlib/seed.iso")],
+        nics=[Nic.network("default", mac=MAC)],
+    ),
+    "uefi": DomainSpec(
+        name="uefi-1",
+        virt=VirtType.QEMU,
+        uuid=UUID,
+        machine="q35",
+        firmware="efi",
+        disks=[Disk.file("/var/lib/hvlib/esp.img", format="raw")],
+    ),
+    "uefi-secure-boot": DomainSpec(
+        name="uefi-sb",
+        virt=VirtType.KVM,
+        uuid=UUID,
+        machine="q35",
+        firmware="efi",
+        secure_boot=True,
+        disks=[Disk.file("/var/lib/hvlib/esp.img", format="raw")],
+    ),
+    "microvm": DomainSpec(
+        name="micro-1",
+        virt=VirtType.QEMU,
+        uuid=UUID,
+        machine="microvm",
+        disks=[Disk.file("/var/lib/hvlib/data.img")],
+        nics=[Nic.network("default", mac=MAC)],
+        **KERNEL,
+    ),
+    "lifecycle": DomainSpec(
+        name="life-1",
+        virt=VirtType.KVM,
+        uuid=UUID,
+        autostart=True,  # not XML: virDomainSetAutostart after define
+        on_poweroff="preserve",
+        on_reboot="destroy",
+        on_crash="coredump-restart",
+        **KERNEL,
     ),
 }
