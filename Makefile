@@ -22,8 +22,8 @@ integration: deps
 	bash scripts/run-tests.sh integration $(PYTEST_ARGS)
 
 lint: deps
-	$(VENV)/bin/ruff check hvlib tests integration scripts conftest.py
-	$(VENV)/bin/ruff format --check hvlib tests integration scripts conftest.py
+	$(VENV)/bin/ruff check hvlib tests integration scripts conftest.py bench
+	$(VENV)/bin/ruff format --check hvlib tests integration scripts conftest.py bench
 
 type: deps
 	$(VENV)/bin/mypy --strict hvlib
@@ -39,6 +39,11 @@ fixtures: deps
 # API reference from the docstrings, into docs/api/.
 apidoc: deps
 	$(VENV)/bin/pdoc -o docs/api hvlib
+
+# Benchmarks (issue 8): hvlib side by side with raw libvirt-python on a sandboxed libvirtd and
+# on test:///; prints one table (figure, target, pass/fail) and exits 1 if a target is missed.
+bench: deps
+	$(PY) -m bench
 
 # Forget everything built by the test kit (a cold run rebuilds it) and the virtualenv.
 clean-cache:

@@ -724,8 +724,12 @@ class GuestAccess:
 
     if TYPE_CHECKING:
         host: Host
-        name: str
-        uuid: str
+
+        @property
+        def name(self) -> str: ...
+
+        @property
+        def uuid(self) -> str: ...
 
         @property
         def virt(self) -> VirtType: ...

@@ -10,6 +10,7 @@ libvirt, always through :meth:`hvlib.Host.call` (translated, retried only when s
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -87,10 +88,19 @@ class Domain(GuestAccess, Mobility, HostObject):
 
     def __init__(self, host: Host, handle: Any, virt: VirtType | None = None) -> None:
         super().__init__(host, handle)
-        with _virt.translated():
-            self.name: str = handle.name()
-            self.uuid: str = handle.UUIDString()
         self._virt = virt
+
+    @functools.cached_property
+    def name(self) -> str:
+        """The domain's name (read on first use, from the handle itself: no RPC)."""
+        with _virt.translated():
+            return str(self._handle.name())
+
+    @functools.cached_property
+    def uuid(self) -> str:
+        """The domain's uuid (read on first use, from the handle itself: no RPC)."""
+        with _virt.translated():
+            return str(self._handle.UUIDString())
 
     def __repr__(self) -> str:
         return f"<Domain {self.name} {self._virt.value if self._virt else '?'} {self.uuid}>"
@@ -524,7 +534,7 @@ class Domain(GuestAccess, Mobility, HostObject):
         hub, started = self.host.event_hub, time.monotonic()
         deadline = started + timeout
         while True:
-            seq = hub.seq(self.uuid)
+            seq = hub.seq()
             current = self.state
             if current in goals:
                 return current
@@ -539,6 +549,6 @@ class Domain(GuestAccess, Mobility, HostObject):
                 )
             with hub.cond:
                 hub.cond.wait_for(
-                    lambda seq=seq: hub.seq(self.uuid) != seq,  # type: ignore[misc]
+                    lambda seq=seq: hub.seq() != seq,  # type: ignore[misc]
                     timeout=min(remaining, poll) if poll else remaining,
                 )

@@ -78,13 +78,13 @@ class EventHub:
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
-        self._seq: dict[str, int] = {}
+        self._seq = 0  # one counter for all domains: nothing grows with the domains seen
         self._subs: list[Subscription] = []
 
     def dispatch(self, event: DomainEvent) -> None:
         """Record ``event``, wake its waiters, call each subscriber (errors are logged)."""
         with self.cond:
-            self._seq[event.uuid] = self._seq.get(event.uuid, 0) + 1
+            self._seq += 1
             self.cond.notify_all()
             subs = list(self._subs)
         for sub in subs:
@@ -96,13 +96,13 @@ class EventHub:
     def wake_all(self) -> None:
         """Wake every waiter (after a reconnect, say) so that it re-reads its state."""
         with self.cond:
-            for key in self._seq:
-                self._seq[key] += 1
+            self._seq += 1
             self.cond.notify_all()
 
-    def seq(self, uuid: str) -> int:
-        """How many events were seen for ``uuid`` (call with ``cond`` held or not)."""
-        return self._seq.get(uuid, 0)
+    def seq(self) -> int:
+        """How many events (and wake-ups) there were: a waiter re-reads its state whenever
+        this changes (one counter for all domains, so it holds nothing per domain)."""
+        return self._seq
 
     def subscribe(self, callback: Callback) -> Subscription:
         """Deliver every future event to ``callback`` (on libvirt's event thread)."""

@@ -116,8 +116,12 @@ class Mobility:
 
     if TYPE_CHECKING:
         host: Host
-        name: str
-        uuid: str
+
+        @property
+        def name(self) -> str: ...
+
+        @property
+        def uuid(self) -> str: ...
 
         @property
         def virt(self) -> VirtType: ...

@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 summary=$(mktemp /tmp/hvlib-summary.XXXXXX)
 trap 'rm -f "$summary"' EXIT
-"$VENV/bin/ruff" check hvlib tests integration scripts conftest.py || exit 1
-"$VENV/bin/ruff" format --check hvlib tests integration scripts conftest.py || exit 1
+"$VENV/bin/ruff" check hvlib tests integration scripts conftest.py bench || exit 1
+"$VENV/bin/ruff" format --check hvlib tests integration scripts conftest.py bench || exit 1
 "$VENV/bin/mypy" --strict hvlib || exit 1
 HVLIB_SUMMARY_FILE="$summary" "$VENV/bin/python" -m pytest "$@"
 rc=$?
