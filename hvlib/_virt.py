@@ -97,6 +97,9 @@ def translate(err: BaseException, name: str | None = None) -> errors.HvlibError:
         spec_err = errors.SpecError("xml", f"libvirt rejected the XML: {message}")
         spec_err.code, spec_err.name = code, name
         return spec_err
+    if code == libvirt.VIR_ERR_OPERATION_FAILED and "already exists" in message:
+        # a define racing another: libvirt 9.0 reports it as a plain operation failure
+        return errors.AlreadyExists(message, code=code, name=name)
     for codes, cls in _CLASS_BY_CODE.items():
         if code in codes:
             return cls(message, code=code, name=name)

@@ -204,3 +204,14 @@ def test_autostart_is_set(host: Host, unique: str) -> None:
 def test_closed_host_and_bad_uri() -> None:
     with pytest.raises(hvlib.HostError):
         hvlib.connect("qemu+unix:///system?socket=/nonexistent/sock")
+
+
+def test_define_race_of_another_uuid_is_already_exists(host: Host) -> None:
+    # libvirt reports a same-name, other-uuid define as VIR_ERR_OPERATION_FAILED, not
+    # VIR_ERR_DOM_EXIST: seen for real when two processes ensured one spec at once.
+    from hvlib import _virt
+
+    xml = host.conn.lookupByName("test").XMLDesc(0)
+    other = xml.replace(host.domains.get("test").uuid, "11111111-2222-3333-4444-555555555555")
+    with pytest.raises(hvlib.AlreadyExists, match="already exists"), _virt.translated("test"):
+        host.conn.defineXML(other)
