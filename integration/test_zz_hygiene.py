@@ -16,7 +16,14 @@ from integration.conftest import MakeDomain
 
 @pytest.mark.integration
 def test_no_sandbox_was_left_behind_by_an_earlier_run() -> None:
-    assert conftest.LEFTOVERS_AT_START == [], "found at session start, before any cleanup"
+    # Found at session start, before any cleanup. A sandbox whose stop() ran (after Ctrl-C
+    # too: pytest runs fixture teardown) must have left nothing. One whose owner was killed
+    # before it could clean up (SIGKILL, a machine stopping a session) is reaped and reported
+    # here, but cannot be held against stop(): its own test is test_sandbox's SIGKILL case.
+    failed_cleanups = [line for line in conftest.LEFTOVERS_AT_START if "its stop() ran" in line]
+    for line in conftest.LEFTOVERS_AT_START:
+        print("reaped at session start:", line)
+    assert failed_cleanups == []
 
 
 @pytest.mark.integration

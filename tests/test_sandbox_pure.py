@@ -330,7 +330,7 @@ def test_record_from_another_version_is_still_read(tmp_path: Path) -> None:
         ' "owner_pid": 1, "netns_inode": 4026532248, "future_field": [1]}'
     )
     assert sbx.leftovers(state_dir=tmp_path) == [
-        f"sandbox v0 (owner pid 1 alive): state entry {tmp_path / 'v0'} only"
+        f"sandbox v0 (owner pid 1 alive, no stop() ran): state entry {tmp_path / 'v0'} only"
     ]
 
 

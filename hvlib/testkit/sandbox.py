@@ -419,6 +419,9 @@ class _Record:
     libvirtd_pid: int | None = None
     libvirtd_start: int | None = None
     cgroups: list[str] = dataclasses.field(default_factory=list)
+    stop_attempted: bool = False
+    """Set by ``stop()`` before it tears down: leftovers of such a sandbox are a failed
+    cleanup (after Ctrl-C, say), not an owner killed before it could clean up (SIGKILL)."""
 
     def uri(self, driver: str) -> str:
         sock = Path(self.root) / "run/libvirt/libvirt-sock"
@@ -659,6 +662,7 @@ def leftovers(*, state_dir: Path = STATE_DIR) -> list[str]:
             lines.append(f"sandbox {entry.name}: state entry {entry} without a readable record")
             continue
         owner = "alive" if _alive(rec.owner_pid) else "gone"
+        owner += ", its stop() ran" if rec.stop_attempted else ", no stop() ran"
         found = _describe(rec) or [f"state entry {entry} only"]
         lines += [f"sandbox {rec.name} (owner pid {rec.owner_pid} {owner}): {f}" for f in found]
     return lines
@@ -856,6 +860,9 @@ class SandboxHost:
         If something could not be removed, the registration stays for :func:`reap_stale`."""
         if self._lock_fd is None:
             return
+        self._rec.stop_attempted = True
+        with contextlib.suppress(OSError):
+            _write_record(self._entry, self._rec)
         try:
             _teardown(self._rec)
         finally:
