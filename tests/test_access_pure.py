@@ -248,7 +248,7 @@ def test_fingerprint_is_openssh_sha256() -> None:
 
 def test_unknown_host_key_message() -> None:
     _, offered = new_key_line()
-    err = HostKeyError("10.0.0.2:22", offered, [], name="vm")
+    err = HostKeyError("192.0.2.2:22", offered, [], name="vm")
     text = str(err)
     assert access.key_fingerprint(offered) in text
     assert "unknown" in text and "accept_unknown_host_key=True" in text
@@ -287,11 +287,11 @@ def test_expected_keys_from_pin_and_known_hosts(tmp_path: Path) -> None:
     k2, line2 = new_key_line()
     k3, line3 = new_key_line()
     known = tmp_path / "known_hosts"
-    hashed = paramiko.HostKeys.hash_host("10.0.0.9")
-    known.write_text(f"10.0.0.9 {line2}\n[10.0.0.9]:2222 {line3}\n{hashed} {line3}\n")
-    both = ssh.expected_host_keys(SshConfig(host_key=line1, known_hosts=known), "10.0.0.9")
+    hashed = paramiko.HostKeys.hash_host("192.0.2.9")
+    known.write_text(f"192.0.2.9 {line2}\n[192.0.2.9]:2222 {line3}\n{hashed} {line3}\n")
+    both = ssh.expected_host_keys(SshConfig(host_key=line1, known_hosts=known), "192.0.2.9")
     assert [k.asbytes() for k in both] == [k1.asbytes(), k2.asbytes(), k3.asbytes()]
-    on_port = ssh.expected_host_keys(SshConfig(known_hosts=known, port=2222), "10.0.0.9")
+    on_port = ssh.expected_host_keys(SshConfig(known_hosts=known, port=2222), "192.0.2.9")
     assert [k.asbytes() for k in on_port] == [k3.asbytes()]
     assert ssh.expected_host_keys(SshConfig(known_hosts=known), "10.0.0.8") == []
 
