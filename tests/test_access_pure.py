@@ -293,12 +293,12 @@ def test_expected_keys_from_pin_and_known_hosts(tmp_path: Path) -> None:
     assert [k.asbytes() for k in both] == [k1.asbytes(), k2.asbytes(), k3.asbytes()]
     on_port = ssh.expected_host_keys(SshConfig(known_hosts=known, port=2222), "192.0.2.9")
     assert [k.asbytes() for k in on_port] == [k3.asbytes()]
-    assert ssh.expected_host_keys(SshConfig(known_hosts=known), "10.0.0.8") == []
+    assert ssh.expected_host_keys(SshConfig(known_hosts=known), "192.0.2.8") == []
 
 
 def test_unreadable_known_hosts_is_an_access_error(tmp_path: Path) -> None:
     with pytest.raises(access.GuestAccessError, match="known_hosts"):
-        ssh.expected_host_keys(SshConfig(known_hosts=tmp_path / "missing"), "10.0.0.1")
+        ssh.expected_host_keys(SshConfig(known_hosts=tmp_path / "missing"), "192.0.2.1")
 
 
 def test_missing_client_key_is_an_access_error(tmp_path: Path) -> None:

@@ -548,7 +548,7 @@ def test_ready_console_probe() -> None:
 def test_ready_address_probe() -> None:
     dom = FakeDomain(None, virt=VirtType.LXC)
     threading.Timer(
-        0.3, lambda: dom.found.update(m=[ipaddress.ip_interface("10.0.0.5/24")])
+        0.3, lambda: dom.found.update(m=[ipaddress.ip_interface("192.0.2.5/24")])
     ).start()
     assert dom.wait_ready(timeout=5, probe=Ready.ADDRESS) < 5
 

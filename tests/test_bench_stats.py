@@ -189,7 +189,7 @@ def test_line_watcher_finds_a_line_split_across_chunks() -> None:
     watch(b"ver started\r\n")
     assert list(watch.seen) == ["hvlib-guest: ssh server started"]
     first = watch.seen["hvlib-guest: ssh server started"]
-    watch(b"hvlib-guest: dhcp lease: eth0 192.168.122.9\r\nhvlib-guest: ssh server started\r\n")
+    watch(b"hvlib-guest: dhcp lease: eth0 192.0.2.9\r\nhvlib-guest: ssh server started\r\n")
     assert watch.seen["hvlib-guest: ssh server started"] == first, "the first arrival counts"
 
 

@@ -447,7 +447,7 @@ def test_client_key_is_private_and_loads_in_paramiko(tmp_path: Path) -> None:
 
 def test_known_hosts_line_and_cmdline() -> None:
     kit = fake_kit(Path("/nonexistent"))
-    assert kit.known_hosts_line("10.0.0.5") == "10.0.0.5 ssh-ed25519 AAAAhost"
+    assert kit.known_hosts_line("192.0.2.5") == "192.0.2.5 ssh-ed25519 AAAAhost"
     assert kit.known_hosts_line("127.0.0.1", 2222) == "[127.0.0.1]:2222 ssh-ed25519 AAAAhost"
     with pytest.raises(ValueError):
         kit.known_hosts_line("a b")
