@@ -123,7 +123,8 @@ class LoopbackForwarder:
         """Open the far side inside the namespace, then relay both ways until both end."""
         try:
             far = in_netns(self.netns, self._connect_far)
-        except OSError:
+        except OSError as e:
+            log.debug("relay to port %d in %s failed: %s", self.target_port, self.netns, e)
             self._release(client)
             return
         if not self._track(far):

@@ -106,7 +106,7 @@ must ip link set "$nic" up
 must busybox udhcpc -q -n -t 30 -T 1 -i "$nic" -s /usr/local/lib/hvlib/udhcpc-script
 mount -o ro LABEL={KIT_LABEL} {DOM0_KIT_DIR} || say "no kit disk"
 say "starting sshd and libvirtd"
-must /usr/sbin/sshd
+must /usr/sbin/sshd -E /var/log/sshd.log
 must virtlogd -d
 must libvirtd -d
 say ready
@@ -130,6 +130,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
 UseDNS no
+LogLevel VERBOSE
 """
 
 _LIBVIRTD_CONFIG = """# hvlib dom0: log to a file (there is no syslog) for diagnostics.
@@ -330,8 +331,7 @@ def _configure_ssh(tree: Path, work: Path) -> None:
     ssh = tree / "etc/ssh"
     for old in ssh.glob("ssh_host_*"):
         old.unlink()
-    shutil.copyfile(work / "host_key", ssh / "ssh_host_ed25519_key")
-    os.chmod(ssh / "ssh_host_ed25519_key", 0o600)
+    (work / "host_key").rename(ssh / "ssh_host_ed25519_key")  # only dom0 keeps it
     shutil.copyfile(work / "host_key.pub", ssh / "ssh_host_ed25519_key.pub")
     _write(ssh / "sshd_config.d/hvlib.conf", _SSHD_CONFIG.encode(), 0o644)
     dot_ssh = tree / "root/.ssh"
