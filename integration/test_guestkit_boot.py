@@ -12,12 +12,14 @@ import contextlib
 import gzip
 import io
 import os
+import re
 import shutil
 import signal
 import socket
 import stat
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -28,6 +30,14 @@ from hvlib.testkit import guestkit as gk
 
 QEMU = "qemu-system-x86_64"
 BOOT_DEADLINE = 60.0
+STALL_AFTER = 20.0
+"""Seconds without a new console byte before a boot counts as stalled (a normal boot prints
+something at least every few seconds even on a loaded host)."""
+
+
+class Stalled(Exception):
+    """The guest's console went silent mid-boot (see :func:`boot_to`)."""
+
 
 pytestmark = [
     pytest.mark.integration,
@@ -67,21 +77,31 @@ class Guest:
         return self.console.read_bytes().decode(errors="replace").replace("\r", "")
 
     def wait_for(self, line: str, timeout: float = BOOT_DEADLINE) -> float:
-        """Wait until ``line`` is a whole console line; return seconds since QEMU started."""
+        """Wait until ``line`` is a whole console line; return seconds since QEMU started.
+
+        Raises Stalled when the console stays silent for STALL_AFTER seconds; fails the test
+        when QEMU exits or ``timeout`` passes.
+        """
         deadline = time.monotonic() + timeout
+        seen, quiet_since = -1, time.monotonic()
         while time.monotonic() < deadline:
-            if line in self.text().splitlines():
+            text = self.text()
+            if line in text.splitlines():
                 return time.monotonic() - self.started
             if self.proc.poll() is not None:
                 pytest.fail(f"QEMU exited ({self.proc.returncode}) before {line!r}:\n{self.tail()}")
+            if len(text) != seen:
+                seen, quiet_since = len(text), time.monotonic()
+            elif time.monotonic() - quiet_since > STALL_AFTER:
+                raise Stalled(f"console silent for {STALL_AFTER:.0f} s before {line!r}")
             time.sleep(0.05)
         pytest.fail(f"no {line!r} within {timeout} s:\n{self.tail()}")
 
     def tail(self) -> str:
         return "\n".join(self.text().splitlines()[-40:])
 
-    def monitor_command(self, command: str, timeout: float = 5.0) -> None:
-        """Send one human-monitor command (the socket is created by QEMU at start)."""
+    def monitor_command(self, command: str, timeout: float = 5.0) -> str:
+        """Send one human-monitor command and return its output (QEMU creates the socket)."""
         deadline = time.monotonic() + timeout
         while not self.monitor.exists():
             if time.monotonic() > deadline:
@@ -92,7 +112,8 @@ class Guest:
             sock.connect(str(self.monitor))
             _read_until_prompt(sock)  # banner
             sock.sendall(command.encode() + b"\n")
-            _read_until_prompt(sock)  # the command ran and QEMU prompts again
+            out = _read_until_prompt(sock).decode(errors="replace")  # ran; QEMU prompts again
+        return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", out).partition("\n")[2]  # no echo
 
     def exited_within(self, timeout: float) -> bool:
         try:
@@ -140,20 +161,44 @@ def boot(kit: gk.GuestKit, tmp_path: Path) -> Iterator[Boot]:
             guest.kill()
 
 
-@pytest.mark.timeout(120)
+def boot_to(boot: Boot, line: str, *flags: str) -> Guest:
+    """Boot a guest and wait for ``line``; boot a second guest once if the first one stalls.
+
+    Why a second boot: in 1 of ~7 full runs of the suite on this 2-core machine, a kit kernel
+    under QEMU/TCG went silent right after "registered taskstats" and never printed again,
+    while the same kernel and initramfs booted in every other run and in 28 concurrent boots
+    under a CPU hog. That is QEMU's software emulation on a loaded host, not the kit; the
+    stall is reported as a warning with the vCPU registers, and a second stall fails the test.
+    """
+    guest = boot(*flags)
+    try:
+        guest.wait_for(line)
+    except Stalled as stall:
+        registers = guest.monitor_command("info registers")
+        warnings.warn(
+            f"{stall}; booting again. Last console lines:\n{guest.tail()}\n{registers}",
+            pytest.PytestWarning,
+            stacklevel=2,
+        )
+        guest.kill()
+        guest = boot(*flags)
+        guest.wait_for(line)
+    return guest
+
+
+@pytest.mark.timeout(150)
 def test_boots_to_ready_with_ssh(boot: Boot) -> None:
-    guest = boot()
-    ssh_at = guest.wait_for(gk.SSH_LINE)
+    guest = boot_to(boot, gk.SSH_LINE)
     ready_at = guest.wait_for(gk.READY_LINE)
-    print(f"ssh line after {ssh_at:.2f} s, ready line after {ready_at:.2f} s")
-    assert ssh_at <= ready_at
+    print(f"ready line after {ready_at:.2f} s")
+    lines = guest.text().splitlines()
+    assert lines.index(gk.SSH_LINE) < lines.index(gk.READY_LINE)
     assert gk.SSH_FAILED_LINE not in guest.text()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(150)
 def test_acpi_power_button_powers_off(boot: Boot) -> None:
-    guest = boot()
-    guest.wait_for(gk.READY_LINE)
+    guest = boot_to(boot, gk.READY_LINE)
     sent = time.monotonic()
     guest.monitor_command("system_powerdown")
     assert guest.exited_within(10.0), f"QEMU still running 10 s after powerdown:\n{guest.tail()}"
@@ -161,19 +206,17 @@ def test_acpi_power_button_powers_off(boot: Boot) -> None:
     assert gk.POWEROFF_LINE in guest.text().splitlines()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(150)
 def test_noacpi_guest_ignores_power_button(boot: Boot) -> None:
-    guest = boot(gk.FLAG_NOACPI)
-    guest.wait_for(gk.READY_LINE)
+    guest = boot_to(boot, gk.READY_LINE, gk.FLAG_NOACPI)
     guest.monitor_command("system_powerdown")
     assert not guest.exited_within(5.0), "a hvlib.noacpi guest obeyed the power button"
     assert gk.POWEROFF_LINE not in guest.text()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(150)
 def test_nossh_cpuinfo_and_counter_flags(boot: Boot) -> None:
-    guest = boot(gk.FLAG_NOSSH, gk.FLAG_CPUINFO, gk.FLAG_COUNTER)
-    guest.wait_for(gk.READY_LINE)
+    guest = boot_to(boot, gk.READY_LINE, gk.FLAG_NOSSH, gk.FLAG_CPUINFO, gk.FLAG_COUNTER)
     guest.wait_for(gk.COUNTER_PREFIX + "3", timeout=10.0)
     lines = guest.text().splitlines()
     assert gk.SSH_LINE not in lines
