@@ -22,6 +22,9 @@ from hvlib.errors import WaitTimeout
 
 log = logging.getLogger("hvlib")
 MAX_BYTES = 8 * 1024 * 1024
+_TERMINAL_CONTROL = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[ -/]*[0-~])")
+"""Terminal escape sequences (ECMA-48: CSI, and ESC + intermediates + final): firmware such as SeaBIOS
+clears the screen with them, so a guest's first line can start with ``ESC c ESC [2J``."""
 
 
 class ConsoleCapture:
@@ -119,6 +122,9 @@ class ConsoleCapture:
     def wait_for(self, pattern: str | re.Pattern[str], timeout: float, since: int = 0) -> str:
         """Block until a line printed after byte ``since`` matches ``pattern``; return the line.
 
+        Lines are matched as a terminal shows them: carriage returns and terminal escape
+        sequences are removed first, so ``^login:`` matches after a firmware cleared the screen.
+
         Raises:
             WaitTimeout: no match within ``timeout`` s (``.last`` holds the console's tail).
         """
@@ -144,7 +150,7 @@ class ConsoleCapture:
     def _match(self, regex: re.Pattern[str], since: int) -> str | None:
         start = max(0, since - self._dropped)
         text = self._buf[start:].decode("utf-8", "replace").replace("\r", "")
-        for line in text.split("\n"):
+        for line in _TERMINAL_CONTROL.sub("", text).split("\n"):
             if regex.search(line):
                 return line
         return None
