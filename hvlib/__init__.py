@@ -27,7 +27,7 @@ from hvlib.errors import (
     WaitTimeout,
 )
 from hvlib.render import render, validate
-from hvlib.spec import Cpu, Disk, DomainSpec, Filesystem, Nic, XmlEdit
+from hvlib.spec import Cpu, Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, XmlEdit
 
 if TYPE_CHECKING:
     from hvlib.accel import Acceleration
@@ -77,6 +77,8 @@ __all__ = [
     "HostError",
     "HostKeyError",
     "HvlibError",
+    "IdMap",
+    "IdRange",
     "InvalidState",
     "Inventory",
     "LibvirtError",

@@ -23,8 +23,8 @@ from hvlib.errors import WaitTimeout
 log = logging.getLogger("hvlib")
 MAX_BYTES = 8 * 1024 * 1024
 _TERMINAL_CONTROL = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[ -/]*[0-~])")
-"""Terminal escape sequences (ECMA-48: CSI, and ESC + intermediates + final): firmware such as SeaBIOS
-clears the screen with them, so a guest's first line can start with ``ESC c ESC [2J``."""
+"""Terminal escape sequences (ECMA-48: CSI, and ESC + intermediates + final). Firmware such
+as SeaBIOS clears the screen with them: a guest's first line can start with ``ESC c ESC [2J``."""
 
 
 class ConsoleCapture:

@@ -7,6 +7,7 @@ live ``XMLDesc()`` output alike, keeping every element they do not model.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 from lxml import etree
@@ -24,6 +25,9 @@ from hvlib.xmlmodel import (
 )
 
 DevT = TypeVar("DevT", bound=XmlNode)
+IdRanges = tuple[tuple[int, int, int], ...]
+"""``(start, target, count)`` of each ``<uid>`` (or ``<gid>``) of an ``<idmap>``."""
+ID_KINDS = ("uid", "gid")
 
 
 class DiskXML(XmlNode):
@@ -169,6 +173,44 @@ class DomainXML(XmlNode):
             etree.SubElement(fw, "feature", enabled="yes" if enabled else "no", name=name)
         os_type = ensure_path(self.el, "os/type")
         os_type.addnext(fw)
+
+    @property
+    def idmap(self) -> dict[str, IdRanges]:
+        """``<idmap>`` as ``{"uid": ((start, target, count), ...), "gid": (...)}`` in
+        document order; ``{}`` without one.
+
+        Raises:
+            ValueError: an attribute that is not an integer.
+        """
+        el = self.el.find("idmap")
+        if el is None:
+            return {}
+        return {
+            kind: tuple(
+                (int(r.get("start", "")), int(r.get("target", "")), int(r.get("count", "")))
+                for r in el.findall(kind)
+            )
+            for kind in ID_KINDS
+        }
+
+    @idmap.setter
+    def idmap(self, wanted: Mapping[str, Sequence[tuple[int, int, int]]]) -> None:
+        """Replace ``<idmap>`` (none for an empty mapping), placed after ``<os>`` where libvirt
+        writes it."""
+        self.remove("idmap")
+        if not wanted:
+            return
+        idmap = etree.Element("idmap")
+        for kind in ID_KINDS:
+            for start, target, count in wanted.get(kind, ()):
+                etree.SubElement(
+                    idmap, kind, start=str(start), target=str(target), count=str(count)
+                )
+        anchor = self.el.find("os")
+        if anchor is not None:
+            anchor.addnext(idmap)
+        else:
+            self.devices.addprevious(idmap)
 
     @property
     def devices(self) -> Element:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from hvlib import profiles
 from hvlib.cpu import cpu_key_of
-from hvlib.domxml import DiskXML, DomainXML, InterfaceXML
+from hvlib.domxml import ID_KINDS, DiskXML, DomainXML, IdRanges, InterfaceXML
 from hvlib.enums import State
 from hvlib.render import (
     apply_caller_changes,
@@ -111,8 +111,11 @@ def owned(doc: DomainXML, spec: DomainSpec) -> dict[str, Any]:
         "on_reboot": doc.on_reboot,
         "on_crash": doc.on_crash,
     }
-    if profiles.profile_for(spec.virt).platform:
+    profile = profiles.profile_for(spec.virt)
+    if profile.platform:
         view.update(_platform_view(doc))
+    if profile.is_container:
+        view["idmap"] = _idmap_view(doc)
     for d in doc.disks:
         view[f"disks[{d.target_dev}]"] = _disk_view(d)
     for i in doc.interfaces:
@@ -133,6 +136,16 @@ def _platform_view(doc: DomainXML) -> dict[str, Any]:
         "secure_boot": secure_boot,
         "cpu": cpu_key_of(doc),
     }
+
+
+def _idmap_view(doc: DomainXML) -> tuple[IdRanges, IdRanges] | None:
+    """(uid ranges, gid ranges), each in container-id order; None without an id map. A
+    change is a config change: the container's user namespace is made when it starts."""
+    idmap = doc.idmap
+    if not idmap:
+        return None
+    uids, gids = (tuple(sorted(idmap.get(kind, ()))) for kind in ID_KINDS)
+    return uids, gids
 
 
 def _disk_view(d: DiskXML) -> tuple[Any, ...]:

@@ -139,7 +139,7 @@ def check(spec: DomainSpec) -> Profile:
     Raises:
         Unsupported: the type cannot do something the spec asks (a cdrom on LXC, a kernel
             command line on Xen HVM without a kernel, a CPU model on Xen, host-passthrough
-            under software emulation, a cdrom on a microvm, ...).
+            under software emulation, a cdrom on a microvm, an id map on a VM, ...).
         SpecError: a container without a root filesystem (unless explicitly the host's).
     """
     profile = PROFILES[spec.virt]
@@ -225,6 +225,8 @@ def _check_container(spec: DomainSpec) -> None:
 
 def _check_vm(spec: DomainSpec, profile: Profile) -> None:
     what = spec.virt.value
+    if spec.idmap is not None:
+        raise Unsupported(f"{what} guests have no user namespace: idmap is for lxc containers")
     if spec.init:
         raise Unsupported(f"{what} guests boot a kernel or a disk; init is for containers")
     if spec.filesystems and not profile.filesystems:

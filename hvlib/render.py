@@ -4,7 +4,8 @@
 ``hvlib.templates``) and sets the spec's values through :mod:`hvlib.domxml`; no string is ever
 formatted into XML, so any name or path is escaped by lxml. For kvm and qemu it also sets the
 machine type, the firmware (UEFI through libvirt's autoselection) and the CPU
-(:mod:`hvlib.cpu`). The caller's :class:`XmlEdit` list and ``xml_hook`` run last.
+(:mod:`hvlib.cpu`); for a container, its user-namespace id map (``<idmap>``). The caller's
+:class:`XmlEdit` list and ``xml_hook`` run last.
 :func:`validate` checks a document against libvirt's own RelaxNG schema. This module does not
 talk to libvirt.
 """
@@ -20,10 +21,10 @@ from lxml import etree
 
 from hvlib import profiles
 from hvlib.cpu import HVLIB_CPU_NS, cpu_node, cpu_request, request_of
-from hvlib.domxml import DiskXML, DomainXML, FilesystemXML, InterfaceXML
+from hvlib.domxml import DiskXML, DomainXML, FilesystemXML, IdRanges, InterfaceXML
 from hvlib.errors import SpecError
 from hvlib.profiles import Profile, machine_family
-from hvlib.spec import Disk, DiskKind, DomainSpec, Filesystem, Nic, XmlEdit
+from hvlib.spec import Disk, DiskKind, DomainSpec, Filesystem, IdRange, Nic, XmlEdit
 from hvlib.xmlmodel import XmlNode, parse
 
 SCHEMA_DIR = Path("/usr/share/libvirt/schemas")
@@ -85,6 +86,8 @@ def apply_fields(doc: DomainXML, spec: DomainSpec, profile: Profile) -> None:
     what the spec does not own is left as it is)."""
     _set_basics(doc, spec, profile)
     _set_boot(doc, spec)
+    if profile.is_container:
+        doc.idmap = idmap_ranges(spec)
     if profile.platform:
         _set_machine(doc, profile)
         _set_firmware(doc, spec)
@@ -126,6 +129,21 @@ def _set_boot(doc: DomainXML, spec: DomainSpec) -> None:
         boot = doc.el.find("os/boot")
         if boot is None:
             etree.SubElement(doc.el.find("os"), "boot", dev="hd")  # type: ignore[arg-type]
+
+
+def idmap_ranges(spec: DomainSpec) -> dict[str, IdRanges]:
+    """The spec's user-namespace id map as :attr:`DomainXML.idmap` holds it ({} for none),
+    each list in container-id order (the order libvirt keeps it in)."""
+    if spec.idmap is None:
+        return {}
+    return {
+        "uid": _ordered(spec.idmap.uids),
+        "gid": _ordered(spec.idmap.gids),
+    }
+
+
+def _ordered(ranges: Sequence[IdRange]) -> IdRanges:
+    return tuple(sorted((r.start, r.target, r.count) for r in ranges))
 
 
 def _set_machine(doc: DomainXML, profile: Profile) -> None:

@@ -6,8 +6,10 @@ read them, so a change in rendering shows up as a reviewable diff of the goldens
 
 from __future__ import annotations
 
-from hvlib import Disk, DomainSpec, Filesystem, Nic, VirtType, XmlEdit
+from hvlib import Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, VirtType, XmlEdit
 from hvlib.spec import Cpu
+from hvlib.testkit import guestkit as gk
+from hvlib.testkit.xenimage import DOM0_KIT_DIR
 
 UUID = "5b3f8f8e-6f2a-4c47-9a3e-2f5d8f0b6c11"
 MAC = "52:54:00:ab:cd:01"
@@ -81,6 +83,25 @@ GOLDEN_SPECS: dict[str, DomainSpec] = {
         initrd="/var/lib/hvlib/initrd.img",
         cmdline="console=ttyS0",
     ),
+    # The guests integration/test_xen.py runs on the nested Xen host: the kit's kernel and
+    # initramfs as dom0 holds them, no network, no SSH (its ready line is on the console).
+    "xen-pv-kit": DomainSpec(
+        name="hvlib-pv",
+        virt=VirtType.XEN_PV,
+        uuid="0c6f3a4e-1d2b-4c5d-8e9f-a0b1c2d3e4f5",
+        memory_mib=128,
+        kernel=f"{DOM0_KIT_DIR}/vmlinuz",
+        initrd=f"{DOM0_KIT_DIR}/initrd.img",
+        cmdline=gk.kernel_cmdline("hvc0", gk.FLAG_NOSSH),
+    ),
+    "xen-hvm-kit": DomainSpec(
+        name="hvlib-hvm",
+        virt=VirtType.XEN_HVM,
+        uuid="1d7a4b5f-2e3c-4d6e-9fa0-b1c2d3e4f5a6",
+        kernel=f"{DOM0_KIT_DIR}/vmlinuz",
+        initrd=f"{DOM0_KIT_DIR}/initrd.img",
+        cmdline=gk.kernel_cmdline("ttyS0", gk.FLAG_NOSSH, "quiet"),
+    ),
     "lxc": DomainSpec(
         name="ct-1",
         virt=VirtType.LXC,
@@ -92,6 +113,24 @@ GOLDEN_SPECS: dict[str, DomainSpec] = {
             Filesystem.mount("/srv/data", "/data", readonly=True),
         ],
         nics=[Nic.network("default", mac=MAC)],
+    ),
+    # -- an LXC container in a user namespace of its own (issue 7): ranges given out of order
+    # are rendered in container-id order, as libvirt keeps them --
+    "lxc-idmap": DomainSpec(
+        name="ct-2",
+        virt=VirtType.LXC,
+        uuid=UUID,
+        memory_mib=128,
+        init=["/sbin/init"],
+        filesystems=[Filesystem.mount("/var/lib/hvlib/rootfs-100000", "/")],
+        idmap=IdMap(
+            uids=[
+                IdRange(1000, 1000, 1),  # container uid 1000 is host uid 1000
+                IdRange(0, 100000, 1000),
+                IdRange(1001, 101001, 64535),
+            ],
+            gids=[IdRange(0, 100000, 65536)],
+        ),
     ),
     "escaping": DomainSpec(
         name="esc-1",

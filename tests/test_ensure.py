@@ -10,7 +10,7 @@ import libvirt
 import pytest
 
 import hvlib
-from hvlib import Disk, DomainSpec, Filesystem, Nic, State, VirtType, _virt
+from hvlib import Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, State, VirtType, _virt
 from hvlib.ensure import ChangeHow
 from hvlib.host import Host
 from tests.counting import CountingLibvirt
@@ -218,3 +218,74 @@ def test_bad_host_refs_fail_before_any_change(
 def test_bad_state_is_a_spec_error(counted: tuple[Host, CountingLibvirt], unique: str) -> None:
     with pytest.raises(hvlib.SpecError):
         counted[0].domains.ensure(vm(unique), state=State.CRASHED)
+
+
+def ct(name: str, **kw: object) -> DomainSpec:
+    base: dict[str, object] = {
+        "name": name,
+        "virt": VirtType.LXC,
+        "init": ["/sbin/init"],
+        "filesystems": [Filesystem.mount("/srv/ct")],
+        "idmap": IdMap.shifted(100000),
+    }
+    base.update(kw)
+    return DomainSpec(**base)  # type: ignore[arg-type]
+
+
+SHIFTED_100000 = (((0, 100000, 65536),), ((0, 100000, 65536),))
+
+
+def test_container_idmap_change_is_a_config_change(
+    counted: tuple[Host, CountingLibvirt], unique: str
+) -> None:
+    host, proxy = counted
+    host.domains.ensure(ct(unique), state=State.SHUT_OFF)
+    kept = host.domains.get(unique).xml_doc(inactive=True).idmap  # the test driver keeps it
+    assert kept == {"uid": SHIFTED_100000[0], "gid": SHIFTED_100000[1]}
+    assert not host.domains.ensure(ct(unique), state=State.SHUT_OFF).changed
+    moved = ct(unique, idmap=IdMap.shifted(200000, 1000))
+    res = host.domains.ensure(moved, state=State.SHUT_OFF)
+    assert [(c.field, c.how) for c in res.changes] == [("idmap", ChangeHow.NEXT_BOOT)]
+    assert res.changes[0].before == SHIFTED_100000
+    assert res.changes[0].after == (((0, 200000, 1000),), ((0, 200000, 1000),))
+    assert '+    <uid start="0" target="200000" count="1000"/>' in res.diff()
+    proxy.calls.clear()
+    again = host.domains.ensure(moved, state=State.SHUT_OFF)
+    assert not again.changed and again.pending == [], again.changes
+    assert proxy.calls.writes() == {}
+    gone = host.domains.ensure(ct(unique, idmap=None), state=State.SHUT_OFF)
+    assert [(c.field, c.after) for c in gone.changes] == [("idmap", None)]
+    assert host.domains.get(unique).xml_doc(inactive=True).idmap == {}
+    host.domains.ensure(moved, state=State.ABSENT)
+
+
+def test_container_idmap_ranges_in_another_order_are_no_change(
+    counted: tuple[Host, CountingLibvirt], unique: str
+) -> None:
+    host, _ = counted
+    ranges = [IdRange(1000, 1000, 1), IdRange(0, 100000, 1000)]
+    spec = ct(unique, idmap=IdMap(uids=ranges, gids=ranges))
+    host.domains.ensure(spec, state=State.SHUT_OFF)
+    flipped = ct(unique, idmap=IdMap(uids=ranges[::-1], gids=ranges))
+    assert not host.domains.ensure(flipped, state=State.SHUT_OFF).changed
+    host.domains.ensure(spec, state=State.ABSENT)
+
+
+def test_idmap_change_on_a_running_container_waits_for_a_restart(
+    counted: tuple[Host, CountingLibvirt], unique: str
+) -> None:
+    host, proxy = counted
+    host.domains.ensure(ct(unique))
+    moved = ct(unique, idmap=IdMap.shifted(300000))
+    res = host.domains.ensure(moved)
+    assert [(c.field, c.how) for c in res.changes] == [("idmap", ChangeHow.NEXT_BOOT)]
+    assert [(c.field, c.how) for c in res.pending] == [("idmap", ChangeHow.RESTART)]
+    assert host.domains.get(unique).xml_doc().idmap["uid"] == SHIFTED_100000[0]  # still live
+    proxy.calls.clear()
+    done = host.domains.ensure(moved, allow_restart=True)
+    assert [(c.field, c.how) for c in done.changes] == [("idmap", ChangeHow.RESTART)]
+    assert proxy.calls["createWithFlags"] + proxy.calls["create"] == 1
+    assert host.domains.get(unique).xml_doc().idmap["uid"] == ((0, 300000, 65536),)
+    final = host.domains.ensure(moved)
+    assert not final.changed and final.pending == []
+    host.domains.ensure(moved, state=State.ABSENT)

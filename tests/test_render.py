@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from lxml import etree
 
 import hvlib
-from hvlib import Disk, DomainSpec, SpecError, VirtType, XmlEdit
+from hvlib import Disk, DomainSpec, IdMap, SpecError, VirtType, XmlEdit
 from hvlib.domxml import DomainXML
+from hvlib.ensure import merge
 from hvlib.render import load_template, render_tree, template_text
 from tests.golden_specs import GOLDEN_SPECS
 
@@ -140,3 +142,31 @@ def test_memory_balloon_range_and_vcpu_hotplug() -> None:
     )
     assert (doc.memory_kib, doc.current_memory_kib) == (1024 * 1024, 256 * 1024)
     assert (doc.vcpu, doc.vcpu_current) == (4, 1)
+
+
+def test_idmap_follows_os_and_reads_back_in_container_id_order() -> None:
+    spec = GOLDEN_SPECS["lxc-idmap"]
+    doc = render_tree(spec)
+    assert doc.el.find("os").getnext() is doc.el.find("idmap")  # type: ignore[union-attr]
+    assert doc.idmap == {
+        "uid": ((0, 100000, 1000), (1000, 1000, 1), (1001, 101001, 64535)),
+        "gid": ((0, 100000, 65536),),
+    }
+
+
+def test_merging_a_spec_replaces_or_removes_the_idmap() -> None:
+    spec = GOLDEN_SPECS["lxc-idmap"]
+    current = render_tree(spec)
+    merge(current, replace(spec, idmap=IdMap.shifted(200000, 10)))
+    assert current.idmap == {"uid": ((0, 200000, 10),), "gid": ((0, 200000, 10),)}
+    assert len(current.el.findall("idmap")) == 1
+    merge(current, replace(spec, idmap=None))
+    assert current.idmap == {} and current.el.find("idmap") is None
+
+
+def test_vm_definitions_keep_an_idmap_they_do_not_own() -> None:
+    # a VM spec cannot ask for one; what a VM's definition has is left as it is
+    current = render_tree(GOLDEN_SPECS["qemu"])
+    current.idmap = {"uid": ((0, 1, 1),), "gid": ((0, 1, 1),)}
+    merge(current, GOLDEN_SPECS["qemu"])
+    assert current.idmap == {"uid": ((0, 1, 1),), "gid": ((0, 1, 1),)}

@@ -8,7 +8,17 @@ from typing import Any
 import pytest
 
 import hvlib
-from hvlib import Disk, DomainSpec, Filesystem, Nic, SpecError, Unsupported, VirtType
+from hvlib import (
+    Disk,
+    DomainSpec,
+    Filesystem,
+    IdMap,
+    IdRange,
+    Nic,
+    SpecError,
+    Unsupported,
+    VirtType,
+)
 
 ROOTFS = [Filesystem.mount("/srv/ct", "/")]
 
@@ -165,3 +175,139 @@ def test_error_tree() -> None:
         hvlib.LibvirtError,
     ):
         assert issubclass(cls, hvlib.HvlibError)
+
+
+# -- user-namespace id maps (LXC) -----------------------------------------------------------
+
+ROOT_MAP = IdRange(0, 100000, 65536)
+
+
+def ct(**kw: Any) -> DomainSpec:
+    return DomainSpec(name="c", virt=VirtType.LXC, init=["/sbin/init"], filesystems=ROOTFS, **kw)
+
+
+def test_idmap_shifted_maps_uids_and_gids_alike() -> None:
+    idmap = IdMap.shifted(100000)
+    assert idmap.uids == idmap.gids == (IdRange(0, 100000, 65536),)
+    assert IdMap.shifted(5000, 10).uids == (IdRange(0, 5000, 10),)
+    spec = ct(idmap=idmap)
+    assert spec.idmap == IdMap.shifted(100000)
+    assert hash(spec) == hash(ct(idmap=IdMap.shifted(100000)))
+
+
+def test_idmap_lists_are_stored_as_tuples() -> None:
+    idmap = IdMap(uids=[ROOT_MAP, IdRange(65536, 300000, 10)], gids=[ROOT_MAP])
+    assert isinstance(idmap.uids, tuple) and isinstance(idmap.gids, tuple)
+    assert hash(ct(idmap=idmap)) == hash(
+        ct(idmap=IdMap((ROOT_MAP, IdRange(65536, 300000, 10)), (ROOT_MAP,)))
+    )
+
+
+@pytest.mark.parametrize(
+    ("uids", "field"),
+    [
+        ([IdRange(0, 100000, 0)], "idmap.uids[0].count"),
+        ([IdRange(0, 100000, -1)], "idmap.uids[0].count"),
+        ([IdRange(0, 100000, True)], "idmap.uids[0].count"),
+        ([IdRange(0, 100000, 2**32)], "idmap.uids[0].count"),
+        ([IdRange(0, 2**32 - 10, 10)], "idmap.uids[0].count"),
+        ([IdRange(-1, 100000, 10)], "idmap.uids[0].start"),
+        ([IdRange(False, 100000, 10)], "idmap.uids[0].start"),
+        ([IdRange(2**32, 100000, 10)], "idmap.uids[0].start"),
+        ([IdRange(0, -5, 10)], "idmap.uids[0].target"),
+        ([IdRange(0, 2**32, 1)], "idmap.uids[0].target"),
+        ([IdRange(0, "100000", 10)], "idmap.uids[0].target"),  # type: ignore[arg-type]
+        ([IdRange(0, 1.5, 10)], "idmap.uids[0].target"),  # type: ignore[arg-type]
+        ([ROOT_MAP, IdRange(10, 200000, 10)], "idmap.uids[1]"),  # container ids overlap
+        ([IdRange(1000, 200000, 10), ROOT_MAP], "idmap.uids[1]"),  # overlap, given out of order
+        ([ROOT_MAP, IdRange(65536, 165535, 10)], "idmap.uids[1]"),  # host ids overlap
+        ([ROOT_MAP, IdRange(65536, 99995, 10)], "idmap.uids[1]"),  # host ids overlap from below
+        ([], "idmap.uids"),
+        ([IdRange(1, 100000, 10)], "idmap.uids"),  # container root not mapped
+        ("0 100000 65536", "idmap.uids"),
+        ((0, 100000, 65536), "idmap.uids[0]"),
+        ([ROOT_MAP] + [IdRange(70000 + i, 200000 + i, 1) for i in range(340)], "idmap.uids"),
+    ],
+)
+def test_bad_idmap_is_a_spec_error_naming_the_range(uids: Any, field: str) -> None:
+    with pytest.raises(SpecError) as info:
+        IdMap(uids=uids, gids=[ROOT_MAP])
+    assert info.value.field == field
+    with pytest.raises(SpecError) as info:
+        IdMap(uids=[ROOT_MAP], gids=uids)
+    assert info.value.field == field.replace("uids", "gids")
+
+
+def test_idmap_ranges_that_only_touch_are_fine() -> None:
+    ranges = [IdRange(10, 100010, 10), IdRange(0, 100000, 10), IdRange(20, 5, 1)]
+    idmap = IdMap(uids=ranges, gids=[IdRange(0, 0, 2**32 - 1)])
+    assert idmap.uids == tuple(ranges)  # kept as given; rendered in container-id order
+    IdMap(
+        uids=[ROOT_MAP] + [IdRange(70000 + i, 200000 + i, 1) for i in range(339)], gids=[ROOT_MAP]
+    )
+
+
+def test_idmap_shifted_checks_its_arguments() -> None:
+    with pytest.raises(SpecError) as info:
+        IdMap.shifted(-1)
+    assert info.value.field == "idmap.uids[0].target"
+    with pytest.raises(SpecError) as info:
+        IdMap.shifted(100000, 0)
+    assert info.value.field == "idmap.uids[0].count"
+
+
+def test_spec_idmap_must_be_an_idmap() -> None:
+    with pytest.raises(SpecError) as info:
+        ct(idmap=[ROOT_MAP])
+    assert info.value.field == "idmap"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"target": 100000}, IdMap.shifted(100000)),
+        ({"target": 100000, "count": 1000}, IdMap.shifted(100000, 1000)),
+        (
+            {
+                "uids": [{"start": 0, "target": 100000, "count": 65536}],
+                "gids": [{"start": 0, "target": 200000, "count": 10}],
+            },
+            IdMap((ROOT_MAP,), (IdRange(0, 200000, 10),)),
+        ),
+    ],
+)
+def test_idmap_from_a_mapping(data: dict[str, Any], expected: IdMap) -> None:
+    assert IdMap.from_dict(data) == expected
+    assert ct(idmap=data).idmap == expected  # a spec file's mapping is taken as it is
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"shift": 100000}, "idmap.shift"),
+        ({"count": 10}, "idmap.target"),
+        ({"target": 100000, "uids": []}, "idmap.uids"),
+        ({"uids": [{"start": 0, "target": 1, "count": 1}]}, "idmap.gids"),
+        ({"uids": [[0, 1, 1]], "gids": []}, "idmap.uids[0]"),
+        ({"uids": [{"start": 0, "target": 1}], "gids": []}, "idmap.uids[0]"),
+        ({"uids": [{"start": 0, "target": 1, "count": 0}], "gids": []}, "idmap.uids[0].count"),
+        ({"target": "lots"}, "idmap.uids[0].target"),
+    ],
+)
+def test_bad_idmap_mapping_names_the_key(data: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError) as info:
+        IdMap.from_dict(data)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize("virt", [v for v in VirtType if v is not VirtType.LXC])
+def test_idmap_is_for_containers_only(virt: VirtType) -> None:
+    disks = [Disk.file("/d")] if virt is not VirtType.XEN_PV else []
+    spec = vm(virt=virt, disks=disks, idmap=IdMap.shifted(100000))
+    with pytest.raises(Unsupported, match="idmap is for lxc containers"):
+        hvlib.render(spec)
+
+
+def test_lxc_renders_its_idmap() -> None:
+    assert "<idmap>" not in hvlib.render(ct())
+    assert "<idmap>" in hvlib.render(ct(idmap=IdMap.shifted(100000)))
