@@ -24,8 +24,8 @@ TYPES = [
 ]
 NO_TESTS_REASON = {
     "kvm": "no KVM test ran: /dev/kvm here does not run stock guest kernels (FIELD-NOTES)",
-    "xen_pv": "no Xen test ran: the nested Xen host is issue 10",
-    "xen_hvm": "no Xen test ran: the nested Xen host is issue 10",
+    "xen_pv": "no Xen test ran (they need the nested Xen host of integration/test_xen.py)",
+    "xen_hvm": "no Xen test ran (they need the nested Xen host of integration/test_xen.py)",
 }
 
 _ran: Counter[str] = Counter()

@@ -48,6 +48,8 @@ T = TypeVar("T")
 LXC_START_ATTEMPTS = 3
 """Starts tried before giving up on a container whose init libvirt never learns."""
 NOT_READY_RETRY = 0.1
+TEARDOWN_POLL = 0.05
+"""Seconds between checks that a domain reported shut off is also torn down (libxl)."""
 """Seconds before re-asking a guest that could not take a shutdown request yet."""
 _UNDEFINE_FLAGS = (
     "VIR_DOMAIN_UNDEFINE_NVRAM",
@@ -347,11 +349,29 @@ class Domain(GuestAccess, Mobility, HostObject):
             handle.shutdownFlags(0)
 
     def _wait_inactive(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
         try:
             self.wait_for((State.SHUT_OFF, State.ABSENT, State.CRASHED), timeout=timeout)
         except WaitTimeout:
             return False
-        return True
+        return self._wait_torn_down(deadline)
+
+    def _wait_torn_down(self, deadline: float) -> bool:
+        """Wait until libvirt no longer counts the domain as active; False at ``deadline``.
+
+        libvirt's Xen (libxl) driver reports shut-off before its clean-up thread has torn the
+        domain down (seen on Xen 4.17 with libvirt 9.0 after a guest's ACPI power-off): an
+        undefine in that window only made the domain transient, and it stayed listed.
+        """
+        while True:
+            try:
+                if not self._read(lambda h: h.isActive()):
+                    return True
+            except DomainNotFound:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(TEARDOWN_POLL)
 
     def _shutdown_timed_out(
         self, started: float, requests: int, force: bool, timeout: float

@@ -1,36 +1,38 @@
-"""Real Xen: PV and HVM guests through libvirt's libxl driver in a nested Xen dom0.
+"""Real Xen: PV and HVM guests driven through hvlib in a nested Xen dom0.
 
 One Xen host (Xen 4.17 + Debian dom0, booted as a QEMU/TCG domain of the session's sandboxed
-libvirtd, see :mod:`hvlib.testkit.xenhost`) serves the whole module; the tests reach dom0's libvirtd
-over ``xen+libssh://`` with a pinned host key and read guest consoles in dom0 over SSH
-(paramiko, same key). They use libvirt-python directly; each step's duration is printed
-(``pytest -s``) as ``xen-timing STEP SECONDS``.
+libvirtd, see :mod:`hvlib.testkit.xenhost`) serves the whole module. The tests reach dom0's
+libvirtd as a user reaches a Xen server: ``hvlib.connect("xen+ssh://root@HOST:PORT/system",
+known_hosts=..., keyfile=...)`` (hvlib switches to ``+libssh``, which checks the pinned key).
+The guests are the specs that tests/golden_specs.py holds as ``xen-pv-kit`` and ``xen-hvm-kit``:
+the kit's kernel and initramfs, read by dom0 from :data:`DOM0_KIT_DIR`. Each step's duration
+is printed (``pytest -s``) as ``xen-timing STEP SECONDS``.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import libvirt
 import pytest
 from lxml import etree
 
+import hvlib
+from hvlib import Domain, DomainSpec, State, render
 from hvlib.testkit import guestkit as gk
-from hvlib.testkit.forward import LoopbackForwarder, free_loopback_port, in_netns
+from hvlib.testkit.forward import LOOPBACK, LoopbackForwarder, free_loopback_port, in_netns
 from hvlib.testkit.sandbox import SandboxHost
 from hvlib.testkit.xenhost import XenHost, dom0_domain_xml
-from hvlib.testkit.xenimage import DOM0_HVMLOADER, DOM0_KIT_DIR
+from tests.golden_specs import GOLDEN_SPECS
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-GUEST_KERNEL = f"{DOM0_KIT_DIR}/vmlinuz"
-GUEST_INITRD = f"{DOM0_KIT_DIR}/initrd.img"
-HVM_SERIAL_LOG = "/var/log/xen/hvlib-hvm-serial.log"
 DOMAIN_RNG = Path("/usr/share/libvirt/schemas/domain.rng")
+GOLDEN_DIR = Path(__file__).resolve().parent.parent / "tests" / "golden"
 
 
 def timing(step: str, seconds: float) -> None:
@@ -53,67 +55,25 @@ def xen(
 
 
 @pytest.fixture(scope="module")
-def conn(xen: XenHost) -> Iterator[libvirt.virConnect]:
+def host(xen: XenHost) -> Iterator[hvlib.Host]:
+    """hvlib's Host on dom0's libvirtd, over SSH with dom0's host key pinned."""
+    assert xen.image is not None
     started = time.monotonic()
-    connection = libvirt.open(xen.uri)
+    h = hvlib.connect(
+        f"xen+ssh://root@{LOOPBACK}:{xen.ssh_port}/system",
+        known_hosts=xen.known_hosts,
+        keyfile=xen.image.client_key,
+    )
     timing("connect", time.monotonic() - started)
-    yield connection
-    connection.close()
+    with h:
+        yield h
 
 
-def pv_xml(name: str) -> str:
-    """A PV guest booting the kit's kernel with its console on hvc0 (no network, no disk)."""
-    dom = _domain(name, memory_mib=128)
-    os_el = etree.SubElement(dom, "os")
-    etree.SubElement(os_el, "type", arch="x86_64", machine="xenpv").text = "linux"
-    _direct_boot(os_el, gk.kernel_cmdline("hvc0", gk.FLAG_NOSSH))
-    devices = etree.SubElement(dom, "devices")
-    console = etree.SubElement(devices, "console", type="pty")
-    etree.SubElement(console, "target", type="xen", port="0")
-    return etree.tostring(dom, encoding="unicode")
-
-
-def hvm_xml(name: str) -> str:
-    """An HVM guest: hvmloader, direct kernel boot, serial console written to a dom0 file."""
-    dom = _domain(name, memory_mib=256)
-    os_el = etree.SubElement(dom, "os")
-    etree.SubElement(os_el, "type", arch="x86_64", machine="xenfv").text = "hvm"
-    etree.SubElement(os_el, "loader").text = DOM0_HVMLOADER
-    _direct_boot(os_el, gk.kernel_cmdline("ttyS0", gk.FLAG_NOSSH, "quiet"))
-    features = etree.SubElement(dom, "features")
-    for feature in ("acpi", "apic", "pae"):
-        etree.SubElement(features, feature)
-    devices = etree.SubElement(dom, "devices")
-    serial = etree.SubElement(devices, "serial", type="file")
-    etree.SubElement(serial, "source", path=HVM_SERIAL_LOG)
-    etree.SubElement(serial, "target", port="0")
-    return etree.tostring(dom, encoding="unicode")
-
-
-def _domain(name: str, memory_mib: int) -> etree._Element:
-    dom = etree.Element("domain", type="xen")
-    etree.SubElement(dom, "name").text = name
-    etree.SubElement(dom, "memory", unit="MiB").text = str(memory_mib)
-    etree.SubElement(dom, "vcpu").text = "1"
-    for event in ("on_poweroff", "on_reboot", "on_crash"):
-        etree.SubElement(dom, event).text = "destroy"
-    return dom
-
-
-def _direct_boot(os_el: etree._Element, cmdline: str) -> None:
-    etree.SubElement(os_el, "kernel").text = GUEST_KERNEL
-    etree.SubElement(os_el, "initrd").text = GUEST_INITRD
-    etree.SubElement(os_el, "cmdline").text = cmdline
-
-
-def wait_shutoff(dom: libvirt.virDomain, timeout: float) -> float:
-    """Wait until ``dom`` is no longer active; return seconds waited (fails the test on timeout)."""
-    started = time.monotonic()
-    while dom.isActive():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"{dom.name()} still {dom.state()} after {timeout} s")
-        time.sleep(0.2)
-    return time.monotonic() - started
+def golden_spec(name: str) -> DomainSpec:
+    """The golden spec ``name``, after checking that hvlib renders it as the golden file."""
+    spec = GOLDEN_SPECS[name]
+    assert render(spec) + "\n" == (GOLDEN_DIR / f"{name}.xml").read_text()
+    return spec
 
 
 def timed_step(step: str, started: float) -> float:
@@ -122,53 +82,68 @@ def timed_step(step: str, started: float) -> float:
     return now
 
 
-@pytest.mark.xen_pv
-def test_pv_guest_boots_shuts_down_and_undefines(xen: XenHost, conn: libvirt.virConnect) -> None:
-    name = "hvlib-pv"
-    log = xen.guest_console_path(name)
+def ensure_twice(host: hvlib.Host, spec: DomainSpec, state: State, step: str) -> Domain:
+    """ensure(spec, state) changes something the first time, nothing the second time."""
     t = time.monotonic()
-    dom = conn.defineXML(pv_xml(name))
-    t = timed_step("pv.define", t)
+    first = host.domains.ensure(spec, state)
+    t = timed_step(f"{step}.ensure", t)
+    assert first.changed, first
+    assert first.domain is not None
+    again = host.domains.ensure(spec, state)
+    timed_step(f"{step}.ensure_again", t)
+    assert not again.changed, f"second ensure changed: {again}"
+    return first.domain
+
+
+def undefine_and_check(host: hvlib.Host, dom: Domain) -> None:
+    name = dom.name
+    dom.destroy()
+    dom.undefine()
+    assert host.domains.find(name) is None
+    assert name not in [d.name for d in host.domains.list()]
+
+
+@pytest.mark.xen_pv
+def test_pv_guest_through_hvlib(host: hvlib.Host) -> None:
+    """Defined and started by ensure (idempotent, stopped and running), ready on hvc0,
+    shut down gracefully through xenstore, undefined."""
+    spec = golden_spec("xen-pv-kit")
+    dom = ensure_twice(host, spec, State.SHUT_OFF, "pv.defined")
     try:
-        dom.create()
-        t = timed_step("pv.start", t)
-        assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
-        xen.wait_for_line(log, gk.READY_LINE, timeout=90)
-        t = timed_step("pv.ready_line", t)
-        # xenstore control/shutdown -> the PV kernel's orderly_poweroff -> /sbin/poweroff
-        # (busybox: SIGUSR2 to PID 1) -> the kit's trap prints POWEROFF_LINE and poweroff -f.
-        dom.shutdown()
-        timing("pv.shutdown", wait_shutoff(dom, timeout=60))
-        assert gk.POWEROFF_LINE in xen.run(["cat", log]).splitlines()
-        assert dom.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF
-    finally:
-        if dom.isActive():
-            dom.destroy()
+        assert dom.virt is hvlib.VirtType.XEN_PV
         t = time.monotonic()
-        dom.undefine()
-        timed_step("pv.undefine", t)
-    assert name not in [d.name() for d in conn.listAllDomains()]
+        dom.start()
+        t = timed_step("pv.start", t)
+        dom.wait_for_console(f"^{re.escape(gk.READY_LINE)}$", timeout=90)
+        t = timed_step("pv.ready_line", t)
+        assert not host.domains.ensure(spec, State.RUNNING).changed
+        # libxl's default shutdown: xenstore control/shutdown -> the PV kernel's orderly
+        # poweroff -> busybox poweroff -> the kit's trap prints POWEROFF_LINE.
+        result = dom.shutdown(timeout=60, force=False)
+        timing("pv.shutdown", result.elapsed)
+        assert result.graceful
+        assert gk.POWEROFF_LINE in dom.console_log().decode(errors="replace").splitlines()
+        assert dom.state is State.SHUT_OFF
+    finally:
+        undefine_and_check(host, dom)
 
 
 @pytest.mark.xen_hvm
-def test_hvm_guest_reaches_ready_on_serial(xen: XenHost, conn: libvirt.virConnect) -> None:
-    name = "hvlib-hvm"
-    xen.run(["rm", "-f", HVM_SERIAL_LOG])
-    t = time.monotonic()
-    dom = conn.defineXML(hvm_xml(name))
-    t = timed_step("hvm.define", t)
+def test_hvm_guest_through_hvlib(host: hvlib.Host) -> None:
+    """Started by ensure (idempotent), ready on its emulated serial port, stopped, undefined."""
+    spec = golden_spec("xen-hvm-kit")
+    dom = ensure_twice(host, spec, State.RUNNING, "hvm.running")
     try:
-        dom.create()
-        t = timed_step("hvm.start", t)
-        xen.wait_for_line(HVM_SERIAL_LOG, gk.READY_LINE, timeout=180)
+        assert dom.virt is hvlib.VirtType.XEN_HVM
+        t = time.monotonic()
+        dom.wait_for_console(f"^{re.escape(gk.READY_LINE)}$", timeout=180)
         t = timed_step("hvm.ready_line", t)
-        dom.destroy()
-        timed_step("hvm.destroy", t)
+        result = dom.shutdown(timeout=60)
+        timing("hvm.shutdown", result.elapsed)
+        print(f"hvm shutdown graceful={result.graceful} requests={result.requests}")
+        assert dom.state is State.SHUT_OFF
     finally:
-        if dom.isActive():
-            dom.destroy()
-        dom.undefine()
-    assert name not in [d.name() for d in conn.listAllDomains()]
+        undefine_and_check(host, dom)
 
 
 @pytest.mark.skipif(not DOMAIN_RNG.is_file(), reason=f"{DOMAIN_RNG} not installed")
@@ -177,7 +152,8 @@ def test_domain_xml_is_valid_for_libvirt(xen: XenHost) -> None:
     schema = etree.RelaxNG(etree.parse(str(DOMAIN_RNG)))
     assert xen.image is not None
     dom0 = dom0_domain_xml("dom0", xen.image, Path("/o.qcow2"), Path("/k.img"), Path("/c"), 2222)
-    for dom in (dom0, etree.fromstring(pv_xml("pv")), etree.fromstring(hvm_xml("hvm"))):
+    guests = [etree.fromstring(render(GOLDEN_SPECS[n])) for n in ("xen-pv-kit", "xen-hvm-kit")]
+    for dom in (dom0, *guests):
         assert schema.validate(dom), schema.error_log
 
 
