@@ -7,7 +7,8 @@ imports only the standard library, all of it before entering the container (the 
 library is not visible in the container's mount namespace: no import may happen after setns).
 
 Steps: ``setns`` into each namespace descriptor it inherited (in the order given; the user
-namespace of a container without an id map refuses with EINVAL and is skipped), ``chdir`` to
+namespace of a container without an id map refuses with EINVAL and is skipped; once in a user
+namespace, it takes that namespace's uid and gid 0), ``chdir`` to
 ``/root`` (or ``/``) of the container, fork once more so the command is inside the container's
 PID namespace, ``setsid`` there (the command leads its own process group) and ``exec`` the
 command with a clean environment. Joining the mount namespace also sets the root directory to
@@ -65,13 +66,32 @@ def enter(fds: list[int]) -> None:
     Raises:
         OSError: a setns failed.
     """
+    joined_user = False
     for fd in fds:
         kind = ns_kind(fd)
         if _libc.setns(fd, 0) != 0:
             err = ctypes.get_errno()
             if not (err == errno.EINVAL and kind == "user"):
                 raise OSError(err, f"setns({kind}): {os.strerror(err)}")
+        else:
+            joined_user = joined_user or kind == "user"
         os.close(fd)
+    if joined_user:
+        become_root()
+
+
+def become_root() -> None:
+    """Take the container's uid and gid 0 (and no supplementary groups).
+
+    In a container with an id map, the host's uid 0 is not mapped: without this the command
+    would run as the overflow uid (``nobody``) and its files would belong to the host's root.
+
+    Raises:
+        OSError: the container's user namespace refused.
+    """
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
 
 
 def kill_group(_signum: int = 0, _frame: object = None) -> None:

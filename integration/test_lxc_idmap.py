@@ -170,13 +170,6 @@ def test_root_owned_rootfs_is_refused_under_an_id_map(
 
 @pytest.mark.integration
 @pytest.mark.lxc
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="hvlib._nsexec joins the container's user namespace but keeps host uid 0, which "
-    "is unmapped there: commands run as the overflow uid 65534 (nobody), with every "
-    "capability in the namespace, and files they create belong to host root",
-)
 def test_exec_under_an_idmap_runs_as_container_root(
     lxc_host: Host, shifted_rootfs: Path, make_domain: MakeDomain
 ) -> None:
