@@ -49,12 +49,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeAlias
 
+from hvlib._parts import DomainParts
 from hvlib.errors import HvlibError, InvalidState, SpecError, WaitTimeout
 
 if TYPE_CHECKING:
-    from hvlib.console import ConsoleCapture
-    from hvlib.enums import State, VirtType
-    from hvlib.host import Host
     from hvlib.ssh import SshSession
 
 log = logging.getLogger("hvlib")
@@ -712,7 +710,7 @@ class _SessionCache:
             session.close()
 
 
-class GuestAccess:
+class GuestAccess(DomainParts):
     """Readiness, exec and file transfer for a domain (mixed into :class:`hvlib.Domain`).
 
     ``ssh``: this domain's :class:`SshConfig` (None: the host's ``ssh``). SSH sessions are
@@ -721,31 +719,6 @@ class GuestAccess:
     """
 
     ssh: SshConfig | None = None
-
-    if TYPE_CHECKING:
-        host: Host
-
-        @property
-        def name(self) -> str: ...
-
-        @property
-        def uuid(self) -> str: ...
-
-        @property
-        def virt(self) -> VirtType: ...
-
-        @property
-        def handle(self) -> Any: ...
-
-        @property
-        def state(self) -> State: ...
-
-        @property
-        def console(self) -> ConsoleCapture | None: ...
-
-        def addresses(self, *args: Any, **kwargs: Any) -> Mapping[str, Sequence[IPInterface]]: ...
-
-        def wait_for_address(self, *args: Any, **kwargs: Any) -> Any: ...
 
     # -- readiness --
 

@@ -36,13 +36,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hvlib import _virt
-from hvlib.enums import State, VirtType
+from hvlib._parts import DomainParts
+from hvlib.enums import State
 from hvlib.errors import AlreadyExists, DomainNotFound, HvlibError, SpecError, Unsupported
 from hvlib.remote import display_uri
 from hvlib.snapshot import Snapshots
 
 if TYPE_CHECKING:
-    from hvlib.console import ConsoleCapture
     from hvlib.domain import Domain
     from hvlib.host import Host
 
@@ -107,37 +107,12 @@ class _Plan:
     hand_over_paused: bool
 
 
-class Mobility:
+class Mobility(DomainParts):
     """Snapshots and migration for a domain (mixed into :class:`hvlib.Domain`)."""
 
     migration_stats: dict[str, Any] | None = None
     """On a Domain returned by :meth:`migrate`: libvirt's statistics of the completed
     migration (``downtime`` ms, ``time_elapsed`` ms, ``data_processed`` bytes...), if any."""
-
-    if TYPE_CHECKING:
-        host: Host
-
-        @property
-        def name(self) -> str: ...
-
-        @property
-        def uuid(self) -> str: ...
-
-        @property
-        def virt(self) -> VirtType: ...
-
-        @property
-        def handle(self) -> Any: ...
-
-        @property
-        def state(self) -> State: ...
-
-        @property
-        def console(self) -> ConsoleCapture | None: ...
-
-        def _read(self, fn: Callable[[Any], Any]) -> Any: ...
-
-        def _write(self, fn: Callable[[Any], Any], timeout: float | None = None) -> Any: ...
 
     @property
     def snapshots(self) -> Snapshots:
