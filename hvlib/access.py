@@ -380,6 +380,69 @@ def input_chunks(data: Input | None, size: int = CHUNK) -> Iterator[bytes]:
         yield chunk
 
 
+class InputFeeder:
+    """Feeds a command's stdin from ``data`` on a thread, then ends it; without input, ends
+    it at once. ``write(chunk)`` sends one chunk, ``end()`` closes the stream; a failure of
+    either of the kinds in ``gone`` means the command stopped reading (logged, not raised).
+    An error reading the caller's ``data`` is kept for :meth:`raise_local_error`.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[bytes], None],
+        end: Callable[[], None],
+        data: Input | None,
+        *,
+        gone: tuple[type[BaseException], ...],
+        label: str,
+    ) -> None:
+        self._write, self._end, self._gone, self._label = write, end, gone, label
+        self._local_error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if data is None:
+            self._close()
+            return
+        self._thread = threading.Thread(
+            target=self._feed, args=(data,), name=f"hvlib-{label}-stdin", daemon=True
+        )
+        self._thread.start()
+
+    def _feed(self, data: Input) -> None:
+        try:
+            for chunk in self._chunks(data):
+                self._write(chunk)
+        except self._gone as e:
+            log.debug("stdin of %s command: %s", self._label, e)
+        finally:
+            self._close()
+
+    def _chunks(self, data: Input) -> Iterator[bytes]:
+        chunks = input_chunks(data)
+        while True:
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                return
+            except BaseException as e:  # reading the caller's input failed
+                self._local_error = e
+                return
+            yield chunk
+
+    def _close(self) -> None:
+        with contextlib.suppress(*self._gone):
+            self._end()
+
+    def join(self) -> None:
+        """Wait (briefly) for the feeding thread."""
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+
+    def raise_local_error(self) -> None:
+        """Re-raise an error reading the caller's input (the command saw a short stdin)."""
+        if self._local_error is not None:
+            raise self._local_error
+
+
 class OutputSink:
     """Collects a command's stdout and stderr, or hands each piece to a callback.
 

@@ -27,7 +27,6 @@ import selectors
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -40,8 +39,8 @@ from hvlib.access import (
     ConnectionLost,
     GuestAccessError,
     Input,
+    InputFeeder,
     OutputSink,
-    input_chunks,
     shell_argv,
 )
 from hvlib.errors import InvalidState
@@ -99,7 +98,7 @@ def run(
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout
     proc, status_r = _spawn(handle, shell_argv(command), name)
-    writer = _Writer(proc.stdin, input)
+    writer = _writer(proc.stdin, input)
     try:
         if not _pump(proc, sink, deadline) or not _wait_exit(proc, deadline):
             killed = _stop(proc, status_r)
@@ -241,50 +240,23 @@ def _check_helper(
         )
 
 
-class _Writer:
-    """Feeds the command's stdin on a thread, then closes it; without input, closes at once."""
+def _writer(stdin: IO[bytes] | None, data: Input | None) -> InputFeeder:
+    """Feeds the command's stdin pipe, then closes it; without input, closes it at once."""
+    if stdin is None:
+        return InputFeeder(_no_write, _no_end, None, gone=(OSError,), label="container")
+    fd = stdin.fileno()
 
-    def __init__(self, stdin: IO[bytes] | None, data: Input | None) -> None:
-        self._stdin = stdin
-        self._local_error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        if stdin is None:
-            return
-        if data is None:
-            stdin.close()
-            return
-        self._thread = threading.Thread(
-            target=self._feed, args=(data,), name="hvlib-lxc-stdin", daemon=True
-        )
-        self._thread.start()
+    def write(chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view) :]
 
-    def _feed(self, data: Input) -> None:
-        assert self._stdin is not None
-        fd = self._stdin.fileno()
-        chunks = input_chunks(data)
-        try:
-            while True:
-                try:
-                    chunk = next(chunks)
-                except StopIteration:
-                    break
-                except BaseException as e:  # reading the caller's input failed
-                    self._local_error = e
-                    break
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
-        except OSError as e:  # the command stopped reading (EPIPE) or was stopped
-            log.debug("stdin of container command: %s", e)
-        finally:
-            with contextlib.suppress(OSError):
-                self._stdin.close()
+    return InputFeeder(write, stdin.close, data, gone=(OSError,), label="container")
 
-    def join(self) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
 
-    def raise_local_error(self) -> None:
-        """Re-raise an error reading the caller's input (the command saw a short stdin)."""
-        if self._local_error is not None:
-            raise self._local_error
+def _no_write(_chunk: bytes) -> None:
+    raise OSError("no stdin pipe")
+
+
+def _no_end() -> None:
+    """Nothing to close."""

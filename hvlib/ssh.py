@@ -20,13 +20,11 @@ open sockets in the calling thread's namespace when a network namespace is confi
 from __future__ import annotations
 
 import base64
-import contextlib
 import logging
 import os
 import select
 import shlex
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -41,9 +39,9 @@ from hvlib.access import (
     GuestAccessError,
     HostKeyError,
     Input,
+    InputFeeder,
     OutputSink,
     SshConfig,
-    input_chunks,
     normalize_command,
 )
 
@@ -415,7 +413,7 @@ class SshSession:
         deadline = None if timeout is None else started + timeout
         chan = self._start(cmd, deadline)
         out = PidFilter(sink)
-        writer = _Writer(chan, input)
+        writer = _writer(chan, input)
         try:
             if not _pump(chan, out, deadline):
                 raise self._timed_out(chan, cmd, out, sink, timeout or 0.0)
@@ -497,46 +495,11 @@ class SshSession:
         return result.exit_status == 0
 
 
-class _Writer:
-    """Feeds a command's stdin on a thread, then sends EOF; without input, EOF at once."""
-
-    def __init__(self, chan: paramiko.Channel, data: Input | None) -> None:
-        self._chan = chan
-        self._local_error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        if data is None:
-            with contextlib.suppress(*_CHANNEL_ERRORS):
-                chan.shutdown_write()
-            return
-        self._thread = threading.Thread(
-            target=self._feed, args=(data,), name="hvlib-ssh-stdin", daemon=True
-        )
-        self._thread.start()
-
-    def _feed(self, data: Input) -> None:
-        chunks = input_chunks(data)
-        try:
-            while True:
-                try:
-                    chunk = next(chunks)
-                except StopIteration:
-                    break
-                except BaseException as e:  # reading the caller's input failed
-                    self._local_error = e
-                    break
-                self._chan.sendall(chunk)
-            self._chan.shutdown_write()
-        except _CHANNEL_ERRORS as e:  # the command stopped reading, or the channel closed
-            log.debug("stdin of remote command: %s", e)
-
-    def join(self) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-
-    def raise_local_error(self) -> None:
-        """Re-raise an error reading the caller's input (the command saw a short stdin)."""
-        if self._local_error is not None:
-            raise self._local_error
+def _writer(chan: paramiko.Channel, data: Input | None) -> InputFeeder:
+    """Feeds a command's stdin over ``chan``, then sends EOF; without input, EOF at once."""
+    return InputFeeder(
+        chan.sendall, chan.shutdown_write, data, gone=_CHANNEL_ERRORS, label="remote"
+    )
 
 
 def _pump(chan: paramiko.Channel, out: PidFilter, deadline: float | None) -> bool:
