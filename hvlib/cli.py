@@ -1,8 +1,12 @@
 """The ``hvlib`` command line, for people and CI runners (``python -m hvlib``, extra ``cli``).
 
-Commands: ``up`` (ensure the domains of spec files, :mod:`hvlib.specfile`), ``down``, ``rm``,
-``ls``, ``exec``, ``console``, ``render`` and ``demo``. Every command is a thin layer over
-hvlib's public API: parse arguments, call the library, print what it did.
+Commands: ``up`` (ensure the networks, volumes and domains of spec files,
+:mod:`hvlib.specfile`), ``down``, ``rm`` (``--volumes``: also the storage volumes of the
+domain's disks, found by :func:`volume_at` for file disks), ``ls``, ``exec``, ``console``,
+``render`` and ``demo``. Every command is a thin layer over hvlib's public API: parse
+arguments, call the library, print what it did. ``up`` reports a pool's or a volume's changes
+from reads made before its one ``ensure_dir``/``ensure`` call (those calls return no report),
+refusing what they would refuse, so that ``--check`` says the same as a real run.
 
 Exit status (the same for every command; ``exec`` passes its command's status through)::
 
@@ -17,7 +21,8 @@ Results go to stdout, progress lines and errors to stderr. Hosts are named with 
 (repeatable where a fleet makes sense) or ``HVLIB_URI`` (space-separated).
 
 Must not: define anything before every input is checked (``up`` parses all files, routes
-every document to a host and checks its networks and pools first), send anything to a
+every document to a host and checks the networks, pools and volumes they name first), delete
+a file that is not a libvirt volume or a volume another domain uses, send anything to a
 guest's console, read stdin unless asked (``exec --stdin``), or import libvirt itself.
 """
 
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import posixpath
 import signal
 import sys
 import threading
@@ -42,10 +48,14 @@ from hvlib.errors import HvlibError, SpecError, WaitTimeout
 
 if TYPE_CHECKING:
     from hvlib.domain import Domain
-    from hvlib.ensure import Change, EnsureResult
+    from hvlib.domxml import DiskXML
+    from hvlib.ensure import Change, ChangeReport
     from hvlib.host import Host
+    from hvlib.spec import DomainSpec
+    from hvlib.storage import Volume
 
 T = TypeVar("T")
+R = TypeVar("R", bound="ChangeReport")
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PENDING = 0, 1, 2, 3
 EXIT_EXEC_TIMEOUT, EXIT_EXEC_CANNOT_RUN = 124, 125
@@ -314,7 +324,7 @@ class Outcome:
     type=click.Choice(list(_STATES)),
     default="running",
     show_default=True,
-    help="The run state every domain should be in.",
+    help="The run state every domain should be in (networks and pools are always started).",
 )
 @click.option(
     "--check",
@@ -324,8 +334,8 @@ class Outcome:
 @click.option(
     "--allow-restart",
     is_flag=True,
-    help="Restart running guests whose change "
-    "needs it (else it waits for their next boot and up exits 3).",
+    help="Restart running guests (and networks) whose change needs it "
+    "(else it waits for their next boot and up exits 3).",
 )
 @click.option(
     "--allow-recreate",
@@ -351,42 +361,90 @@ def up(
     allow_recreate: bool,
     timeout: float,
 ) -> None:
-    """Make the hosts hold the domains the spec FILES describe (create, change, start).
+    """Make the hosts hold what the spec FILES describe: networks, volumes (and their
+    directory pools), then domains (create, change, start).
 
     With several --uri, each domain goes to the host whose driver fits its type
-    (qemu:// for kvm and qemu, lxc:// for lxc, xen:// for xen-pv and xen-hvm).
-    Nothing is changed unless every file is valid.
+    (qemu:// for kvm and qemu, lxc:// for lxc, xen:// for xen-pv and xen-hvm); a network or
+    volume goes to the host of the first domain (in file order) that uses it, and one that
+    no domain uses to the first qemu:// (or test://) --uri, else to the first --uri.
+    Nothing is changed unless every file is valid and every network, pool and backing
+    volume it names exists or is declared in the files.
     """
-    docs = _load_domains(files)
-    routed = _route(docs, _uris(uris))
-    with hosts(sorted({u for u, _ in routed}), netns) as hs:
+    plan = _plan(specfile.load_all(files), _uris(uris))
+    with hosts(plan.uris, netns) as hs:
         by_uri = {h.uri: h for h in hs}
-        plan = [(by_uri[u], doc) for u, doc in routed]
-        for host, doc in plan:
-            _check_host_refs(host, doc)
+        _check_host_refs(plan, by_uri)
         opts = UpOptions(_STATES[state], check, allow_restart, allow_recreate, timeout)
         outcome = Outcome()
-        for host, doc in plan:
-            _up_one(host, doc, opts, outcome)
+        missing: dict[str, bool] = {}
+        for uri, net in plan.networks:
+            _up_network(by_uri[uri], net, opts, outcome, missing)
+        for uri, vol in plan.pools:
+            _up_pool(by_uri[uri], vol, opts, outcome, missing)
+        for uri, vol in plan.volumes:
+            _up_volume(by_uri[uri], vol, opts, outcome, missing)
+        for uri, doc in plan.domains:
+            _up_one(by_uri[uri], doc, opts, outcome, missing)
     raise Exit(outcome.status)
 
 
-def _load_domains(files: Sequence[str]) -> list[specfile.DomainDocument]:
-    """Every domain document of ``files``.
+@dataclass
+class UpPlan:
+    """Every document of ``up`` with the URI of its host, in the order they are applied:
+    networks, directory pools, volumes, then the domains that may use them."""
+
+    networks: list[tuple[str, specfile.NetworkDocument]] = field(default_factory=list)
+    pools: list[tuple[str, specfile.VolumeDocument]] = field(default_factory=list)
+    """Per host, the first volume document that declares each directory pool."""
+    volumes: list[tuple[str, specfile.VolumeDocument]] = field(default_factory=list)
+    domains: list[tuple[str, specfile.DomainDocument]] = field(default_factory=list)
+
+    @property
+    def uris(self) -> list[str]:
+        """The URIs of the hosts the plan needs, each once."""
+        routed = [*self.networks, *self.pools, *self.volumes, *self.domains]
+        return sorted({uri for uri, _ in routed})
+
+
+def _plan(files: Sequence[specfile.SpecFile], uris: Sequence[str]) -> UpPlan:
+    """Every document of ``files`` routed to a URI (see ``up --help``).
 
     Raises:
-        SpecFileError: a file is invalid. Exit(2): a network or volume document (no API yet).
+        SpecFileError: no URI or several URIs fit a domain's type.
     """
-    loaded = specfile.load_all(files)
-    resources = [r for sf in loaded for r in sf.resources]
-    for r in resources:
-        note(
-            f"hvlib: {r.location}: kind: {r.kind}: not supported yet (hvlib has no "
-            f"{r.kind} API); only kind: domain documents can be used"
-        )
-    if resources:
-        raise Exit(EXIT_BAD_INPUT)
-    return [doc for sf in loaded for doc in sf.domains]
+    plan = UpPlan(domains=_route([doc for sf in files for doc in sf.domains], uris))
+    default = next((u for u in uris if _scheme(u) in ("qemu", "test")), uris[0])
+    for net in (doc for sf in files for doc in sf.networks):
+        plan.networks.append((_user_uri(plan, net.spec.name, _networks_of, default), net))
+    for vol in (doc for sf in files for doc in sf.volumes):
+        plan.volumes.append((_user_uri(plan, (vol.pool, vol.name), _volumes_of, default), vol))
+    seen: set[tuple[str, str]] = set()
+    for uri, vol in plan.volumes:
+        if vol.pool_dir is not None and (uri, vol.pool) not in seen:
+            seen.add((uri, vol.pool))
+            plan.pools.append((uri, vol))
+    return plan
+
+
+def _user_uri(
+    plan: UpPlan, wanted: object, used: Callable[[DomainSpec], set[Any]], default: str
+) -> str:
+    """The URI of the first domain of ``plan`` for which ``used`` holds ``wanted``, else
+    ``default``."""
+    return next((uri for uri, doc in plan.domains if wanted in used(doc.spec)), default)
+
+
+def _networks_of(spec: DomainSpec) -> set[str]:
+    return {nic.source for nic in spec.nics if nic.kind == "network"}
+
+
+def _volumes_of(spec: DomainSpec) -> set[tuple[str | None, str | None]]:
+    return {(d.pool, d.volume_name) for d in spec.disks if d.pool is not None}
+
+
+def _pools_of(spec: DomainSpec) -> set[str]:
+    return {d.pool for d in spec.disks if d.pool is not None}
 
 
 def _route(
@@ -419,48 +477,216 @@ def _scheme(uri: str) -> str:
     return uri.split(":", 1)[0].split("+", 1)[0]
 
 
-def _check_host_refs(host: Host, doc: specfile.DomainDocument) -> None:
-    """The networks and pools ``doc`` names exist on ``host`` (before anything changes).
+def _check_host_refs(plan: UpPlan, by_uri: dict[str, Host]) -> None:
+    """Every network and pool a document names, and every backing volume, exists on its
+    host or is declared by the files (checked before anything changes).
 
     Raises:
         SpecFileError: one does not (with the line that names it).
     """
-    try:
-        host.domains.check_host_refs(doc.spec)
-    except SpecError as e:
-        raise doc.error(e) from None
+    nets = {doc.spec.name for _, doc in plan.networks}
+    pools = {doc.pool for _, doc in plan.pools}
+    vols = {(doc.pool, doc.name) for _, doc in plan.volumes}
+    for uri, dom in plan.domains:
+        err = _missing_domain_ref(by_uri[uri], dom.spec, nets, pools)
+        if err is not None:
+            raise dom.error(err)
+    for uri, vol in plan.volumes:
+        err = _missing_volume_ref(by_uri[uri], vol, pools, vols)
+        if err is not None:
+            raise vol.error(err)
 
 
-def _up_one(host: Host, doc: specfile.DomainDocument, opts: UpOptions, outcome: Outcome) -> None:
-    """Ensure one document on its host; print what changed; note the outcome."""
+def _missing_domain_ref(
+    host: Host, spec: DomainSpec, nets: set[str], pools: set[str]
+) -> SpecError | None:
+    """What ``host.domains.check_host_refs`` raises for ``spec``, but for the networks and
+    pools the files declare (they are made before the domains)."""
+    absent = "does not exist on this host"
+    for i, nic in enumerate(spec.nics):
+        wanted = nic.kind == "network" and nic.source not in nets
+        if wanted and host.networks.find(nic.source) is None:
+            return SpecError(f"nics[{i}].network", absent, nic.source)
+    for i, disk in enumerate(spec.disks):
+        wanted = disk.pool is not None and disk.pool not in pools
+        if wanted and host.pools.find(disk.pool or "") is None:
+            return SpecError(f"disks[{i}].pool", absent, disk.pool)
+    return None
+
+
+def _missing_volume_ref(
+    host: Host, doc: specfile.VolumeDocument, pools: set[str], vols: set[tuple[str, str]]
+) -> SpecError | None:
+    if doc.pool not in pools and host.pools.find(doc.pool) is None:
+        rule = "does not exist on this host; pool: {name: NAME, dir: PATH} makes a directory pool"
+        return SpecError("pool", rule, doc.pool)
+    if (
+        doc.backing is not None
+        and doc.backing not in vols
+        and not _volume_exists(host, *doc.backing)
+    ):
+        return SpecError("backing", "does not exist on this host", "/".join(doc.backing))
+    return None
+
+
+def _volume_exists(host: Host, pool: str, name: str) -> bool:
+    found = host.pools.find(pool)
+    return found is not None and host.volumes.find(found, name) is not None
+
+
+def _up_network(
+    host: Host,
+    doc: specfile.NetworkDocument,
+    opts: UpOptions,
+    outcome: Outcome,
+    missing: dict[str, bool],
+) -> None:
+    """Ensure one network; note in ``missing`` when it failed or (--check) is not there yet."""
+    result = _ensure_and_report(
+        f"network {doc.spec.name}",
+        host,
+        doc,
+        lambda: host.networks.apply(doc.spec, check=opts.check, allow_restart=opts.allow_restart),
+        opts,
+        outcome,
+    )
+    _note_missing(f"network {doc.spec.name}", result, "network", opts.check, missing)
+
+
+def _up_pool(
+    host: Host,
+    doc: specfile.VolumeDocument,
+    opts: UpOptions,
+    outcome: Outcome,
+    missing: dict[str, bool],
+) -> None:
+    """Ensure the directory pool ``doc`` declares; note in ``missing`` as for networks."""
+    path = doc.pool_dir or ""
+    result = _ensure_and_report(
+        f"pool {doc.pool}",
+        host,
+        doc,
+        lambda: _ensure_pool(host, doc.pool, path, opts.check),
+        opts,
+        outcome,
+    )
+    _note_missing(f"pool {doc.pool}", result, "pool", opts.check, missing)
+
+
+def _note_missing(
+    label: str, result: ChangeReport | None, creates: str, check: bool, missing: dict[str, bool]
+) -> None:
+    """Record ``label`` as failed (True) or, from a --check that would create it, as not
+    there yet (False): a domain that uses it cannot be ensured (or checked)."""
+    if result is None:
+        missing[label] = True
+    elif check and any(c.field == creates and c.before is None for c in result.changes):
+        missing.setdefault(label, False)
+
+
+def _up_volume(
+    host: Host,
+    doc: specfile.VolumeDocument,
+    opts: UpOptions,
+    outcome: Outcome,
+    missing: dict[str, bool],
+) -> None:
+    """Ensure one volume (unless its pool failed)."""
+    if missing.get(f"pool {doc.pool}"):
+        note(f"hvlib: error: volume {doc.key} ({doc.location}): pool {doc.pool} failed above")
+        outcome.failed = True
+        return
+    _ensure_and_report(
+        f"volume {doc.key}",
+        host,
+        doc,
+        lambda: _ensure_volume(host, doc, opts.check),
+        opts,
+        outcome,
+    )
+
+
+def _up_one(
+    host: Host,
+    doc: specfile.DomainDocument,
+    opts: UpOptions,
+    outcome: Outcome,
+    missing: dict[str, bool],
+) -> None:
+    """Ensure one domain on its host (unless a network or pool it uses is missing)."""
     spec = doc.spec
+    uses = {f"network {n}" for n in _networks_of(spec)} | {f"pool {p}" for p in _pools_of(spec)}
+    blocked = sorted(uses & set(missing))
+    if blocked:
+        _not_ensured(host, doc, blocked, missing, outcome)
+        return
     verb = "checking" if opts.check else "ensuring"
-    label = f"{verb} {spec.name} is {opts.state.value} on {host.uri}"
+    _ensure_and_report(
+        spec.name,
+        host,
+        doc,
+        lambda: host.domains.ensure(
+            spec,
+            opts.state,
+            check=opts.check,
+            allow_restart=opts.allow_restart,
+            allow_recreate=opts.allow_recreate,
+            shutdown_timeout=opts.timeout,
+        ),
+        opts,
+        outcome,
+        progress=f"{verb} {spec.name} is {opts.state.value} on {host.uri}",
+    )
+
+
+def _not_ensured(
+    host: Host,
+    doc: specfile.DomainDocument,
+    blocked: Sequence[str],
+    missing: dict[str, bool],
+    outcome: Outcome,
+) -> None:
+    """Say why a domain is left alone: what it uses failed, or (--check) is not there yet."""
+    failed = [b for b in blocked if missing[b]]
+    if failed:
+        note(f"hvlib: error: {doc.spec.name} ({doc.location}): {', '.join(failed)} failed above")
+        outcome.failed = True
+        return
+    what = ", ".join(blocked)
+    tail = f"(--check: nothing changed; {host.uri})"
+    say(f"{doc.spec.name}: not checked: up creates {what} first {tail}")
+    outcome.pending = True
+
+
+def _ensure_and_report(
+    label: str,
+    host: Host,
+    doc: specfile.Document,
+    work: Callable[[], R],
+    opts: UpOptions,
+    outcome: Outcome,
+    progress: str = "",
+) -> R | None:
+    """Run ``work`` (an ensure of ``doc`` on ``host``) showing progress, print each change
+    it reports under ``label``; return the report, or None when it failed (the error is on
+    stderr and in ``outcome``)."""
+    verb = "checking" if opts.check else "ensuring"
     try:
-        result, took = run_with_progress(
-            label,
-            lambda: host.domains.ensure(
-                spec,
-                opts.state,
-                check=opts.check,
-                allow_restart=opts.allow_restart,
-                allow_recreate=opts.allow_recreate,
-                shutdown_timeout=opts.timeout,
-            ),
-        )
+        result, took = run_with_progress(progress or f"{verb} {label} on {host.uri}", work)
     except SpecError as e:
         note(f"hvlib: {doc.error(e)}")
         outcome.bad_input = True
-        return
+        return None
     except HvlibError as e:
-        note(f"hvlib: error: {spec.name} ({doc.location}): {e}")
+        note(f"hvlib: error: {label} ({doc.location}): {e}")
         outcome.failed = True
-        return
-    _report(spec.name, host.uri, result, took, opts.check, outcome)
+        return None
+    _report(label, host.uri, result, took, opts.check, outcome)
+    return result
 
 
 def _report(
-    name: str, uri: str, result: EnsureResult, took: float, check: bool, outcome: Outcome
+    name: str, uri: str, result: ChangeReport, took: float, check: bool, outcome: Outcome
 ) -> None:
     for change in result.changes:
         say(f"{name}: {fmt_change(change)}")
@@ -474,20 +700,20 @@ def _report(
     say(_summary(name, uri, result, took, check))
 
 
-def comparable(result: EnsureResult) -> EnsureResult:
+def comparable(result: R) -> R:
     """``result`` with both XML documents serialised alike (libvirt writes ``'`` where lxml
     writes ``"``), so that its diff shows only what differs."""
-    from hvlib.domxml import DomainXML
+    from hvlib.xmlmodel import parse, tostring
 
     def same_form(xml: str) -> str:
-        return DomainXML.from_xml(xml).to_xml() if xml.strip() else ""
+        return tostring(parse(xml)) if xml.strip() else ""
 
     return replace(
         result, before_xml=same_form(result.before_xml), after_xml=same_form(result.after_xml)
     )
 
 
-def _summary(name: str, uri: str, result: EnsureResult, took: float, check: bool) -> str:
+def _summary(name: str, uri: str, result: ChangeReport, took: float, check: bool) -> str:
     n, p = len(result.changes), len(result.pending)
     parts = [f"{n} change(s) {'would be applied' if check else 'applied'}"] if n else []
     if p:
@@ -495,6 +721,120 @@ def _summary(name: str, uri: str, result: EnsureResult, took: float, check: bool
         parts.append(f"{p} pending (need {' and '.join(needs) or 'a restart'})")
     tail = "--check: nothing changed" if check else f"{took:.2f} s"
     return f"{name}: {'; '.join(parts) or 'no changes'} ({tail}; {uri})"
+
+
+def _load_domains(files: Sequence[str]) -> list[specfile.DomainDocument]:
+    """Every domain document of ``files`` (their network and volume documents are checked
+    too, but not returned).
+
+    Raises:
+        SpecFileError: a file is invalid.
+    """
+    return [doc for sf in specfile.load_all(files) for doc in sf.domains]
+
+
+# -- pools and volumes of up: a report of what ensure changes (reads, then one ensure call) --
+
+
+def _ensure_pool(host: Host, name: str, path: str, check: bool) -> ChangeReport:
+    """``host.pools.ensure_dir(name, path)`` (unless ``check``), reported as its changes.
+
+    Raises:
+        InvalidState: a pool ``name`` exists but is not a directory pool at ``path``.
+        LibvirtError: libvirt could not build or start the pool.
+    """
+    from hvlib.ensure import ChangeReport
+
+    changes = _pool_changes(host, name, path)
+    if changes and not check:
+        host.pools.ensure_dir(name, path)
+    return ChangeReport(bool(changes), changes)
+
+
+def _pool_changes(host: Host, name: str, path: str) -> list[Change]:
+    """What ``ensure_dir`` would change (the same refusal as it, so --check says it too)."""
+    from hvlib.ensure import Change, ChangeHow
+    from hvlib.errors import InvalidState
+
+    pool = host.pools.find(name)
+    started = Change("state", "inactive", "active", ChangeHow.STATE)
+    autostart = Change("autostart", False, True, ChangeHow.NEXT_BOOT)
+    if pool is None:
+        return [Change("pool", None, f"directory {path}", ChangeHow.STATE), started, autostart]
+    doc = pool.doc()
+    where = posixpath.normpath(doc.target_path or "")
+    if doc.pool_type != "dir" or where != posixpath.normpath(path):
+        raise InvalidState(
+            f"pool {name} exists as a {doc.pool_type} pool at {doc.target_path}, "
+            f"not as a directory pool at {path}",
+            name=name,
+        )
+    return [c for c, due in ((started, not pool.active), (autostart, not pool.autostart)) if due]
+
+
+def _ensure_volume(host: Host, doc: specfile.VolumeDocument, check: bool) -> ChangeReport:
+    """``host.volumes.ensure`` of ``doc`` (unless ``check``), reported as its changes: the
+    volume created, or grown to ``size_mib`` (volumes never shrink).
+
+    Raises:
+        InvalidState: the volume exists with another format or backing image.
+        NotFound: the backing volume is gone. LibvirtError: libvirt could not create it.
+    """
+    from hvlib.ensure import ChangeReport
+
+    changes = _volume_changes(host, doc)
+    if changes and not check:
+        host.volumes.ensure(doc.pool, doc.name, **doc.ensure_args())
+    return ChangeReport(bool(changes), changes)
+
+
+def _volume_changes(host: Host, doc: specfile.VolumeDocument) -> list[Change]:
+    from hvlib.ensure import Change, ChangeHow
+    from hvlib.storage import MIB
+
+    pool = host.pools.find(doc.pool)
+    vol = None if pool is None else host.volumes.find(pool, doc.name)
+    if vol is None:
+        return [Change("volume", None, _volume_summary(doc), ChangeHow.STATE)]
+    _check_same_kind(host, vol, doc)
+    if doc.size_mib is not None and doc.size_mib * MIB > vol.capacity:
+        return [Change("size_mib", vol.capacity // MIB, doc.size_mib, ChangeHow.LIVE)]
+    return []
+
+
+def _volume_summary(doc: specfile.VolumeDocument) -> str:
+    parts = [doc.image_format]
+    if doc.backing is not None:
+        parts.append(f"overlay on {'/'.join(doc.backing)}")
+    if doc.size_mib is not None:
+        parts.append(f"{doc.size_mib} MiB")
+    return ", ".join(parts)
+
+
+def _check_same_kind(host: Host, vol: Volume, doc: specfile.VolumeDocument) -> None:
+    """Refuse, as ``Volumes.ensure`` does, a volume of another format or backing image.
+
+    Raises:
+        InvalidState: it differs (delete it first). NotFound: the backing volume is gone.
+    """
+    from hvlib.errors import InvalidState
+
+    have = "raw" if vol.format in (None, "raw", "iso") else vol.format  # a probed raw file
+    if have != doc.image_format:
+        raise InvalidState(
+            f"volume {doc.key} is {vol.format}, not {doc.image_format}: delete it first",
+            name=doc.name,
+        )
+    had = vol.backing
+    if had is not None:
+        had = posixpath.normpath(posixpath.join(posixpath.dirname(vol.path), had))
+    want = None if doc.backing is None else host.volumes.get(*doc.backing).path
+    if had != (None if want is None else posixpath.normpath(want)):
+        raise InvalidState(
+            f"volume {doc.key} is backed by {had or 'nothing'}, not {want or 'nothing'}: "
+            "delete it first",
+            name=doc.name,
+        )
 
 
 # -- down, rm ------------------------------------------------------------------------------
@@ -563,7 +903,9 @@ def _down_one(dom: Domain, timeout: float, force: bool) -> bool:
 @click.option(
     "--volumes",
     is_flag=True,
-    help="Also delete the storage volumes its disks use (not supported yet).",
+    help="Also delete the storage volumes its disks use: volume disks, and file disks whose "
+    "path is a volume of one of the host's pools (cdroms and plain files are kept). A domain "
+    "with a volume that another domain of the host also uses is not removed at all (exit 1).",
 )
 @verbose_option
 def rm(
@@ -573,11 +915,6 @@ def rm(
 
     With several --uri, a name is removed from every host that has it.
     """
-    if volumes:
-        raise Exit(
-            EXIT_BAD_INPUT,
-            "hvlib: rm --volumes: not supported yet (hvlib has no volume API); nothing was removed",
-        )
     failed = False
     with hosts(_uris(uris), netns) as hs:
         for name in names:
@@ -585,22 +922,134 @@ def rm(
             if not doms:
                 say(f"{name}: not found on {_hostnames(hs)} (nothing to do)")
             for dom in doms:
-                failed |= not _rm_one(dom, force)
+                failed |= not _rm_one(dom, force, volumes)
     raise Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
-def _rm_one(dom: Domain, force: bool) -> bool:
+def _rm_one(dom: Domain, force: bool, volumes: bool) -> bool:
+    """Undefine ``dom`` (destroyed first with ``force``), then delete its volumes when asked.
+
+    Returns False when something was refused or failed (reported on stderr).
+    """
+    if dom.state.is_active and not force:
+        note(
+            f"hvlib: error: {dom.name} is {dom.state.value} on {dom.host.uri}: "
+            "run hvlib down first, or pass --force"
+        )
+        return False
+    doomed, kept = _disk_volumes(dom) if volumes else ([], [])
+    shared = _shared(dom, doomed)
+    if shared:
+        note(
+            f"hvlib: error: {dom.name} not removed ({dom.host.uri}): {shared}; nothing of "
+            f"{dom.name} was deleted (remove the other domain first, or rm without --volumes)"
+        )
+        return False
     if dom.state.is_active:
-        if not force:
-            note(
-                f"hvlib: error: {dom.name} is {dom.state.value} on {dom.host.uri}: "
-                "run hvlib down first, or pass --force"
-            )
-            return False
         dom.destroy()
     dom.undefine()
     say(f"{dom.name}: removed ({dom.host.uri})")
-    return True
+    for what in kept:
+        say(f"{dom.name}: kept {what}")
+    return _delete_volumes(dom, doomed)
+
+
+def volume_at(host: Host, path: str) -> Volume | None:
+    """The volume whose path is ``path`` in one of ``host``'s started pools, or None (a
+    plain file, not a libvirt volume).
+
+    Only the volumes libvirt knows count (pools are not refreshed: a file copied into a
+    pool's directory behind libvirt's back is not one yet), and paths are compared
+    normalised, never resolved on the host's filesystem (which may be remote).
+
+    Raises:
+        HostError, LibvirtError: libvirt could not list the pools or their volumes.
+    """
+    want = posixpath.normpath(path)
+    for pool in host.pools.list():
+        if pool.active:
+            found = [v for v in pool.volumes() if posixpath.normpath(v.path) == want]
+            if found:
+                return found[0]
+    return None
+
+
+def _disk_volumes(dom: Domain) -> tuple[list[Volume], list[str]]:
+    """The volumes ``dom``'s disks use (cdroms aside), each once; and what of its disks is
+    kept, with why."""
+    doomed: dict[tuple[str, str], Volume] = {}
+    kept: list[str] = []
+    for disk in _disks(dom):
+        if disk.device == "cdrom":
+            continue
+        vol = _volume_of_disk(dom.host, disk)
+        if vol is not None:
+            doomed.setdefault((vol.pool.name, vol.name), vol)
+        elif disk.kind == "file" and disk.source_file:
+            kept.append(f"{disk.source_file}: not a libvirt volume")
+        elif disk.kind == "volume":
+            kept.append(f"volume {disk.source_pool}/{disk.source_volume}: not found")
+    return list(doomed.values()), sorted(set(kept))
+
+
+def _disks(dom: Domain) -> list[DiskXML]:
+    """The disks of ``dom``'s persistent definition and, while it runs, of its live one
+    (none when the domain is gone)."""
+    from hvlib.errors import DomainNotFound
+
+    try:
+        disks = list(dom.xml_doc(inactive=True).disks)
+        if dom.state.is_active:
+            disks += dom.xml_doc().disks
+    except DomainNotFound:
+        return []
+    return disks
+
+
+def _volume_of_disk(host: Host, disk: DiskXML) -> Volume | None:
+    if disk.kind == "volume" and disk.source_pool and disk.source_volume:
+        pool = host.pools.find(disk.source_pool)
+        return None if pool is None else host.volumes.find(pool, disk.source_volume)
+    if disk.kind == "file" and disk.source_file:
+        return volume_at(host, disk.source_file)
+    return None
+
+
+def _shared(dom: Domain, vols: Sequence[Volume]) -> str:
+    """Which of ``vols`` other domains of ``dom``'s host use, and who ("" when none)."""
+    if not vols:
+        return ""
+    others = [(o.name, _disks(o)) for o in dom.host.domains.list() if o.uuid != dom.uuid]
+    found = []
+    for vol in vols:
+        key, path = (vol.pool.name, vol.name), posixpath.normpath(vol.path)
+        users = [name for name, disks in others if any(_uses(d, key, path) for d in disks)]
+        if users:
+            found.append(f"volume {vol.pool.name}/{vol.name} is also used by {', '.join(users)}")
+    return "; ".join(found)
+
+
+def _uses(disk: DiskXML, key: tuple[str, str], path: str) -> bool:
+    """Whether ``disk`` is the volume ``key`` (pool, name), or the file at its ``path``."""
+    if disk.kind == "volume":
+        return (disk.source_pool, disk.source_volume) == key
+    source = disk.source_file
+    return disk.kind == "file" and source is not None and posixpath.normpath(source) == path
+
+
+def _delete_volumes(dom: Domain, vols: Sequence[Volume]) -> bool:
+    """Delete ``vols`` (those with a backing image first: an overlay before its base); print
+    each one deleted."""
+    ok = True
+    for vol in sorted(vols, key=lambda v: v.backing is None):
+        try:
+            vol.delete()
+        except HvlibError as e:
+            note(f"hvlib: error: {dom.name}: volume {vol.pool.name}/{vol.name}: {e}")
+            ok = False
+            continue
+        say(f"{dom.name}: deleted volume {vol.pool.name}/{vol.name} ({dom.host.uri})")
+    return ok
 
 
 # -- ls ------------------------------------------------------------------------------------
@@ -909,7 +1358,10 @@ def _follow_console(dom: Domain, timeout: float | None) -> None:
 @click.option("--name", "only", metavar="NAME", help="Only the domain NAME.")
 @verbose_option
 def render(files: tuple[str, ...], only: str | None) -> None:
-    """Print the libvirt XML of the domains the spec FILES describe (no host needed)."""
+    """Print the libvirt XML of the domains the spec FILES describe (no host needed).
+
+    Network and volume documents are checked too, but not printed.
+    """
     import hvlib
 
     docs = [d for d in _load_domains(files) if only is None or d.spec.name == only]

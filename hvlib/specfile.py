@@ -1,41 +1,74 @@
-"""Spec files: YAML documents that map one-to-one onto :class:`hvlib.DomainSpec`.
+"""Spec files: YAML documents that map one-to-one onto hvlib's own arguments.
 
-A file holds one or more documents (separated by ``---``). Each is a mapping whose keys are
-DomainSpec's own field names, with the same values and enum spellings (``virt: xen-pv``);
-``kind: domain`` is the default, ``kind: network`` and ``kind: volume`` are recognised and
-kept as :class:`ResourceDocument` (hvlib has no network or volume API yet: callers report
-them as unsupported). Devices are small mappings::
+A file holds one or more documents (separated by ``---``), each a mapping whose ``kind``
+says what it describes:
 
-    disks:       [{file: PATH}, {volume: {pool: P, name: N}}, {cdrom: PATH}]  # + target,
-                                                                               #   format, readonly
-    nics:        [{network: NAME}, {bridge: NAME}]                            # + mac, model
-    filesystems: [{source: DIR, target: /, readonly: false}, host_root]
-    xml_edits:   [{set: XPATH, value: V}, {remove: XPATH}]
+``kind: domain`` (the default)
+    keys are :class:`hvlib.DomainSpec`'s field names, with the same values and enum spellings
+    (``virt: xen-pv``). Devices are small mappings::
 
-Validation is DomainSpec's own (the real object is constructed) plus the per-type checks of
-:func:`hvlib.profiles.check`; every error is a :class:`SpecFileError` carrying the file, the
-line, the field (as a path into the document: ``disks[1].target``) and the rule. Unknown and
-duplicate keys are errors. A key set to null means "not given" (the field's default).
+        disks:       [{file: PATH}, {volume: {pool: P, name: N}}, {cdrom: PATH}]
+                     # + target, format, readonly
+        nics:        [{network: NAME}, {bridge: NAME}]  # + mac, model
+        filesystems: [{source: DIR, target: /, readonly: false}, host_root]
+        xml_edits:   [{set: XPATH, value: V}, {remove: XPATH}]
 
-Must not: talk to libvirt, render XML, read anything but the files it is given, or accept a
-key it does not know.
+``kind: network``
+    keys are :class:`hvlib.network.NetworkSpec`'s field names (``name``, ``ipv4``, ``mode``,
+    ``dhcp_range``, ``hosts``, ``bridge``, ``autostart``); ``dhcp_range`` is a
+    ``[first, last]`` pair and each of ``hosts`` a :class:`~hvlib.network.DhcpHost` mapping
+    (``{mac: M, ip: A, name: N}``, ``name`` optional).
+
+``kind: volume``
+    keys are the parameters of :meth:`hvlib.storage.Volumes.ensure`: ``pool``, ``name``,
+    ``size_mib``, ``format`` (``raw``, ``qcow2``) and ``backing`` (``{pool: P, name: N}``:
+    a qcow2 overlay on that volume). ``pool`` is a pool's name (it must exist), or
+    ``{name: P, dir: PATH}``: a directory pool that ``hvlib up`` makes exist first
+    (:meth:`hvlib.storage.Pools.ensure_dir`, started and autostarted). ``data`` (bytes to
+    upload) has no spelling in a file: upload through the library.
+
+Validation is the library's own (the real DomainSpec and NetworkSpec are constructed, then
+the per-type checks of :func:`hvlib.profiles.check`; a volume document gets the checks
+``Volumes.ensure`` makes before calling libvirt); every error is a :class:`SpecFileError`
+carrying the file, the line, the field (as a path into the document: ``disks[1].target``,
+``hosts[0].mac``) and the rule. Unknown and duplicate keys are errors. A key set to null means
+"not given" (the field's default). Across all files, a domain name, a network name and a
+volume (pool and name) may each be declared once, and a directory pool with one ``dir``.
+
+Must not: talk to libvirt (nor import it: :mod:`hvlib.network` and :mod:`hvlib.storage` are
+imported only when a document of theirs is read), render XML, read anything but the files it
+is given, or accept a key it does not know.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import posixpath
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from hvlib import profiles
 from hvlib.errors import SpecError, Unsupported
-from hvlib.spec import Disk, DiskKind, DomainSpec, Filesystem, Nic, XmlEdit, check_text
+from hvlib.spec import (
+    Disk,
+    DiskKind,
+    DomainSpec,
+    Filesystem,
+    Nic,
+    XmlEdit,
+    check_name,
+    check_path,
+    check_text,
+)
+
+if TYPE_CHECKING:
+    from hvlib.network import DhcpHost, NetworkSpec
 
 KINDS = ("domain", "network", "volume")
 """The ``kind:`` values a document may have (``domain`` when absent)."""
@@ -46,6 +79,11 @@ DOMAIN_KEYS = (
     *(f.name for f in dataclasses.fields(DomainSpec) if f.name not in NOT_IN_FILES),
 )
 """Every key a domain document may have: ``kind`` and DomainSpec's field names."""
+NETWORK_KEYS = ("kind", "name", "ipv4", "mode", "dhcp_range", "hosts", "bridge", "autostart")
+"""Every key a network document may have: ``kind`` and NetworkSpec's field names."""
+VOLUME_KEYS = ("kind", "pool", "name", "size_mib", "format", "backing")
+"""Every key a volume document may have: ``kind`` and the parameters of ``Volumes.ensure``
+(but ``data``)."""
 _BOOL_FIELDS = ("autostart",)
 _STR_FIELDS = (
     "name",
@@ -109,13 +147,11 @@ class SpecFileError(SpecError):
         return Location(self.path, self.line)
 
 
-@dataclass(frozen=True)
-class DomainDocument:
-    """One ``kind: domain`` document: the validated spec and where each field was written."""
+class _Located:
+    """What every document has: where it starts and where each of its fields was written."""
 
-    spec: DomainSpec
     location: Location
-    fields: Mapping[str, Location] = field(default_factory=dict, repr=False, compare=False)
+    fields: Mapping[str, Location]
     """Document paths (``name``, ``disks[0].file``, ``disks[0]``, ...) to their lines."""
 
     def locate(self, fieldname: str) -> Location:
@@ -127,10 +163,66 @@ class DomainDocument:
         return _locate(self.fields, self.location, fieldname)
 
     def error(self, err: SpecError) -> SpecFileError:
-        """``err`` (raised by hvlib about this spec) with this document's file and line."""
+        """``err`` (raised by hvlib about this document) with its file and line."""
         if isinstance(err, SpecFileError):
             return err
         return SpecFileError(self.locate(err.field), err.field, err.rule, err.value)
+
+
+@dataclass(frozen=True)
+class DomainDocument(_Located):
+    """One ``kind: domain`` document: the validated spec and where each field was written."""
+
+    spec: DomainSpec
+    location: Location
+    fields: Mapping[str, Location] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class NetworkDocument(_Located):
+    """One ``kind: network`` document: the validated :class:`~hvlib.network.NetworkSpec`
+    (what ``host.networks.apply`` takes) and where each field was written."""
+
+    spec: NetworkSpec
+    location: Location
+    fields: Mapping[str, Location] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class VolumeDocument(_Located):
+    """One ``kind: volume`` document: the arguments of ``host.volumes.ensure`` (checked as it
+    checks them before calling libvirt) and, with ``pool_dir``, the directory pool to make
+    exist first."""
+
+    pool: str
+    name: str
+    location: Location
+    size_mib: int | None = None
+    format: str | None = None
+    """``raw`` or ``qcow2``; None: qcow2 with ``backing``, else raw (:attr:`image_format`)."""
+    backing: tuple[str, str] | None = None
+    """(pool, name) of the volume this one is a qcow2 overlay on."""
+    pool_dir: str | None = None
+    """The directory of ``pool`` when the file declares it (``pool: {name: P, dir: PATH}``)."""
+    fields: Mapping[str, Location] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def key(self) -> str:
+        """``pool/name``: how the volume is named in messages."""
+        return f"{self.pool}/{self.name}"
+
+    @property
+    def image_format(self) -> str:
+        """The format the volume gets: ``format``, else qcow2 with ``backing``, else raw."""
+        return self.format or ("qcow2" if self.backing is not None else "raw")
+
+    def ensure_args(self) -> dict[str, Any]:
+        """The keyword arguments of ``host.volumes.ensure(pool, name, **these)``."""
+        return {"size_mib": self.size_mib, "format": self.format, "backing": self.backing}
+
+
+Document = DomainDocument | NetworkDocument | VolumeDocument
+"""Any document of a spec file."""
 
 
 def _locate(fields: Mapping[str, Location], default: Location, fieldname: str) -> Location:
@@ -143,23 +235,14 @@ def _locate(fields: Mapping[str, Location], default: Location, fieldname: str) -
     return default
 
 
-@dataclass(frozen=True)
-class ResourceDocument:
-    """A ``kind: network`` or ``kind: volume`` document, kept as written (not validated)."""
-
-    kind: str
-    name: str | None
-    location: Location
-    body: Mapping[str, Any] = field(default_factory=dict, repr=False)
-
-
 @dataclass
 class SpecFile:
-    """The documents of one file, in order."""
+    """The documents of one file, each kind in the file's order."""
 
     path: str
     domains: list[DomainDocument] = field(default_factory=list)
-    resources: list[ResourceDocument] = field(default_factory=list)
+    networks: list[NetworkDocument] = field(default_factory=list)
+    volumes: list[VolumeDocument] = field(default_factory=list)
 
 
 def load(path: str | Path) -> SpecFile:
@@ -178,21 +261,39 @@ def load(path: str | Path) -> SpecFile:
 
 
 def load_all(paths: Iterable[str | Path]) -> list[SpecFile]:
-    """:func:`load` each path; also refuse a domain name declared twice.
+    """:func:`load` each path; also refuse a domain, network or volume declared twice, and a
+    directory pool declared with two different directories.
 
     Raises:
-        SpecFileError: as :func:`load`, or ``name`` is already declared (at the second one).
+        SpecFileError: as :func:`load`, or ``name`` is already declared (at the second one),
+            or ``pool.dir`` differs from an earlier declaration of that pool.
     """
     files = [load(p) for p in paths]
-    seen: dict[str, Location] = {}
-    for sf in files:
-        for doc in sf.domains:
-            first = seen.setdefault(doc.spec.name, doc.location)
-            if first is not doc.location:
-                raise SpecFileError(
-                    doc.locate("name"), "name", f"is already declared at {first}", doc.spec.name
-                )
+    _once((doc, doc.spec.name) for sf in files for doc in sf.domains)
+    _once((doc, doc.spec.name) for sf in files for doc in sf.networks)
+    _once((doc, doc.key) for sf in files for doc in sf.volumes)
+    _one_dir_per_pool(doc for sf in files for doc in sf.volumes)
     return files
+
+
+def _once(docs: Iterable[tuple[_Located, str]]) -> None:
+    seen: dict[str, Location] = {}
+    for doc, name in docs:
+        first = seen.setdefault(name, doc.location)
+        if first is not doc.location:
+            raise SpecFileError(doc.locate("name"), "name", f"is already declared at {first}", name)
+
+
+def _one_dir_per_pool(docs: Iterable[VolumeDocument]) -> None:
+    seen: dict[str, VolumeDocument] = {}
+    for doc in docs:
+        if doc.pool_dir is None:
+            continue
+        first = seen.setdefault(doc.pool, doc)
+        if _norm(first.pool_dir) != _norm(doc.pool_dir):
+            where = first.locate("pool.dir")
+            rule = f"pool {doc.pool} is declared at {where} with dir {first.pool_dir}"
+            raise SpecFileError(doc.locate("pool.dir"), "pool.dir", rule, doc.pool_dir)
 
 
 def loads(text: str, path: str = "<string>") -> SpecFile:
@@ -231,7 +332,7 @@ def _is_null(node: Node) -> bool:
 
 
 class _Document:
-    """Turns one document node into a DomainDocument or a ResourceDocument."""
+    """Turns one document node into a DomainDocument, NetworkDocument or VolumeDocument."""
 
     def __init__(self, loader: yaml.SafeLoader, path: str, node: Node) -> None:
         self.loader = loader
@@ -344,28 +445,29 @@ class _Document:
             raise self.fail(keys["kind"], "kind", f"must be one of {', '.join(KINDS)}", kind)
         if kind == "domain":
             out.domains.append(self.domain(keys))
+        elif kind == "network":
+            out.networks.append(self.network(keys))
         else:
-            out.resources.append(self.resource(kind, keys))
+            out.volumes.append(self.volume(keys))
 
-    def resource(self, kind: str, keys: dict[str, Node]) -> ResourceDocument:
-        name = keys.get("name")
-        body = self.loader.construct_document(self.node)
-        return ResourceDocument(
-            kind,
-            None if name is None else str(self.scalar(name, "name")),
-            self.where,
-            body if isinstance(body, dict) else {},
-        )
+    def given(
+        self, keys: dict[str, Node], allowed: Iterable[str], *required: str
+    ) -> dict[str, Node]:
+        """The document's keys but ``kind`` and those set to null, each one in ``allowed``.
+
+        Raises:
+            SpecFileError: an unknown key, or one of ``required`` is missing.
+        """
+        self.check_keys(keys, allowed, "")
+        out = {k: node for k, node in keys.items() if k != "kind" and not _is_null(node)}
+        for name in required:
+            if name not in out:
+                raise SpecFileError(self.where, name, "is required")
+        return out
 
     def domain(self, keys: dict[str, Node]) -> DomainDocument:
-        self.check_keys(keys, DOMAIN_KEYS, "")
-        kwargs: dict[str, Any] = {}
-        for name, node in keys.items():
-            if name == "kind" or _is_null(node):
-                continue
-            kwargs[name] = self.field_value(name, node)
-        if "name" not in kwargs:
-            raise SpecFileError(self.where, "name", "is required")
+        given = self.given(keys, DOMAIN_KEYS, "name")
+        kwargs = {name: self.field_value(name, node) for name, node in given.items()}
         try:
             spec = DomainSpec(**kwargs)
             profiles.check(spec)
@@ -397,6 +499,83 @@ class _Document:
     def items(self, node: Node, where: str, one: Callable[[Node, str], Any]) -> list[Any]:
         return [one(item, f"{where}[{i}]") for i, item in enumerate(self.sequence(node, where))]
 
+    # -- network and volume documents --
+
+    def network(self, keys: dict[str, Node]) -> NetworkDocument:
+        from hvlib.network import NetworkSpec  # imports libvirt: only once a network is read
+
+        given = self.given(keys, NETWORK_KEYS, "name", "ipv4")
+        kwargs = {name: self.network_value(name, node) for name, node in given.items()}
+        try:
+            spec = NetworkSpec(**kwargs)
+        except SpecError as e:
+            raise SpecFileError(self.locate(e.field), e.field, e.rule, e.value) from None
+        return NetworkDocument(spec, self.where, dict(self.fields))
+
+    def network_value(self, name: str, node: Node) -> Any:
+        if name == "autostart":
+            return self.boolean(node, name)
+        if name == "hosts":
+            return self.items(node, name, self.dhcp_host)
+        if name == "dhcp_range":
+            items = enumerate(self.sequence(node, name))
+            return tuple(self.string(item, f"{name}[{i}]") for i, item in items)
+        return self.string(node, name)
+
+    def dhcp_host(self, node: Node, where: str) -> DhcpHost:
+        from hvlib.network import DhcpHost
+
+        keys = self.mapping(node, where)
+        self.check_keys(keys, ("mac", "ip", "name"), where)
+        args = {k: self.string(n, f"{where}.{k}") for k, n in keys.items() if not _is_null(n)}
+        for k in ("mac", "ip"):
+            if k not in args:
+                raise self.fail(node, f"{where}.{k}", "is required")
+        renames = {"host.mac": "mac", "host.ip": "ip", "host.name": "name"}
+        return self.device(where, lambda: DhcpHost(**args), renames)
+
+    def volume(self, keys: dict[str, Node]) -> VolumeDocument:
+        if "data" in keys:
+            rule = "has no spelling in a file: upload bytes through host.volumes.ensure(data=...)"
+            raise SpecFileError(self.locate("data"), "data", rule)
+        given = self.given(keys, VOLUME_KEYS, "pool", "name")
+        pool, pool_dir = self.pool_ref(given["pool"])
+        name = self.string(given["name"], "name")
+        size = self.scalar(given["size_mib"], "size_mib") if "size_mib" in given else None
+        fmt = self.string(given["format"], "format") if "format" in given else None
+        backing = self.volume_ref(given["backing"], "backing") if "backing" in given else None
+        doc = VolumeDocument(
+            pool, name, self.where, size, fmt, backing, pool_dir, fields=dict(self.fields)
+        )
+        try:
+            _check_volume(doc)
+        except SpecError as e:
+            raise doc.error(e) from None
+        return doc
+
+    def pool_ref(self, node: Node) -> tuple[str, str | None]:
+        """``pool: NAME`` as (NAME, None), ``pool: {name: NAME, dir: PATH}`` as (NAME, PATH)."""
+        if not isinstance(node, yaml.MappingNode):
+            return self.string(node, "pool"), None
+        keys = self.mapping(node, "pool")
+        self.check_keys(keys, ("name", "dir"), "pool")
+        name, path = (self.required_string(keys, node, f"pool.{k}") for k in ("name", "dir"))
+        return name, path
+
+    def volume_ref(self, node: Node, where: str) -> tuple[str, str]:
+        """A ``{pool: P, name: N}`` mapping as (P, N)."""
+        keys = self.mapping(node, where)
+        self.check_keys(keys, ("pool", "name"), where)
+        pool, name = (self.required_string(keys, node, f"{where}.{k}") for k in ("pool", "name"))
+        return pool, name
+
+    def required_string(self, keys: Mapping[str, Node], node: Node, fieldname: str) -> str:
+        """The string at ``fieldname`` (a key of ``keys``, the mapping ``node``)."""
+        key = fieldname.rsplit(".", 1)[-1]
+        if key not in keys or _is_null(keys[key]):
+            raise self.fail(node, fieldname, "is required")
+        return self.string(keys[key], fieldname)
+
     # -- devices --
 
     def device(self, where: str, build: Callable[[], T], renames: Mapping[str, str]) -> T:
@@ -417,12 +596,7 @@ class _Document:
         self.check_keys(keys, (source, "target", "format", "readonly"), where)
         opts = self.disk_options(keys, where)
         if source == "volume":
-            vol = self.mapping(keys["volume"], f"{where}.volume")
-            self.check_keys(vol, ("pool", "name"), f"{where}.volume")
-            for k in ("pool", "name"):
-                if k not in vol:
-                    raise self.fail(keys["volume"], f"{where}.volume.{k}", "is required")
-            pool, name = (self.string(vol[k], f"{where}.volume.{k}") for k in ("pool", "name"))
+            pool, name = self.volume_ref(keys["volume"], f"{where}.volume")
             return self.device(
                 where,
                 lambda: Disk(DiskKind.VOLUME, pool=pool, volume_name=name, **opts),
@@ -530,3 +704,39 @@ def _blame(message: str, keys: Mapping[str, Node]) -> str:
         if word in message and key in keys:
             return key
     return "virt"
+
+
+def _norm(path: str | None) -> str | None:
+    return None if path is None else posixpath.normpath(path)
+
+
+def _check_volume(doc: VolumeDocument) -> None:
+    """The checks ``Volumes.ensure`` makes before it calls libvirt, named by document path.
+
+    Raises:
+        SpecError: a bad name, path, format or size, or a combination ``ensure`` refuses.
+    """
+    check_name("pool.name" if doc.pool_dir is not None else "pool", doc.pool)
+    if doc.pool_dir is not None:
+        check_path("pool.dir", doc.pool_dir)
+    check_name("name", doc.name)
+    if doc.backing is not None:
+        check_name("backing.pool", doc.backing[0])
+        check_name("backing.name", doc.backing[1])
+    _check_volume_shape(doc)
+
+
+def _check_volume_shape(doc: VolumeDocument) -> None:
+    from hvlib.storage import FORMATS, SIZE_MIB_MAX  # imports libvirt: only once a volume is read
+
+    if doc.format is not None and doc.format not in FORMATS:
+        raise SpecError("format", "must be 'raw' or 'qcow2'", doc.format)
+    size = doc.size_mib
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+        raise SpecError("size_mib", "must be an integer number of MiB", size)
+    if size is not None and not 1 <= size <= SIZE_MIB_MAX:
+        raise SpecError("size_mib", f"must be between 1 and {SIZE_MIB_MAX}", size)
+    if doc.backing is not None and doc.image_format != "qcow2":
+        raise SpecError("format", "an overlay on a backing volume must be qcow2", doc.format)
+    if doc.backing is None and size is None:
+        raise SpecError("size_mib", "is required when there is no backing volume")

@@ -1,7 +1,11 @@
 """The command line, driven as a user would: ``python -m hvlib ...`` in a subprocess, on
 libvirt's in-process test driver. Its state lives and dies with each process (it starts with
 one running domain, ``test``), so each test checks one invocation's output and exit status.
-A few paths the test driver cannot reach (a command's exit status) run in-process."""
+What needs several invocations on one state (a second ``up``, ``rm --volumes`` of what ``up``
+made) runs in-process through click's runner, where every connection to test:///default
+sees the same state, and is checked through the library; so do the few paths the test driver
+cannot reach (a command's exit status). Addresses are from the documentation range
+192.0.2.0/24 and exist only inside the test driver."""
 
 from __future__ import annotations
 
@@ -9,13 +13,16 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
-from hvlib import cli
+from hvlib import cli, connect
 from hvlib.access import CommandResult
+from hvlib.host import Host
+from hvlib.storage import MIB
 
 URI = "test:///default"
 REPO = Path(__file__).resolve().parent.parent
@@ -70,9 +77,12 @@ def write(tmp_path: Path, text: str, name: str = "f.yaml") -> Path:
     ("command", "words"),
     [
         ([], ["up", "down", "rm", "ls", "exec", "console", "render", "demo", "Exit status"]),
-        (["up"], ["--check", "--state", "--allow-restart", "--allow-recreate", "--uri"]),
+        (
+            ["up"],
+            ["--check", "--state", "--allow-restart", "--allow-recreate", "--uri", "network or"],
+        ),
         (["down"], ["--timeout", "--force"]),
-        (["rm"], ["--volumes", "--force"]),
+        (["rm"], ["--volumes", "--force", "plain files are kept"]),
         (["ls"], ["--json", "--uri"]),
         (["exec"], ["--timeout", "--ssh-key", "--host-key", "124", "125"]),
         (["console"], ["read-only", "--timeout"]),
@@ -153,8 +163,29 @@ def test_up_reports_changes_that_wait_for_a_restart_and_exits_3(tmp_path: Path) 
             "name: v\nvirt: qemu\nkernel: /k\nnics:\n  - network: nowhere\n",
             "f.yaml:5: nics[0].network: does not exist on this host (got 'nowhere')",
         ),
-        ("kind: network\nname: n\n", "f.yaml:1: kind: network: not supported yet"),
-        ("kind: volume\nname: n\n", "f.yaml:1: kind: volume: not supported yet"),
+        ("kind: network\nname: n\n", "f.yaml:1: ipv4: is required"),
+        (
+            "kind: network\nname: n\nipv4: 192.0.2.0/24\nhosts:\n"
+            "  - mac: 52:54:00:00:00:01\n    ip: 198.51.100.7\n",
+            "f.yaml:6: hosts[0].ip: must be a host address inside 192.0.2.0/24",
+        ),
+        (
+            "kind: volume\npool: default-pool\nname: v.img\nsize_mib: 0\n",
+            "f.yaml:4: size_mib: must be between 1 and",
+        ),
+        (
+            "kind: volume\npool: default-pool\nname: v.img\nsize_mib: 1\nformt: raw\n",
+            "f.yaml:5: formt: unknown key (did you mean 'format'?)",
+        ),
+        (
+            "kind: volume\npool: nopool\nname: v.img\nsize_mib: 1\n",
+            "f.yaml:2: pool: does not exist on this host",
+        ),
+        (
+            "kind: volume\npool: default-pool\nname: v.qcow2\n"
+            "backing: {pool: default-pool, name: nobase.img}\n",
+            "f.yaml:4: backing: does not exist on this host (got 'default-pool/nobase.img')",
+        ),
         ("name: v\n  bad: [\n", "f.yaml:2: yaml: "),
     ],
 )
@@ -193,6 +224,20 @@ def test_up_routes_each_type_to_the_host_whose_driver_fits(specs: Path) -> None:
     res = hvlib("up", "--uri", URI, "--uri", "lxc:///nowhere", str(specs))
     assert res.returncode == 2
     assert "several --uri (test:///default, lxc:///nowhere) can take a lxc domain" in res.stderr
+
+
+def test_up_routes_a_network_to_the_host_of_the_domain_that_uses_it(tmp_path: Path) -> None:
+    net = "kind: network\nname: lan\nipv4: 192.0.2.0/24\n"
+    bad = "qemu+unix:///system?socket=/nonexistent/sock"
+    # used by no domain: the first qemu:// (or test://) URI, here the unreachable one
+    alone = hvlib("up", "--uri", bad, "--uri", URI, str(write(tmp_path, net)))
+    assert alone.returncode == 1, alone.stdout
+    assert f"hvlib: error: cannot connect to {bad}" in alone.stderr
+    # used by a container, which only test:// can take: the network goes there too
+    used = write(tmp_path, net + "---\n" + CT_YAML + "nics: [{network: lan}]\n", "ct.yaml")
+    res = hvlib("up", "--uri", bad, "--uri", URI, str(used))
+    assert res.returncode == 0, res.stderr
+    assert "network lan: 3 change(s) applied" in res.stdout and bad not in res.stdout
 
 
 def test_up_a_host_that_cannot_be_reached_is_a_failure(specs: Path) -> None:
@@ -260,10 +305,293 @@ def test_rm_refuses_a_running_domain_unless_forced() -> None:
     assert "absent-one: not found" in res.stdout
 
 
-def test_rm_volumes_is_not_supported_yet_and_removes_nothing() -> None:
+def test_rm_volumes_keeps_a_disk_that_is_no_volume() -> None:
+    # `test`'s one disk, /guest/diskimage1, is a plain file: no pool of the test driver has it
     res = hvlib("rm", "--uri", URI, "--force", "--volumes", "test")
-    assert res.returncode == 2
-    assert "not supported yet" in res.stderr and res.stdout == ""
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [
+        "test: removed (test:///default)",
+        "test: kept /guest/diskimage1: not a libvirt volume",
+    ]
+
+
+STACK_YAML = """\
+kind: network
+name: lan
+ipv4: 192.0.2.0/24
+dhcp_range: [192.0.2.100, 192.0.2.199]
+hosts:
+  - {mac: 52:54:00:00:00:01, ip: 192.0.2.10, name: web-1}
+---
+kind: volume
+pool: {name: images, dir: /srv/hvlib-test/images}
+name: base.img
+size_mib: 64
+---
+kind: volume
+pool: images
+name: web-1.qcow2
+backing: {pool: images, name: base.img}
+---
+name: web-1
+virt: qemu
+memory_mib: 256
+kernel: /srv/vmlinuz
+disks:
+  - volume: {pool: images, name: web-1.qcow2}
+    format: qcow2
+nics:
+  - network: lan
+    mac: 52:54:00:00:00:01
+"""
+
+
+def test_up_makes_networks_pools_and_volumes_before_the_domain_that_uses_them(
+    tmp_path: Path,
+) -> None:
+    res = hvlib("up", "--uri", URI, str(write(tmp_path, STACK_YAML)))
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[:3] == [
+        "network lan: + network: defined  [state]",
+        "network lan: ~ state: inactive -> active  [state]",
+        "network lan: ~ autostart: False -> True  [next-boot]",
+    ]
+    assert lines[3].startswith("network lan: 3 change(s) applied (")
+    assert lines[4:7] == [
+        "pool images: + pool: directory /srv/hvlib-test/images  [state]",
+        "pool images: ~ state: inactive -> active  [state]",
+        "pool images: ~ autostart: False -> True  [next-boot]",
+    ]
+    assert lines[8] == "volume images/base.img: + volume: raw, 64 MiB  [state]"
+    assert lines[10] == (
+        "volume images/web-1.qcow2: + volume: qcow2, overlay on images/base.img  [state]"
+    )
+    assert lines[12:14] == [
+        "web-1: + domain: defined  [state]",
+        "web-1: ~ state: shut-off -> running  [state]",
+    ]
+    assert lines[14].startswith("web-1: 2 change(s) applied (") and len(lines) == 15
+
+
+def test_up_check_of_new_networks_and_volumes_exits_3(tmp_path: Path) -> None:
+    res = hvlib("up", "--check", "--uri", URI, str(write(tmp_path, STACK_YAML)))
+    assert res.returncode == 3, res.stderr
+    assert "network lan: + network: defined  [state]" in res.stdout
+    assert '+      <host mac="52:54:00:00:00:01" name="web-1" ip="192.0.2.10"/>' in res.stdout
+    assert "volume images/base.img: 1 change(s) would be applied (--check: nothing changed;" in (
+        res.stdout
+    )
+    # the domain's network and pool are not there yet: ensure(check=True) could not run
+    assert (
+        "web-1: not checked: up creates network lan, pool images first "
+        "(--check: nothing changed; test:///default)"
+    ) in res.stdout
+
+
+# -- in-process: several invocations on one test driver state ------------------------------
+
+
+def run(*args: str) -> Result:
+    """``hvlib ARGS`` in this process (test:///default's state is this process's)."""
+    res = CliRunner().invoke(cli.cli, list(args))
+    print(f"$ hvlib {' '.join(args)}  -> exit {res.exit_code}\n{res.stdout}{res.stderr}")
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    return res
+
+
+@pytest.fixture
+def tdhost(unique: str) -> Iterator[Host]:
+    """test:///default; what the test made there under names starting ``UNIQUE-`` is removed
+    after it (domains, then pools with their volumes, then networks), pass or fail."""
+    with connect(URI, poll_interval=None) as host:
+        yield host
+        mine = f"{unique}-"
+        for dom in host.domains.list():
+            if dom.name.startswith(mine):
+                dom.destroy()
+                dom.undefine()
+        for pool in host.pools.list():
+            if pool.name.startswith(mine):
+                for vol in sorted(pool.volumes(), key=lambda v: v.backing is None):
+                    vol.delete()
+                pool.delete()
+        for net in host.networks.list():
+            if net.name.startswith(mine):
+                net.delete()
+
+
+def stack(unique: str, *, reserved: int = 1, size_mib: int = 8, extra: bool = False) -> str:
+    """A network with ``reserved`` reservations, a pool with a base and an overlay volume
+    (and ``extra``, a third volume), all named after ``unique``."""
+    hosts = "".join(
+        f"  - {{mac: 52:54:00:00:01:{i:02x}, ip: 192.0.2.{10 + i}}}\n" for i in range(reserved)
+    )
+    text = (
+        f"kind: network\nname: {unique}-net\nipv4: 192.0.2.0/24\n"
+        f"dhcp_range: [192.0.2.100, 192.0.2.199]\nhosts:\n{hosts}---\n"
+        f"kind: volume\npool: {{name: {unique}-pool, dir: /srv/hvlib-test/{unique}}}\n"
+        f"name: base.img\nsize_mib: {size_mib}\n---\n"
+        f"kind: volume\npool: {unique}-pool\nname: over.qcow2\n"
+        f"backing: {{pool: {unique}-pool, name: base.img}}\n"
+    )
+    if extra:
+        text += f"---\nkind: volume\npool: {unique}-pool\nname: extra.img\nsize_mib: 2\n"
+    return text
+
+
+def test_up_of_networks_and_volumes_twice_changes_nothing_the_second_time(
+    tdhost: Host, unique: str, tmp_path: Path
+) -> None:
+    spec = write(tmp_path, stack(unique))
+    first = run("up", "--uri", URI, str(spec))
+    assert first.exit_code == 0, first.stderr
+    assert f"network {unique}-net: + network: defined  [state]" in first.stdout
+    assert f"volume {unique}-pool/over.qcow2: 1 change(s) applied (" in first.stdout
+    net = tdhost.networks.get(f"{unique}-net")
+    assert net.active and [h.ip for h in net.hosts] == ["192.0.2.10"]
+    over = tdhost.volumes.get(f"{unique}-pool", "over.qcow2")
+    assert over.format == "qcow2" and over.backing == f"/srv/hvlib-test/{unique}/base.img"
+
+    again = run("up", "--uri", URI, str(spec))
+    assert again.exit_code == 0, again.stderr
+    lines = again.stdout.splitlines()
+    assert [ln.split(": no changes (")[0] for ln in lines] == [
+        f"network {unique}-net",
+        f"pool {unique}-pool",
+        f"volume {unique}-pool/base.img",
+        f"volume {unique}-pool/over.qcow2",
+    ]
+    assert all(ln.endswith(f" s; {URI})") for ln in lines), lines
+
+
+def test_up_check_after_a_change_exits_3_and_changes_nothing(
+    tdhost: Host, unique: str, tmp_path: Path
+) -> None:
+    spec = write(tmp_path, stack(unique))
+    assert run("up", "--uri", URI, str(spec)).exit_code == 0
+    spec.write_text(stack(unique, reserved=2, size_mib=16, extra=True))
+    drift = run("up", "--check", "--uri", URI, str(spec))
+    assert drift.exit_code == 3, drift.stderr
+    lines = drift.stdout.splitlines()
+    assert f"network {unique}-net: + hosts[52:54:00:00:01:01]: 192.0.2.11  [live]" in lines
+    assert '+      <host mac="52:54:00:00:01:01" ip="192.0.2.11"/>' in lines
+    assert f"volume {unique}-pool/base.img: ~ size_mib: 8 -> 16  [live]" in lines
+    assert f"volume {unique}-pool/extra.img: + volume: raw, 2 MiB  [state]" in lines
+    assert f"volume {unique}-pool/over.qcow2: no changes (--check: nothing changed; {URI})" in (
+        lines
+    )
+    # nothing changed
+    assert [h.ip for h in tdhost.networks.get(f"{unique}-net").hosts] == ["192.0.2.10"]
+    assert tdhost.volumes.get(f"{unique}-pool", "base.img").capacity == 8 * MIB
+    assert tdhost.volumes.find(f"{unique}-pool", "extra.img") is None
+    # and up applies what --check showed (but growing: the test driver cannot resize)
+    spec.write_text(stack(unique, reserved=2, extra=True))
+    applied = run("up", "--uri", URI, str(spec))
+    assert applied.exit_code == 0, applied.stderr
+    assert [h.ip for h in tdhost.networks.get(f"{unique}-net").hosts] == [
+        "192.0.2.10",
+        "192.0.2.11",
+    ]
+    assert tdhost.volumes.find(f"{unique}-pool", "extra.img") is not None
+
+
+def test_up_refuses_a_volume_of_another_format_with_and_without_check(
+    tdhost: Host, unique: str, tmp_path: Path
+) -> None:
+    spec = write(tmp_path, stack(unique))
+    assert run("up", "--uri", URI, str(spec)).exit_code == 0
+    spec.write_text(stack(unique).replace("size_mib: 8\n", "size_mib: 8\nformat: qcow2\n"))
+    for check in (["--check"], []):
+        res = run("up", *check, "--uri", URI, str(spec))
+        assert res.exit_code == 1, res.stdout
+        assert (
+            f"hvlib: error: volume {unique}-pool/base.img ({spec}:8): volume "
+            f"{unique}-pool/base.img is raw, not qcow2: delete it first"
+        ) in res.stderr
+    assert tdhost.volumes.get(f"{unique}-pool", "base.img").format == "raw"
+
+
+def vm(name: str, *disks: str) -> str:
+    return f"name: {name}\nvirt: qemu\nkernel: /srv/vmlinuz\ndisks:\n" + "".join(
+        f"  - {d}\n" for d in disks
+    )
+
+
+def test_rm_volumes_deletes_the_volumes_of_volume_and_file_disks(
+    tdhost: Host, unique: str, tmp_path: Path
+) -> None:
+    pool = f"{unique}-pool"
+    spec = write(
+        tmp_path,
+        f"kind: volume\npool: {{name: {pool}, dir: /srv/hvlib-test/{unique}}}\nname: a.img\n"
+        f"size_mib: 1\n---\nkind: volume\npool: {pool}\nname: b.img\nsize_mib: 1\n---\n"
+        + vm(
+            f"{unique}-vm",
+            f"volume: {{pool: {pool}, name: a.img}}",
+            f"file: /srv/hvlib-test/{unique}/./b.img",
+        ),
+    )
+    assert run("up", "--uri", URI, str(spec)).exit_code == 0
+    res = run("rm", "--uri", URI, "--volumes", "--force", f"{unique}-vm")
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.splitlines() == [
+        f"{unique}-vm: removed ({URI})",
+        f"{unique}-vm: deleted volume {pool}/a.img ({URI})",
+        f"{unique}-vm: deleted volume {pool}/b.img ({URI})",
+    ]
+    assert tdhost.domains.find(f"{unique}-vm") is None
+    assert [v.name for v in tdhost.pools.get(pool).volumes()] == []
+
+
+def test_rm_volumes_refuses_a_volume_another_domain_uses(
+    tdhost: Host, unique: str, tmp_path: Path
+) -> None:
+    pool = f"{unique}-pool"
+    spec = write(
+        tmp_path,
+        f"kind: volume\npool: {{name: {pool}, dir: /srv/hvlib-test/{unique}}}\nname: own.img\n"
+        f"size_mib: 1\n---\nkind: volume\npool: {pool}\nname: shared.img\nsize_mib: 1\n"
+        "---\n"
+        + vm(
+            f"{unique}-a",
+            f"volume: {{pool: {pool}, name: own.img}}",
+            f"volume: {{pool: {pool}, name: shared.img}}",
+        )
+        + "---\n"
+        + vm(f"{unique}-b", f"file: /srv/hvlib-test/{unique}/shared.img"),
+    )
+    assert run("up", "--uri", URI, "--state", "shut-off", str(spec)).exit_code == 0
+    res = run("rm", "--uri", URI, "--volumes", f"{unique}-a")
+    assert res.exit_code == 1 and res.stdout == ""
+    assert (
+        f"hvlib: error: {unique}-a not removed ({URI}): volume {pool}/shared.img is also used "
+        f"by {unique}-b; nothing of {unique}-a was deleted"
+    ) in res.stderr
+    assert tdhost.domains.find(f"{unique}-a") is not None
+    assert sorted(v.name for v in tdhost.pools.get(pool).volumes()) == ["own.img", "shared.img"]
+    # once the other domain is gone, the volume goes with the last one that used it
+    assert run("rm", "--uri", URI, f"{unique}-b").exit_code == 0
+    res = run("rm", "--uri", URI, "--volumes", f"{unique}-a")
+    assert res.exit_code == 0, res.stderr
+    assert f"{unique}-a: deleted volume {pool}/shared.img ({URI})" in res.stdout
+    assert [v.name for v in tdhost.pools.get(pool).volumes()] == []
+
+
+def test_rm_volumes_leaves_a_file_that_is_no_volume_alone(
+    tdhost: Host, unique: str, tmp_path: Path
+) -> None:
+    plain = tmp_path / "plain.img"
+    plain.write_bytes(b"keep me")
+    spec = write(tmp_path, vm(f"{unique}-vm", f"file: {plain}"))
+    assert run("up", "--uri", URI, "--state", "shut-off", str(spec)).exit_code == 0
+    res = run("rm", "--uri", URI, "--volumes", f"{unique}-vm")
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.splitlines() == [
+        f"{unique}-vm: removed ({URI})",
+        f"{unique}-vm: kept {plain}: not a libvirt volume",
+    ]
+    assert plain.read_bytes() == b"keep me"
 
 
 def test_exec_cannot_run_exits_125() -> None:

@@ -1,10 +1,14 @@
-"""Spec files: YAML maps one-to-one onto DomainSpec; every error names the file, the line and
-the field (as a path into the document), and the rule; the README's examples are valid."""
+"""Spec files: YAML maps one-to-one onto DomainSpec, NetworkSpec and the arguments of
+Volumes.ensure; every error names the file, the line and the field (as a path into the
+document), and the rule; the README's examples are valid."""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,18 @@ import pytest
 import hvlib
 from hvlib import Disk, DomainSpec, Filesystem, Nic, VirtType, XmlEdit
 from hvlib.errors import SpecError
-from hvlib.specfile import DOMAIN_KEYS, SpecFileError, load, load_all, loads
+from hvlib.network import DhcpHost, NetworkSpec
+from hvlib.specfile import (
+    DOMAIN_KEYS,
+    NETWORK_KEYS,
+    VOLUME_KEYS,
+    SpecFileError,
+    VolumeDocument,
+    load,
+    load_all,
+    loads,
+)
+from hvlib.storage import Volumes
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 README_SECTION = "## Command line and spec files"
@@ -20,7 +35,7 @@ README_SECTION = "## Command line and spec files"
 
 def one(text: str) -> DomainSpec:
     sf = loads(text, "f.yaml")
-    assert len(sf.domains) == 1 and not sf.resources
+    assert len(sf.domains) == 1 and not sf.networks and not sf.volumes
     return sf.domains[0].spec
 
 
@@ -33,6 +48,11 @@ def error(text: str) -> SpecFileError:
 def test_every_spec_field_has_a_key() -> None:
     fields = {f.name for f in dataclasses.fields(DomainSpec)} - {"xml_hook"}
     assert set(DOMAIN_KEYS) == fields | {"kind"}
+    network_fields = tuple(f.name for f in dataclasses.fields(NetworkSpec))
+    assert ["kind", *network_fields] == list(NETWORK_KEYS)
+    params = list(inspect.signature(Volumes.ensure).parameters)
+    assert params[:3] == ["self", "pool", "name"]
+    assert set(VOLUME_KEYS) == {"kind", *params[1:]} - {"data"}  # bytes: library only
 
 
 def test_a_vm_maps_onto_the_same_domainspec() -> None:
@@ -144,16 +164,77 @@ def test_unquoted_scalars_of_string_fields_are_taken_as_written() -> None:
 
 def test_several_documents_and_kinds() -> None:
     sf = loads(
-        "---\nname: a\nkernel: /k\n---\n---\nkind: network\nname: net0\n"
-        "---\nkind: volume\nname: v\n---\nkind: domain\nname: b\nkernel: /k\n",
+        "---\nname: a\nkernel: /k\n---\n---\nkind: network\nname: net0\nipv4: 192.0.2.0/24\n"
+        "---\nkind: volume\npool: p\nname: v\nsize_mib: 1\n---\nkind: domain\nname: b\n"
+        "kernel: /k\n",
         "f.yaml",
     )
     assert [d.spec.name for d in sf.domains] == ["a", "b"]
-    assert [(d.location.line) for d in sf.domains] == [2, 12]
-    assert [(r.kind, r.name, r.location.line) for r in sf.resources] == [
-        ("network", "net0", 6),
-        ("volume", "v", 9),
-    ]
+    assert [(d.location.line) for d in sf.domains] == [2, 15]
+    assert [(n.spec.name, n.location.line) for n in sf.networks] == [("net0", 6)]
+    assert [(v.key, v.location.line) for v in sf.volumes] == [("p/v", 10)]
+
+
+NETWORK = """\
+kind: network
+name: lan
+ipv4: 192.0.2.0/24
+mode: isolated
+dhcp_range: [192.0.2.100, 192.0.2.199]
+hosts:
+  - mac: 52:54:00:00:00:01
+    ip: 192.0.2.10
+    name: web-1
+  - {mac: 52:54:00:00:00:0B, ip: 192.0.2.11}
+bridge: virbr-lan
+autostart: false
+"""
+
+
+def test_a_network_maps_onto_the_same_networkspec() -> None:
+    (doc,) = loads(NETWORK, "f.yaml").networks
+    assert doc.spec == NetworkSpec(
+        name="lan",
+        ipv4="192.0.2.0/24",
+        mode="isolated",
+        dhcp_range=("192.0.2.100", "192.0.2.199"),
+        hosts=[
+            DhcpHost("52:54:00:00:00:01", "192.0.2.10", "web-1"),
+            DhcpHost("52:54:00:00:00:0b", "192.0.2.11"),
+        ],
+        bridge="virbr-lan",
+        autostart=False,
+    )
+    assert doc.locate("hosts[1].ip").line == 10 and doc.locate("bridge").line == 11
+
+
+def test_a_network_takes_the_spec_defaults() -> None:
+    (doc,) = loads("kind: network\nname: n\nipv4: 192.0.2.1/24\nhosts: ~\n", "f.yaml").networks
+    assert doc.spec == NetworkSpec("n", "192.0.2.1/24")
+
+
+def test_volumes_map_onto_the_arguments_of_volumes_ensure() -> None:
+    sf = loads(
+        "kind: volume\npool: {name: images, dir: /srv/images}\nname: base.img\nsize_mib: 64\n"
+        "---\nkind: volume\npool: images\nname: web-1.qcow2\n"
+        "backing: {pool: images, name: base.img}\nsize_mib: 128\n",
+        "f.yaml",
+    )
+    base, over = sf.volumes
+    assert (base.pool, base.name, base.pool_dir, base.image_format) == (
+        "images",
+        "base.img",
+        "/srv/images",
+        "raw",
+    )
+    assert base.ensure_args() == {"size_mib": 64, "format": None, "backing": None}
+    assert (over.pool_dir, over.image_format) == (None, "qcow2")
+    assert over.ensure_args() == {
+        "size_mib": 128,
+        "format": None,
+        "backing": ("images", "base.img"),
+    }
+    assert over.locate("backing.name").line == 9
 
 
 def test_anchors_and_merge_keys_are_yaml_as_usual() -> None:
@@ -317,6 +398,127 @@ def test_errors_carry_file_line_field_and_rule(text: str, line: int, field: str,
     assert rule in e.rule
     assert str(e).startswith(f"f.yaml:{line}: {field}: "), str(e)
     assert isinstance(e, SpecError) and isinstance(e, ValueError)
+
+
+NET = "kind: network\nname: n\nipv4: 192.0.2.0/24\n"
+VOL = "kind: volume\npool: p\nname: v\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field", "rule"),
+    [
+        ("kind: network\nname: n\n", 1, "ipv4", "is required"),
+        ("kind: network\nipv4: 192.0.2.0/24\n", 1, "name", "is required"),
+        (NET + "host: []\n", 4, "host", "unknown key (did you mean 'hosts'?)"),
+        (NET + "data: x\n", 4, "data", "unknown key"),
+        ("kind: network\nname: n\nipv4: 192.0.2.0\n", 3, "ipv4", "must be a CIDR"),
+        (NET + "mode: bridge\n", 4, "mode", "must be 'nat' or 'isolated'"),
+        (NET + "autostart: maybe\n", 4, "autostart", "must be true or false"),
+        (NET + "dhcp_range: 192.0.2.9\n", 4, "dhcp_range", "must be a list"),
+        (NET + "dhcp_range: [192.0.2.9]\n", 4, "dhcp_range", "pair"),
+        (NET + "dhcp_range: [192.0.2.1, 192.0.2.9]\n", 4, "dhcp_range", "bridge's own address"),
+        (NET + "bridge: 'br 0'\n", 4, "bridge", "must be 1-15 of"),
+        (NET + "hosts:\n  - ip: 192.0.2.3\n", 5, "hosts[0].mac", "is required"),
+        (
+            NET + "hosts:\n  - mac: 52:54:00:00:00:zz\n    ip: 192.0.2.3\n",
+            5,
+            "hosts[0].mac",
+            "six hex pairs",
+        ),
+        (
+            NET + "hosts:\n  - mac: 52:54:00:00:00:01\n    ip: 198.51.100.3\n",
+            6,
+            "hosts[0].ip",
+            "must be a host address inside 192.0.2.0/24",
+        ),
+        (
+            NET + "hosts:\n  - mac: 52:54:00:00:00:01\n    ip: 192.0.2.3\n    name: a_b\n",
+            7,
+            "hosts[0].name",
+            "DNS label",
+        ),
+        (
+            NET + "hosts:\n  - {mac: 52:54:00:00:00:01, ip: 192.0.2.3}\n"
+            "  - {mac: 52:54:00:00:00:02, ip: 192.0.2.3}\n",
+            4,
+            "hosts",
+            "each ip must be reserved once",
+        ),
+        (
+            NET + "hosts:\n  - {mac: 52:54:00:00:00:01, ip: 192.0.2.3, mask: 24}\n",
+            5,
+            "hosts[0].mask",
+            "unknown key",
+        ),
+        ("kind: volume\nname: v\nsize_mib: 1\n", 1, "pool", "is required"),
+        ("kind: volume\npool: p\nsize_mib: 1\n", 1, "name", "is required"),
+        (VOL, 1, "size_mib", "is required when there is no backing volume"),
+        (VOL + "size_mib: 0\n", 4, "size_mib", "must be between 1 and"),
+        (VOL + "size_mib: 1G\n", 4, "size_mib", "must be an integer number of MiB"),
+        (VOL + "size_mib: 1\nformat: vmdk\n", 5, "format", "must be 'raw' or 'qcow2'"),
+        (VOL + "size_mib: 1\nsize: 2\n", 5, "size", "unknown key (did you mean 'size_mib'?)"),
+        (VOL + "data: hello\n", 4, "data", "has no spelling in a file"),
+        (VOL + "format: raw\nbacking: {pool: p, name: b}\n", 4, "format", "must be qcow2"),
+        (VOL + "backing: {pool: p}\n", 4, "backing.name", "is required"),
+        (VOL + "backing: p/b\n", 4, "backing", "must be a mapping"),
+        (VOL + "backing: {pool: p, name: ../b}\n", 4, "backing.name", "must start with"),
+        ("kind: volume\npool: p\nname: ../v\nsize_mib: 1\n", 3, "name", "must start with"),
+        ("kind: volume\npool: 'a b'\nname: v\nsize_mib: 1\n", 2, "pool", "must start with"),
+        ("kind: volume\npool: {name: p}\nname: v\nsize_mib: 1\n", 2, "pool.dir", "is required"),
+        (
+            "kind: volume\npool:\n  name: p\n  dir: srv/p\nname: v\nsize_mib: 1\n",
+            4,
+            "pool.dir",
+            "must be an absolute path",
+        ),
+        (
+            "kind: volume\npool: {name: p, dir: /p, type: dir}\nname: v\nsize_mib: 1\n",
+            2,
+            "pool.type",
+            "unknown key",
+        ),
+    ],
+)
+def test_network_and_volume_errors_carry_file_line_field_and_rule(
+    text: str, line: int, field: str, rule: str
+) -> None:
+    e = error(text)
+    assert (e.path, e.line, e.field) == ("f.yaml", line, field), str(e)
+    assert rule in e.rule, str(e)
+    assert str(e).startswith(f"f.yaml:{line}: {field}: "), str(e)
+
+
+def test_networks_volumes_and_pool_dirs_are_declared_once_across_files(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(NET + "---\n" + VOL + "size_mib: 1\n")
+    b.write_text("# again\n" + NET)
+    with pytest.raises(SpecFileError) as info:
+        load_all([a, b])
+    assert str(info.value).startswith(f"{b}:3: name: is already declared at {a}:1")
+    b.write_text(VOL + "size_mib: 2\n")
+    with pytest.raises(SpecFileError) as info:
+        load_all([a, b])
+    assert str(info.value).startswith(f"{b}:3: name: is already declared at {a}:5 (got 'p/v')")
+    a.write_text("kind: volume\npool: {name: p, dir: /srv/p/}\nname: v1\nsize_mib: 1\n")
+    b.write_text("kind: volume\npool: {name: p, dir: /srv/q}\nname: v2\nsize_mib: 1\n")
+    with pytest.raises(SpecFileError) as info:
+        load_all([a, b])
+    assert str(info.value).startswith(
+        f"{b}:2: pool.dir: pool p is declared at {a}:2 with dir /srv/p/"
+    )
+    b.write_text("kind: volume\npool: {name: p, dir: /srv/p}\nname: v2\nsize_mib: 1\n")
+    assert [v.pool_dir for sf in load_all([a, b]) for v in sf.volumes] == ["/srv/p/", "/srv/p"]
+    assert isinstance(load_all([a])[0].volumes[0], VolumeDocument)
+
+
+def test_reading_domains_does_not_import_libvirt() -> None:
+    # hvlib.network and hvlib.storage load libvirt: only a network or volume document does
+    code = (
+        "import sys; from hvlib.specfile import loads; loads('name: v\\nkernel: /k\\n'); "
+        "print('libvirt' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
 
 
 def test_unknown_key_names_the_known_ones() -> None:
