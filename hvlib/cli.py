@@ -2,11 +2,10 @@
 
 Commands: ``up`` (ensure the networks, volumes and domains of spec files,
 :mod:`hvlib.specfile`), ``down``, ``rm`` (``--volumes``: also the storage volumes of the
-domain's disks, found by :func:`volume_at` for file disks), ``ls``, ``exec``, ``console``,
-``render`` and ``demo``. Every command is a thin layer over hvlib's public API: parse
-arguments, call the library, print what it did. ``up`` reports a pool's or a volume's changes
-from reads made before its one ``ensure_dir``/``ensure`` call (those calls return no report),
-refusing what they would refuse, so that ``--check`` says the same as a real run.
+domain's disks), ``ls``, ``exec``, ``console``, ``render`` and ``demo``. Every command is a
+thin layer over hvlib's public API: parse arguments, call the library, print what it did.
+``up`` reports a pool's or a volume's changes from the library's plans (``plan_dir``,
+``Volumes.plan``: reads only), so that ``--check`` says the same as a real run.
 
 Exit status (the same for every command; ``exec`` passes its command's status through)::
 
@@ -745,31 +744,10 @@ def _ensure_pool(host: Host, name: str, path: str, check: bool) -> ChangeReport:
     """
     from hvlib.ensure import ChangeReport
 
-    changes = _pool_changes(host, name, path)
+    changes = host.pools.plan_dir(name, path)
     if changes and not check:
         host.pools.ensure_dir(name, path)
     return ChangeReport(bool(changes), changes)
-
-
-def _pool_changes(host: Host, name: str, path: str) -> list[Change]:
-    """What ``ensure_dir`` would change (the same refusal as it, so --check says it too)."""
-    from hvlib.ensure import Change, ChangeHow
-    from hvlib.errors import InvalidState
-
-    pool = host.pools.find(name)
-    started = Change("state", "inactive", "active", ChangeHow.STATE)
-    autostart = Change("autostart", False, True, ChangeHow.NEXT_BOOT)
-    if pool is None:
-        return [Change("pool", None, f"directory {path}", ChangeHow.STATE), started, autostart]
-    doc = pool.doc()
-    where = posixpath.normpath(doc.target_path or "")
-    if doc.pool_type != "dir" or where != posixpath.normpath(path):
-        raise InvalidState(
-            f"pool {name} exists as a {doc.pool_type} pool at {doc.target_path}, "
-            f"not as a directory pool at {path}",
-            name=name,
-        )
-    return [c for c, due in ((started, not pool.active), (autostart, not pool.autostart)) if due]
 
 
 def _ensure_volume(host: Host, doc: specfile.VolumeDocument, check: bool) -> ChangeReport:
@@ -789,52 +767,16 @@ def _ensure_volume(host: Host, doc: specfile.VolumeDocument, check: bool) -> Cha
 
 
 def _volume_changes(host: Host, doc: specfile.VolumeDocument) -> list[Change]:
+    """``host.volumes.plan`` of ``doc``; a volume whose pool or backing volume ``up`` has
+    not made yet (``--check``) is simply new."""
     from hvlib.ensure import Change, ChangeHow
-    from hvlib.storage import MIB
+    from hvlib.storage import describe_volume
 
     pool = host.pools.find(doc.pool)
-    vol = None if pool is None else host.volumes.find(pool, doc.name)
-    if vol is None:
-        return [Change("volume", None, _volume_summary(doc), ChangeHow.STATE)]
-    _check_same_kind(host, vol, doc)
-    if doc.size_mib is not None and doc.size_mib * MIB > vol.capacity:
-        return [Change("size_mib", vol.capacity // MIB, doc.size_mib, ChangeHow.LIVE)]
-    return []
-
-
-def _volume_summary(doc: specfile.VolumeDocument) -> str:
-    parts = [doc.image_format]
-    if doc.backing is not None:
-        parts.append(f"overlay on {'/'.join(doc.backing)}")
-    if doc.size_mib is not None:
-        parts.append(f"{doc.size_mib} MiB")
-    return ", ".join(parts)
-
-
-def _check_same_kind(host: Host, vol: Volume, doc: specfile.VolumeDocument) -> None:
-    """Refuse, as ``Volumes.ensure`` does, a volume of another format or backing image.
-
-    Raises:
-        InvalidState: it differs (delete it first). NotFound: the backing volume is gone.
-    """
-    from hvlib.errors import InvalidState
-
-    have = "raw" if vol.format in (None, "raw", "iso") else vol.format  # a probed raw file
-    if have != doc.image_format:
-        raise InvalidState(
-            f"volume {doc.key} is {vol.format}, not {doc.image_format}: delete it first",
-            name=doc.name,
-        )
-    had = vol.backing
-    if had is not None:
-        had = posixpath.normpath(posixpath.join(posixpath.dirname(vol.path), had))
-    want = None if doc.backing is None else host.volumes.get(*doc.backing).path
-    if had != (None if want is None else posixpath.normpath(want)):
-        raise InvalidState(
-            f"volume {doc.key} is backed by {had or 'nothing'}, not {want or 'nothing'}: "
-            "delete it first",
-            name=doc.name,
-        )
+    if pool is None or host.volumes.find(pool, doc.name) is None:
+        what = describe_volume(doc.image_format, doc.backing, doc.size_mib)
+        return [Change("volume", None, what, ChangeHow.STATE)]
+    return host.volumes.plan(pool, doc.name, **doc.ensure_args())
 
 
 # -- down, rm ------------------------------------------------------------------------------
@@ -954,26 +896,6 @@ def _rm_one(dom: Domain, force: bool, volumes: bool) -> bool:
     return _delete_volumes(dom, doomed)
 
 
-def volume_at(host: Host, path: str) -> Volume | None:
-    """The volume whose path is ``path`` in one of ``host``'s started pools, or None (a
-    plain file, not a libvirt volume).
-
-    Only the volumes libvirt knows count (pools are not refreshed: a file copied into a
-    pool's directory behind libvirt's back is not one yet), and paths are compared
-    normalised, never resolved on the host's filesystem (which may be remote).
-
-    Raises:
-        HostError, LibvirtError: libvirt could not list the pools or their volumes.
-    """
-    want = posixpath.normpath(path)
-    for pool in host.pools.list():
-        if pool.active:
-            found = [v for v in pool.volumes() if posixpath.normpath(v.path) == want]
-            if found:
-                return found[0]
-    return None
-
-
 def _disk_volumes(dom: Domain) -> tuple[list[Volume], list[str]]:
     """The volumes ``dom``'s disks use (cdroms aside), each once; and what of its disks is
     kept, with why."""
@@ -1011,7 +933,7 @@ def _volume_of_disk(host: Host, disk: DiskXML) -> Volume | None:
         pool = host.pools.find(disk.source_pool)
         return None if pool is None else host.volumes.find(pool, disk.source_volume)
     if disk.kind == "file" and disk.source_file:
-        return volume_at(host, disk.source_file)
+        return host.volumes.find_by_path(disk.source_file)
     return None
 
 

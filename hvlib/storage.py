@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
 
 from hvlib import _virt
+from hvlib.ensure import Change, ChangeHow
 from hvlib.errors import AlreadyExists, HvlibError, InvalidState, NotFound, SpecError
 from hvlib.handle import HostObject
 from hvlib.spec import Disk, DiskKind, check_name, check_path
@@ -173,22 +174,32 @@ class Pools:
             InvalidState: a pool of that name exists but is not a directory pool at ``path``.
             LibvirtError: libvirt could not build or start the pool.
         """
-        check_name("pool.name", name)
-        path = posixpath.normpath(check_path("pool.path", str(path)))
+        path = _dir_pool_path(name, path)
         pool = self.find(name)
         if pool is None:
             return self._create_dir(name, path, autostart)
-        doc = pool.doc()
-        if doc.pool_type != "dir" or _norm(doc.target_path) != path:
-            raise InvalidState(
-                f"pool {name} exists as a {doc.pool_type} pool at {doc.target_path}, "
-                f"not as a directory pool at {path}",
-                name=name,
-            )
+        _check_dir_pool(pool, path)
         pool.start()
         if autostart and not pool.autostart:
             pool.autostart = True
         return pool
+
+    def plan_dir(self, name: str, path: str, *, autostart: bool = True) -> list[Change]:
+        """What :meth:`ensure_dir` with the same arguments would change; reads only.
+
+        Raises:
+            SpecError, InvalidState: as :meth:`ensure_dir` (nothing changed either way).
+        """
+        path = _dir_pool_path(name, path)
+        pool = self.find(name)
+        started = Change("state", "inactive", "active", ChangeHow.STATE)
+        autostarts = Change("autostart", False, True, ChangeHow.NEXT_BOOT)
+        if pool is None:
+            created = Change("pool", None, f"directory {path}", ChangeHow.STATE)
+            return [created, started, *([autostarts] if autostart else [])]
+        _check_dir_pool(pool, path)
+        due = ((started, not pool.active), (autostarts, autostart and not pool.autostart))
+        return [change for change, needed in due if needed]
 
     def _create_dir(self, name: str, path: str, autostart: bool) -> Pool:
         xml = dir_pool_doc(name, path).to_xml()
@@ -226,6 +237,27 @@ class Pools:
         """Every pool of the host (started or not), in one libvirt call."""
         handles = self.host.call(lambda c: c.listAllStoragePools(0), safe=True)
         return [Pool(self.host, h) for h in handles]
+
+
+def _dir_pool_path(name: str, path: str) -> str:
+    """``path`` normalised, after checking ``name`` and ``path``.
+
+    Raises:
+        SpecError: a bad name or path.
+    """
+    check_name("pool.name", name)
+    return posixpath.normpath(check_path("pool.path", str(path)))
+
+
+def _check_dir_pool(pool: Pool, path: str) -> None:
+    """Raises InvalidState unless ``pool`` is a directory pool at ``path``."""
+    doc = pool.doc()
+    if doc.pool_type != "dir" or _norm(doc.target_path) != path:
+        raise InvalidState(
+            f"pool {pool.name} exists as a {doc.pool_type} pool at {doc.target_path}, "
+            f"not as a directory pool at {path}",
+            name=pool.name,
+        )
 
 
 def _norm(path: str | None) -> str | None:
@@ -523,6 +555,48 @@ class Volumes:
             found = _lookup(target, name)
         return found
 
+    def find_by_path(self, path: str) -> Volume | None:
+        """The volume at ``path`` in one of the host's started pools, or None (a plain file
+        that is no libvirt volume). Paths are compared as libvirt knows them, never resolved
+        on the host's filesystem (which may be remote).
+
+        Raises:
+            SpecError: ``path`` is not absolute. HostError: the connection failed.
+        """
+        path = posixpath.normpath(check_path("volume.path", str(path)))
+        try:
+            handle = self.host.call(lambda c: c.storageVolLookupByPath(path), safe=True)
+        except NotFound:
+            return None
+        pool = Pool(self.host, self.host.call(lambda _c: handle.storagePoolLookupByVolume()))
+        return Volume(pool, handle)
+
+    def plan(
+        self,
+        pool: Pool | str,
+        name: str,
+        *,
+        size_mib: int | None = None,
+        format: VolumeFormat | None = None,
+        backing: Volume | tuple[str, str] | None = None,
+    ) -> list[Change]:
+        """What :meth:`ensure` with the same arguments (no ``data``) would change; reads only.
+
+        Raises:
+            SpecError, InvalidState, NotFound: as :meth:`ensure` (nothing changed either way).
+        """
+        target = self.pool(pool)
+        doc, _ = self._plan(name, size_mib, format, None, backing)
+        vol = self.find(target, name)
+        if vol is None:
+            base = (backing.pool.name, backing.name) if isinstance(backing, Volume) else backing
+            what = describe_volume(doc.target_format or "raw", base, size_mib)
+            return [Change("volume", None, what, ChangeHow.STATE)]
+        _check_same_kind(vol, doc)
+        if size_mib is not None and (doc.capacity or 0) > vol.capacity:
+            return [Change("size_mib", vol.capacity // MIB, size_mib, ChangeHow.LIVE)]
+        return []
+
     def create(
         self,
         pool: Pool | str,
@@ -631,6 +705,16 @@ class Volumes:
         path = check_path("backing.path", base.path)
         base_fmt = base_doc.target_format or "raw"
         return volume_doc(name, size or base_doc.capacity or 0, fmt, backing=(path, base_fmt))
+
+
+def describe_volume(fmt: str, backing: tuple[str, str] | None, size_mib: int | None) -> str:
+    """``qcow2, overlay on POOL/NAME, 64 MiB``: what a planned volume will be. Pure."""
+    parts = [fmt]
+    if backing is not None:
+        parts.append(f"overlay on {'/'.join(backing)}")
+    if size_mib is not None:
+        parts.append(f"{size_mib} MiB")
+    return ", ".join(parts)
 
 
 def _plan_data(name: str, fmt: str, size: int | None, data: object) -> tuple[VolumeXML, bytes]:

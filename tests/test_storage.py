@@ -321,3 +321,60 @@ def test_growing_is_unsupported_here_and_shrinking_is_refused(host: Host, pool: 
         vol.resize(16)
     with pytest.raises(Unsupported):
         Volumes(host).ensure(pool, "a.img", size_mib=16)
+
+
+# -- plans (what ensure would change; reads only) and lookups by path ---------------------
+
+
+def test_plan_dir_says_what_ensure_dir_will_do_and_writes_nothing(
+    counted: tuple[Host, CountingLibvirt], unique: str
+) -> None:
+    host, proxy = counted
+    pools, name, path = Pools(host), f"p{unique}", f"/srv/hvlib-test/{unique}"
+    planned = pools.plan_dir(name, path)
+    assert [(c.field, c.after) for c in planned] == [
+        ("pool", f"directory {path}"),
+        ("state", "active"),
+        ("autostart", True),
+    ]
+    assert [c.field for c in pools.plan_dir(name, path, autostart=False)] == ["pool", "state"]
+    assert writes(proxy) == {} and pools.find(name) is None
+    pool = pools.ensure_dir(name, path, autostart=False)
+    assert [c.field for c in pools.plan_dir(name, path)] == ["autostart"]
+    pool.handle.destroy()
+    assert [c.field for c in pools.plan_dir(name, path, autostart=False)] == ["state"]
+    pools.ensure_dir(name, path)
+    assert pools.plan_dir(name, path) == []
+    with pytest.raises(InvalidState, match="not as a directory pool at /elsewhere"):
+        pools.plan_dir(name, "/elsewhere")
+    pool.delete()
+
+
+def test_volume_plan_matches_ensure_and_writes_nothing(
+    counted: tuple[Host, CountingLibvirt], pool: Pool
+) -> None:
+    host, proxy = counted
+    vols = Volumes(host)
+    proxy.calls.clear()
+    (created,) = vols.plan(pool, "base.img", size_mib=8)
+    assert (created.field, created.before, created.after) == ("volume", None, "raw, 8 MiB")
+    assert writes(proxy) == {} and vols.find(pool, "base.img") is None
+    base = vols.ensure(pool, "base.img", size_mib=8)
+    (overlay,) = vols.plan(pool, "over.qcow2", backing=base)
+    assert overlay.after == f"qcow2, overlay on {pool.name}/base.img"
+    assert vols.plan(pool, "base.img", size_mib=8) == []
+    assert vols.plan(pool, "base.img", size_mib=4) == [], "never shrinks"
+    (grow,) = vols.plan(pool, "base.img", size_mib=16)
+    assert (grow.field, grow.before, grow.after) == ("size_mib", 8, 16)
+    with pytest.raises(InvalidState, match="is raw, not qcow2"):
+        vols.plan(pool, "base.img", size_mib=8, format="qcow2")
+
+
+def test_find_by_path_finds_volumes_only(host: Host, pool: Pool) -> None:
+    vol = Volumes(host).create(pool, "a.img", size_mib=8)
+    found = Volumes(host).find_by_path(vol.path)
+    assert found is not None and (found.pool.name, found.name) == (pool.name, "a.img")
+    assert Volumes(host).find_by_path(vol.path.replace("a.img", "./a.img")) is not None
+    assert Volumes(host).find_by_path("/srv/no/such/file.img") is None
+    with pytest.raises(SpecError):
+        Volumes(host).find_by_path("relative.img")
