@@ -109,6 +109,7 @@ _UNSUPPORTED_BLAME = (
     ("cdrom", "disks"),
     ("disks", "disks"),
     ("filesystems", "filesystems"),
+    ("idmap", "idmap"),
     ("host_root", "filesystems"),
     ("kernel", "kernel"),
 )
@@ -409,6 +410,21 @@ class _Document:
         except yaml.YAMLError as e:
             raise self.fail(node, fieldname, f"cannot be read: {e}") from None
 
+    def plain(self, node: Node, fieldname: str, *, mapping: bool = False) -> Any:
+        """Plain Python data (dicts, lists, scalars) of ``node``, every nested field's line
+        recorded (``idmap.uids[0].count``), for DomainSpec fields that take a mapping.
+
+        Raises:
+            SpecFileError: ``mapping`` and the node is not one, or a bad key or scalar.
+        """
+        if mapping or isinstance(node, yaml.MappingNode):
+            keys = self.mapping(node, fieldname)
+            return {k: self.plain(v, f"{fieldname}.{k}") for k, v in keys.items()}
+        if isinstance(node, yaml.SequenceNode):
+            items = self.sequence(node, fieldname)
+            return [self.plain(item, f"{fieldname}[{i}]") for i, item in enumerate(items)]
+        return self.scalar(node, fieldname)
+
     def sequence(self, node: Node, fieldname: str) -> list[Node]:
         """The items of a list node, each recorded under ``fieldname[i]``."""
         if not isinstance(node, yaml.SequenceNode):
@@ -484,6 +500,8 @@ class _Document:
             "nics": lambda n: self.items(n, "nics", self.nic),
             "filesystems": lambda n: self.items(n, "filesystems", self.filesystem),
             "xml_edits": lambda n: self.items(n, "xml_edits", self.xml_edit),
+            "cpu": lambda n: self.plain(n, "cpu", mapping=True),
+            "idmap": lambda n: self.plain(n, "idmap", mapping=True),
             "init": lambda n: [
                 self.string(item, f"init[{i}]") for i, item in enumerate(self.sequence(n, "init"))
             ],

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 import hvlib
-from hvlib import Disk, DomainSpec, Filesystem, Nic, VirtType, XmlEdit
+from hvlib import Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, VirtType, XmlEdit
 from hvlib.errors import SpecError
 from hvlib.network import DhcpHost, NetworkSpec
+from hvlib.spec import Cpu
 from hvlib.specfile import (
     DOMAIN_KEYS,
     NETWORK_KEYS,
@@ -251,6 +252,7 @@ def test_anchors_and_merge_keys_are_yaml_as_usual() -> None:
 
 
 VM = "name: v\nvirt: qemu\nkernel: /k\n"
+CT = "name: c\nvirt: lxc\ninit: [/sbin/init]\nfilesystems:\n  - {source: /srv/c, target: /}\n"
 
 
 @pytest.mark.parametrize(
@@ -267,6 +269,17 @@ VM = "name: v\nvirt: qemu\nkernel: /k\n"
         ("name: v\nvirt: vmware\n", 2, "virt", "must be one of kvm, qemu, xen-pv"),
         ("name: v\nkind: pod\n", 2, "kind", "must be one of domain, network, volume"),
         (VM + "vcpus: two\n", 4, "vcpus", "must be an integer"),
+        (VM + "idmap: {target: 100000}\n", 4, "idmap", "idmap is for lxc containers"),
+        (CT + "idmap: 100000\n", 6, "idmap", "must be a mapping"),
+        (CT + "idmap: {target: 100000, shift: 2}\n", 6, "idmap.shift", "unknown key"),
+        (
+            CT + "idmap:\n  uids: [{start: 0, target: 1, count: 9}]\n  gids:\n"
+            "    - {start: 0, target: 1, count: 9}\n    - {start: 5, target: 50, count: 0}\n",
+            10,
+            "idmap.gids[1].count",
+            "must be between 1",
+        ),
+        (VM + "cpu: {model: EPYC, sockets: many}\n", 4, "cpu.sockets", "must be an integer"),
         (VM + "vcpus: 0\n", 4, "vcpus", "must be between 1 and 512"),
         (VM + "memory_mib: 1G\n", 4, "memory_mib", "must be an integer"),
         (VM + "memory_mib: 512\nmax_memory_mib: 256\n", 5, "max_memory_mib", "between 512"),
@@ -575,3 +588,14 @@ def test_readme_has_a_valid_example_per_virt_type() -> None:
             hvlib.validate(hvlib.render(doc.spec))  # libvirt's own RelaxNG schema
             seen.add(doc.spec.virt)
     assert seen == set(VirtType)
+
+
+def test_idmap_and_cpu_map_onto_their_spec_types() -> None:
+    short = loads(CT + "idmap: {target: 100000, count: 1000}\n", "f.yaml").domains[0].spec
+    assert short.idmap == IdMap.shifted(100000, 1000)
+    ranges = "[{start: 0, target: 200000, count: 10}, {start: 10, target: 300000, count: 5}]"
+    long = loads(CT + f"idmap:\n  uids: {ranges}\n  gids: {ranges}\n", "f.yaml").domains[0]
+    pairs = (IdRange(0, 200000, 10), IdRange(10, 300000, 5))
+    assert long.spec.idmap == IdMap(pairs, pairs)
+    vm = loads(VM + "cpu: {model: EPYC, disable: [smap]}\n", "f.yaml").domains[0].spec
+    assert vm.cpu == Cpu.model("EPYC", disable=["smap"])
