@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 
 from hvlib import cli, connect
 from hvlib.access import CommandResult
+from hvlib.cli import _guests
 from hvlib.host import Host
 from hvlib.storage import MIB
 
@@ -651,7 +652,7 @@ def test_verbose_logs_debug_lines(specs: Path) -> None:
 
 @pytest.mark.parametrize(("status", "expected"), [(0, 0), (7, 7), (300, 255), (-9, 137)])
 def test_exit_status_of_a_command(status: int, expected: int) -> None:
-    assert cli._exit_status(status) == expected
+    assert _guests._exit_status(status) == expected
 
 
 def test_exec_passes_output_and_exit_status_through(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -667,7 +668,7 @@ def test_exec_passes_output_and_exit_status_through(monkeypatch: pytest.MonkeyPa
         return CommandResult(exit_status=7, stdout=b"", stderr=b"", elapsed=0.0)
 
     monkeypatch.setattr(Domain, "exec", fake_exec)
-    monkeypatch.setattr(cli, "_require_credentials", lambda dom, config: None)
+    monkeypatch.setattr(_guests, "_require_credentials", lambda dom, config: None)
     res = CliRunner().invoke(
         cli.cli, ["exec", "--uri", URI, "--timeout", "5", "test", "--", "ls", "-l"]
     )

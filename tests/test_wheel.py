@@ -3,6 +3,7 @@ virtualenv and render every type from there (not from this source tree)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -16,9 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
+    """Built from a copy of the source tree without build products (setuptools' ``build/``
+    directory of an earlier build would otherwise leak stale modules into the wheel)."""
+    out, src = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("src") / "hvlib"
+    skip = shutil.ignore_patterns(".*", "build", "dist", "docs", "*.egg-info", "__pycache__")
+    shutil.copytree(ROOT, src, ignore=skip)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
         check=True,
         capture_output=True,
     )
@@ -31,6 +36,13 @@ def test_wheel_contains_typing_marker_and_templates(wheel: Path) -> None:
     assert "hvlib/_nsexec.py" in names, "LXC exec runs this file"
     for t in ("hvm", "xen-pv", "xen-hvm", "lxc"):
         assert f"hvlib/templates/{t}.xml" in names
+
+
+def test_wheel_contains_every_module_of_the_source_tree(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    root = Path(__file__).resolve().parent.parent
+    sources = {p.relative_to(root).as_posix() for p in (root / "hvlib").rglob("*.py")}
+    assert sources and sources <= names, sorted(sources - names)
 
 
 def test_installed_wheel_renders_every_type(wheel: Path, tmp_path: Path) -> None:

@@ -1,0 +1,250 @@
+"""What every ``hvlib`` command shares: exit statuses, output, options, hosts, the group."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from hvlib.enums import State, VirtType
+from hvlib.errors import HvlibError, SpecError
+
+if TYPE_CHECKING:
+    from hvlib.domain import Domain
+    from hvlib.ensure import Change, ChangeReport
+    from hvlib.host import Host
+
+
+T = TypeVar("T")
+R = TypeVar("R", bound="ChangeReport")
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PENDING = 0, 1, 2, 3
+EXIT_EXEC_TIMEOUT, EXIT_EXEC_CANNOT_RUN = 124, 125
+PROGRESS_EVERY = 5.0
+"""Seconds between progress lines when stderr is not a terminal (CI logs)."""
+DRIVERS = {
+    VirtType.KVM: ("qemu",),
+    VirtType.QEMU: ("qemu",),
+    VirtType.XEN_PV: ("xen", "libxl"),
+    VirtType.XEN_HVM: ("xen", "libxl"),
+    VirtType.LXC: ("lxc",),
+}
+NEEDS = {"restart": "--allow-restart", "recreate": "--allow-recreate"}
+STATES = {"running": State.RUNNING, "shut-off": State.SHUT_OFF, "paused": State.PAUSED}
+
+
+class Exit(Exception):
+    """Stop the command with ``status`` after printing ``message`` (if any) on stderr."""
+
+    def __init__(self, status: int, message: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# -- output --------------------------------------------------------------------------------
+
+
+def say(text: str = "") -> None:
+    """One line of results on stdout."""
+    click.echo(text)
+
+
+def note(text: str) -> None:
+    """One line of progress or diagnostics on stderr."""
+    click.echo(text, err=True)
+
+
+def run_with_progress(label: str, fn: Callable[[], T]) -> tuple[T, float]:
+    """Run ``fn`` on a worker thread; meanwhile show ``label`` with the elapsed time on
+    stderr (a live line on a terminal, a line every PROGRESS_EVERY s otherwise).
+
+    Returns ``fn``'s result and its duration. Raises whatever ``fn`` raised.
+    """
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # handed to the caller's thread
+            box["error"] = e
+
+    started = time.monotonic()
+    worker = threading.Thread(target=work, name="hvlib-cli-work", daemon=True)
+    worker.start()
+    if sys.stderr.isatty():
+        _live_progress(worker, label, started)
+    else:
+        _logged_progress(worker, label, started)
+    elapsed = time.monotonic() - started
+    if "error" in box:
+        raise box["error"]
+    return box["value"], elapsed
+
+
+def _live_progress(worker: threading.Thread, label: str, started: float) -> None:
+    from rich.console import Console
+
+    with Console(stderr=True).status(label) as status:
+        while worker.is_alive():
+            worker.join(0.1)
+            status.update(f"{label} ({time.monotonic() - started:.1f} s)")
+
+
+def _logged_progress(worker: threading.Thread, label: str, started: float) -> None:
+    while worker.is_alive():
+        worker.join(PROGRESS_EVERY)
+        if worker.is_alive():
+            note(f"  ... {label} ({time.monotonic() - started:.0f} s)")
+
+
+def fmt_value(value: Any) -> str:
+    """A change's before/after value, short and readable."""
+    if value is None:
+        return "(none)"
+    if isinstance(value, State | VirtType):
+        return str(value.value)
+    if isinstance(value, tuple | list):
+        parts = [fmt_value(v) if not isinstance(v, bool) else "readonly" for v in value if v]
+        return " ".join(parts) or "(empty)"
+    return str(value)
+
+
+def fmt_change(change: Change, *, pending: bool = False) -> str:
+    """``~ memory_mib: 256 -> 512  [live]``; ``+`` added, ``-`` removed, ``!`` not applied."""
+    mark = "+" if change.before is None else "-" if change.after is None else "~"
+    what = f"{fmt_value(change.before)} -> {fmt_value(change.after)}"
+    if change.before is None:
+        what = fmt_value(change.after)
+    elif change.after is None:
+        what = fmt_value(change.before)
+    how = change.how.value
+    if pending:
+        mark, how = "!", f"pending: needs {NEEDS.get(how, how)}"
+    return f"{mark} {change.field}: {what}  [{how}]"
+
+
+# -- options shared by commands ------------------------------------------------------------
+
+
+def _set_verbose(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        logging.getLogger().setLevel(logging.DEBUG)
+
+
+verbose_option = click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    expose_value=False,
+    callback=_set_verbose,
+    help="Debug logs on stderr.",
+)
+
+
+def uri_option(multiple: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--uri`` (repeatable when ``multiple``), defaulting to ``$HVLIB_URI``."""
+    return click.option(
+        "--uri",
+        "uris",
+        multiple=multiple,
+        envvar="HVLIB_URI",
+        metavar="URI",
+        help="libvirt URI of a host ($HVLIB_URI)"
+        + (". Repeat for several hosts." if multiple else "."),
+    )
+
+
+netns_option = click.option(
+    "--netns",
+    envvar="HVLIB_NETNS",
+    metavar="NAME",
+    help="Network namespace (ip netns) where the host's guests live: SSH and address "
+    "probes are made from inside it ($HVLIB_NETNS).",
+)
+
+
+def uri_list(uris: Sequence[str] | str | None) -> list[str]:
+    if isinstance(uris, str):
+        uris = uris.split()
+    found = list(dict.fromkeys(u for u in uris or () if u))  # in order, once each
+    if not found:
+        raise Exit(EXIT_BAD_INPUT, "hvlib: no host: pass --uri URI or set HVLIB_URI")
+    return found
+
+
+@contextmanager
+def hosts(uris: Sequence[str], netns: str | None) -> Iterator[list[Host]]:
+    """Connections to every URI, closed on exit.
+
+    Raises:
+        HostError: a host cannot be reached.
+    """
+    import hvlib
+
+    with ExitStack() as stack:
+        yield [stack.enter_context(hvlib.connect(u, netns=netns)) for u in uris]
+
+
+def find_all(hs: Sequence[Host], name: str) -> list[Domain]:
+    """The domain ``name`` on each host that has one."""
+    return [d for d in (h.domains.find(name) for h in hs) if d is not None]
+
+
+def find_one(hs: Sequence[Host], name: str) -> Domain:
+    """The domain ``name`` on exactly one of the hosts.
+
+    Raises:
+        Exit: none has it (1), or several do (2).
+    """
+    found = find_all(hs, name)
+    if not found:
+        raise Exit(EXIT_FAILED, f"hvlib: {name}: no such domain on {hostnames(hs)}")
+    if len(found) > 1:
+        where = ", ".join(d.host.uri for d in found)
+        raise Exit(
+            EXIT_BAD_INPUT,
+            f"hvlib: {name} exists on several hosts ({where}): pass the one --uri you mean",
+        )
+    return found[0]
+
+
+def hostnames(hs: Sequence[Host]) -> str:
+    return ", ".join(h.uri for h in hs)
+
+
+# -- the group -----------------------------------------------------------------------------
+
+
+class Group(click.Group):
+    """Turns hvlib's exceptions into one stderr line and the exit status of the table."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exit as e:
+            if e.message:
+                note(e.message)
+            ctx.exit(e.status)
+        except SpecError as e:
+            note(f"hvlib: {e}")
+            ctx.exit(EXIT_BAD_INPUT)
+        except HvlibError as e:
+            note(f"hvlib: error: {e}")
+            ctx.exit(EXIT_FAILED)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@verbose_option
+def cli() -> None:
+    """hvlib: one Domain API over KVM, QEMU, Xen PV/HVM and LXC, through libvirt.
+
+    Exit status: 0 done / as declared, 1 failure, 2 bad input, 3 changes pending
+    (up --check drift, or changes that need --allow-restart/--allow-recreate).
+    """
