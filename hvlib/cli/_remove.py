@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -61,15 +61,7 @@ def down(
     With several --uri, a name is shut down on every host that has it. A domain that is
     absent or already off is left as it is.
     """
-    failed = False
-    with hosts(uri_list(uris), netns) as hs:
-        for name in names:
-            doms = find_all(hs, name)
-            if not doms:
-                say(f"{name}: not found on {hostnames(hs)} (nothing to do)")
-            for dom in doms:
-                failed |= not _down_one(dom, timeout, force)
-    raise Exit(EXIT_FAILED if failed else EXIT_OK)
+    _each(names, uris, netns, lambda dom: _down_one(dom, timeout, force))
 
 
 def _down_one(dom: Domain, timeout: float, force: bool) -> bool:
@@ -111,6 +103,17 @@ def rm(
 
     With several --uri, a name is removed from every host that has it.
     """
+    _each(names, uris, netns, lambda dom: _rm_one(dom, force, volumes))
+
+
+def _each(
+    names: Sequence[str], uris: Sequence[str], netns: str | None, act: Callable[[Domain], bool]
+) -> NoReturn:
+    """``act`` on every domain called one of ``names`` on every host; exit 1 if one failed.
+
+    Raises:
+        Exit: always (0 when every ``act`` returned True; a missing name is not a failure).
+    """
     failed = False
     with hosts(uri_list(uris), netns) as hs:
         for name in names:
@@ -118,7 +121,7 @@ def rm(
             if not doms:
                 say(f"{name}: not found on {hostnames(hs)} (nothing to do)")
             for dom in doms:
-                failed |= not _rm_one(dom, force, volumes)
+                failed |= not act(dom)
     raise Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
