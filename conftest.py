@@ -19,12 +19,14 @@ TYPES = [
     ("kvm", "KVM"),
     ("lxc", "LXC"),
     ("xen_pv", "Xen PV"),
+    ("xen_pvh", "Xen PVH"),
     ("xen_hvm", "Xen HVM"),
     ("remote", "remote/migration"),
 ]
 NO_TESTS_REASON = {
     "kvm": "no KVM test ran: /dev/kvm here does not run stock guest kernels (FIELD-NOTES)",
     "xen_pv": "no Xen test ran (they need the nested Xen host of integration/test_xen.py)",
+    "xen_pvh": "no Xen test ran (they need the nested Xen host of integration/test_xen.py)",
     "xen_hvm": "no Xen test ran (they need the nested Xen host of integration/test_xen.py)",
 }
 

@@ -79,7 +79,9 @@ def virt_of(doc: DomainXML) -> VirtType:
             pass
     dtype = doc.domain_type
     if dtype == "xen":
-        return VirtType.XEN_HVM if doc.os_type == "hvm" else VirtType.XEN_PV
+        return {"hvm": VirtType.XEN_HVM, "xenpvh": VirtType.XEN_PVH}.get(
+            doc.os_type or "", VirtType.XEN_PV
+        )
     if dtype == "lxc" or doc.os_type == "exe":
         return VirtType.LXC
     return VirtType.KVM if dtype == "kvm" else VirtType.QEMU

@@ -17,6 +17,9 @@ class VirtType(enum.Enum):
     """Pure software emulation: QEMU with TCG."""
     XEN_PV = "xen-pv"
     """A paravirtualized Xen guest (its kernel is Xen-aware; no emulated firmware)."""
+    XEN_PVH = "xen-pvh"
+    """A Xen PVH guest: paravirtualized like PV, but run in a hardware-assisted container
+    (no emulated devices or firmware; the kernel is booted directly, console on hvc0)."""
     XEN_HVM = "xen-hvm"
     """A fully virtualized Xen guest (hardware-assisted, firmware and emulated devices)."""
     LXC = "lxc"
@@ -30,7 +33,7 @@ class VirtType(enum.Enum):
     @property
     def is_xen(self) -> bool:
         """True for the Xen types."""
-        return self in (VirtType.XEN_PV, VirtType.XEN_HVM)
+        return self in (VirtType.XEN_PV, VirtType.XEN_PVH, VirtType.XEN_HVM)
 
 
 class State(enum.Enum):

@@ -58,7 +58,7 @@ _VIRT_BY_CAPS = {
     ("hvm", "kvm"): VirtType.KVM,
     ("hvm", "xen"): VirtType.XEN_HVM,
     ("xen", "xen"): VirtType.XEN_PV,
-    ("xenpvh", "xen"): VirtType.XEN_PV,
+    ("xenpvh", "xen"): VirtType.XEN_PVH,
     ("exe", "lxc"): VirtType.LXC,
 }
 

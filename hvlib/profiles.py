@@ -74,6 +74,8 @@ _HVM = {
     "machine": "pc",
     "platform": True,
 }
+_NO_CDROM = (VirtType.XEN_PV, VirtType.XEN_PVH)
+"""Types without emulated devices: no cdrom drive to put an image in."""
 PROFILES: dict[VirtType, Profile] = {
     VirtType.KVM: Profile(VirtType.KVM, domain_type="kvm", **_HVM),  # type: ignore[arg-type]
     VirtType.QEMU: Profile(VirtType.QEMU, domain_type="qemu", **_HVM),  # type: ignore[arg-type]
@@ -82,6 +84,18 @@ PROFILES: dict[VirtType, Profile] = {
         template="xen-pv",
         domain_type="xen",
         os_type="xen",
+        disk_bus="xen",
+        cdrom_bus="xen",
+        nic_model=None,
+        boots_kernel_only=True,
+        filesystems=False,
+        console_device="hvc0",
+    ),
+    VirtType.XEN_PVH: Profile(
+        VirtType.XEN_PVH,
+        template="xen-pvh",
+        domain_type="xen",
+        os_type="xenpvh",
         disk_bus="xen",
         cdrom_bus="xen",
         nic_model=None,
@@ -239,5 +253,5 @@ def _check_vm(spec: DomainSpec, profile: Profile) -> None:
         raise Unsupported(f"{what} guests need a kernel (hvlib sets no PV bootloader)")
     if not spec.kernel and not spec.disks:
         raise SpecError("disks", f"a {what} guest needs a kernel or at least one disk to boot")
-    if spec.virt is VirtType.XEN_PV and any(d.device == "cdrom" for d in spec.disks):
-        raise Unsupported("xen-pv guests have no emulated cdrom; attach the image as a disk")
+    if spec.virt in _NO_CDROM and any(d.device == "cdrom" for d in spec.disks):
+        raise Unsupported(f"{what} guests have no emulated cdrom; attach the image as a disk")

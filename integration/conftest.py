@@ -9,8 +9,11 @@ test fails, and the sandbox is stopped at the end of the session, also on Ctrl-C
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +23,7 @@ from hvlib.domain import Domain
 from hvlib.host import Host
 from hvlib.testkit import sandbox as sandbox_mod
 from hvlib.testkit.guestkit import FLAG_NOSSH, GuestKit, ensure_guest_kit, kernel_cmdline
-from hvlib.testkit.sandbox import NetSnapshot, SandboxHost
+from hvlib.testkit.sandbox import NetSnapshot, SandboxHost, SshLink, ssh_linked
 
 LEFTOVERS_AT_START: list[str] = []
 NET_AT_START: list[NetSnapshot] = []
@@ -49,6 +52,22 @@ def kit() -> GuestKit:
         accel.ProbeGuest(str(built.kernel), str(built.initrd), kernel_cmdline("ttyS0", FLAG_NOSSH))
     )
     return built
+
+
+@contextlib.contextmanager
+def linked_pair(prefix: str, workdir: Path) -> Iterator[SshLink]:
+    """Two sandboxed hosts (``PREFIXa``, ``PREFIXb``) joined by a veth pair, B's libvirtd
+    reachable from A over SSH with a pinned key (:func:`hvlib.testkit.sandbox.ssh_linked`)."""
+    _require_root()
+    if shutil.which("sshd", path="/usr/sbin:/usr/bin") is None:
+        pytest.fail("sshd not found: the SSH leg needs Debian's openssh-server (make deps)")
+    pid = os.getpid()
+    with (
+        SandboxHost(f"{prefix}a{pid}") as a,
+        SandboxHost(f"{prefix}b{pid}") as b,
+        ssh_linked(a, b, workdir) as link,
+    ):
+        yield link
 
 
 @pytest.fixture(scope="session")

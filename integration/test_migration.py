@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -24,11 +23,12 @@ import hvlib
 from hvlib import DomainSpec, State, VirtType
 from hvlib.domain import Domain
 from hvlib.host import Host
-from hvlib.migration import MigrationError, MigrationTimeout, Mobility
+from hvlib.migration import MigrationError, MigrationTimeout
 from hvlib.remote import remote_uri
 from hvlib.testkit import guestkit
 from hvlib.testkit.guestkit import GuestKit
-from hvlib.testkit.sandbox import SandboxHost, SshLink, ssh_linked
+from hvlib.testkit.sandbox import SandboxHost, SshLink
+from integration.conftest import linked_pair
 
 pytestmark = [pytest.mark.integration, pytest.mark.remote, pytest.mark.qemu]
 log = logging.getLogger(__name__)
@@ -38,30 +38,10 @@ COUNTER = re.compile(rb"counter (\d+)")
 PATTERN_AT = 8 * 2**20  # where the test writes a pattern into the guest's disk image
 
 
-@pytest.fixture(scope="module", autouse=True)
-def mobility() -> Iterator[None]:
-    """Domain's Mobility methods (until the lead adds the mixin to Domain's bases)."""
-    with pytest.MonkeyPatch.context() as mp:
-        if not issubclass(Domain, Mobility):
-            for key, value in vars(Mobility).items():
-                if not key.startswith("__"):
-                    mp.setattr(Domain, key, value, raising=False)
-        yield
-
-
 @pytest.fixture(scope="module")
 def linked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshLink]:
-    if os.geteuid() != 0:
-        pytest.fail("integration tests need root (they start their own libvirtd)")
-    if shutil.which("sshd", path="/usr/sbin:/usr/bin") is None:
-        pytest.skip("sshd not found: the SSH leg needs Debian's openssh-server (install-deps)")
-    pid = os.getpid()
-    with (
-        SandboxHost(f"mga{pid}") as a,
-        SandboxHost(f"mgb{pid}") as b,
-        ssh_linked(a, b, tmp_path_factory.mktemp("ssh")) as sl,
-    ):
-        yield sl
+    with linked_pair("mg", tmp_path_factory.mktemp("ssh")) as link:
+        yield link
 
 
 @pytest.fixture(scope="module")

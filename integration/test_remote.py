@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,15 +18,14 @@ import pytest
 
 import hvlib
 from hvlib import DomainSpec, HostError, SpecError, State, Unsupported, VirtType
-from hvlib.domain import Domain
 from hvlib.fleet import Fleet
 from hvlib.host import Host
-from hvlib.migration import Mobility
 from hvlib.remote import remote_uri
 from hvlib.snapshot import SnapshotKind
 from hvlib.testkit import guestkit
 from hvlib.testkit.guestkit import GuestKit
-from hvlib.testkit.sandbox import SandboxHost, SshLink, ssh_linked
+from hvlib.testkit.sandbox import SshLink
+from integration.conftest import linked_pair
 
 pytestmark = [pytest.mark.integration, pytest.mark.remote, pytest.mark.qemu]
 log = logging.getLogger(__name__)
@@ -38,30 +35,10 @@ DOWN_URI = "qemu+unix:///system?socket=/nonexistent/hvlib-remote/libvirt-sock"
 COUNTER = re.compile(r"counter (\d+)")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def mobility() -> Iterator[None]:
-    """Domain's Mobility methods (until the lead adds the mixin to Domain's bases)."""
-    with pytest.MonkeyPatch.context() as mp:
-        if not issubclass(Domain, Mobility):
-            for key, value in vars(Mobility).items():
-                if not key.startswith("__"):
-                    mp.setattr(Domain, key, value, raising=False)
-        yield
-
-
 @pytest.fixture(scope="module")
 def linked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshLink]:
-    if os.geteuid() != 0:
-        pytest.fail("integration tests need root (they start their own libvirtd)")
-    if shutil.which("sshd", path="/usr/sbin:/usr/bin") is None:
-        pytest.skip("sshd not found: the SSH leg needs Debian's openssh-server (install-deps)")
-    pid = os.getpid()
-    with (
-        SandboxHost(f"rma{pid}") as a,
-        SandboxHost(f"rmb{pid}") as b,
-        ssh_linked(a, b, tmp_path_factory.mktemp("ssh")) as sl,
-    ):
-        yield sl
+    with linked_pair("rm", tmp_path_factory.mktemp("ssh")) as link:
+        yield link
 
 
 def pinned(sl: SshLink) -> str:

@@ -23,6 +23,9 @@ from lxml import etree
 
 import hvlib
 from hvlib import Domain, DomainSpec, State, render
+from hvlib.domain import virt_of
+from hvlib.domxml import DomainXML
+from hvlib.fleet import virt_types_of
 from hvlib.testkit import guestkit as gk
 from hvlib.testkit.forward import LOOPBACK, LoopbackForwarder, free_loopback_port, in_netns
 from hvlib.testkit.sandbox import SandboxHost
@@ -103,29 +106,44 @@ def undefine_and_check(host: hvlib.Host, dom: Domain) -> None:
     assert name not in [d.name for d in host.domains.list()]
 
 
-@pytest.mark.xen_pv
-def test_pv_guest_through_hvlib(host: hvlib.Host) -> None:
-    """Defined and started by ensure (idempotent, stopped and running), ready on hvc0,
-    shut down gracefully through xenstore, undefined."""
-    spec = golden_spec("xen-pv-kit")
-    dom = ensure_twice(host, spec, State.SHUT_OFF, "pv.defined")
+@pytest.mark.parametrize(
+    ("golden", "virt", "step"),
+    [
+        pytest.param("xen-pv-kit", hvlib.VirtType.XEN_PV, "pv", marks=pytest.mark.xen_pv),
+        pytest.param("xen-pvh-kit", hvlib.VirtType.XEN_PVH, "pvh", marks=pytest.mark.xen_pvh),
+    ],
+)
+def test_paravirtualized_guest_through_hvlib(
+    host: hvlib.Host, golden: str, virt: hvlib.VirtType, step: str
+) -> None:
+    """PV and PVH: defined, then started, by ensure (each idempotent), ready on hvc0, shut
+    down gracefully through xenstore, undefined."""
+    spec = golden_spec(golden)
+    dom = ensure_twice(host, spec, State.SHUT_OFF, f"{step}.defined")
     try:
-        assert dom.virt is hvlib.VirtType.XEN_PV
+        assert dom.virt is virt
+        assert virt_of(DomainXML.from_xml(dom.xml(inactive=True))) is virt
         t = time.monotonic()
         dom.start()
-        t = timed_step("pv.start", t)
+        t = timed_step(f"{step}.start", t)
         dom.wait_for_console(f"^{re.escape(gk.READY_LINE)}$", timeout=90)
-        t = timed_step("pv.ready_line", t)
+        t = timed_step(f"{step}.ready_line", t)
         assert not host.domains.ensure(spec, State.RUNNING).changed
         # libxl's default shutdown: xenstore control/shutdown -> the PV kernel's orderly
         # poweroff -> busybox poweroff -> the kit's trap prints POWEROFF_LINE.
         result = dom.shutdown(timeout=60, force=False)
-        timing("pv.shutdown", result.elapsed)
+        timing(f"{step}.shutdown", result.elapsed)
         assert result.graceful
         assert gk.POWEROFF_LINE in dom.console_log().decode(errors="replace").splitlines()
         assert dom.state is State.SHUT_OFF
     finally:
         undefine_and_check(host, dom)
+
+
+def test_capabilities_offer_every_xen_type(host: hvlib.Host) -> None:
+    """What a Fleet reads to place specs: dom0's libvirt offers PV, PVH and HVM guests."""
+    xen_types = {hvlib.VirtType.XEN_PV, hvlib.VirtType.XEN_PVH, hvlib.VirtType.XEN_HVM}
+    assert virt_types_of(host.capabilities()) == xen_types
 
 
 @pytest.mark.xen_hvm
@@ -152,7 +170,8 @@ def test_domain_xml_is_valid_for_libvirt(xen: XenHost) -> None:
     schema = etree.RelaxNG(etree.parse(str(DOMAIN_RNG)))
     assert xen.image is not None
     dom0 = dom0_domain_xml("dom0", xen.image, Path("/o.qcow2"), Path("/k.img"), Path("/c"), 2222)
-    guests = [etree.fromstring(render(GOLDEN_SPECS[n])) for n in ("xen-pv-kit", "xen-hvm-kit")]
+    kits = ("xen-pv-kit", "xen-pvh-kit", "xen-hvm-kit")
+    guests = [etree.fromstring(render(GOLDEN_SPECS[n])) for n in kits]
     for dom in (dom0, *guests):
         assert schema.validate(dom), schema.error_log
 

@@ -48,7 +48,7 @@ def caps(*guests: tuple[str, list[str]]) -> str:
         ([("hvm", ["qemu"])], {VirtType.QEMU}),
         ([("exe", ["lxc"])], {VirtType.LXC}),
         ([("xen", ["xen"]), ("hvm", ["xen"])], {VirtType.XEN_PV, VirtType.XEN_HVM}),
-        ([("xenpvh", ["xen"])], {VirtType.XEN_PV}),
+        ([("xenpvh", ["xen"])], {VirtType.XEN_PVH}),
         ([("hvm", ["test"])], set(VirtType)),
         ([("hvm", ["bhyve"])], set()),
         ([], set()),

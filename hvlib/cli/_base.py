@@ -32,6 +32,7 @@ DRIVERS = {
     VirtType.KVM: ("qemu",),
     VirtType.QEMU: ("qemu",),
     VirtType.XEN_PV: ("xen", "libxl"),
+    VirtType.XEN_PVH: ("xen", "libxl"),
     VirtType.XEN_HVM: ("xen", "libxl"),
     VirtType.LXC: ("lxc",),
 }
@@ -243,7 +244,7 @@ class Group(click.Group):
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @verbose_option
 def cli() -> None:
-    """hvlib: one Domain API over KVM, QEMU, Xen PV/HVM and LXC, through libvirt.
+    """hvlib: one Domain API over KVM, QEMU, Xen PV/PVH/HVM and LXC, through libvirt.
 
     Exit status: 0 done / as declared, 1 failure, 2 bad input, 3 changes pending
     (up --check drift, or changes that need --allow-restart/--allow-recreate).

@@ -121,7 +121,7 @@ def up(
     directory pools), then domains (create, change, start).
 
     With several --uri, each domain goes to the host whose driver fits its type
-    (qemu:// for kvm and qemu, lxc:// for lxc, xen:// for xen-pv and xen-hvm); a network or
+    (qemu:// for kvm and qemu, lxc:// for lxc, xen:// for xen-pv, xen-pvh and xen-hvm); a network or
     volume goes to the host of the first domain (in file order) that uses it, and one that
     no domain uses to the first qemu:// (or test://) --uri, else to the first --uri.
     Nothing is changed unless every file is valid and every network, pool and backing
