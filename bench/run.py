@@ -18,6 +18,7 @@ from typing import Any
 
 from bench import stats
 from bench.stats import Row, Target
+from hvlib.domain import INIT_WAITS
 
 B9_BLOCK_NOISE = 100
 """Python memory blocks the B9 process may gain over its second half and still count as not
@@ -277,7 +278,8 @@ def b6(lab: Any, plan: Plan, say: Progress, restarts: RestartCounter) -> list[Ro
     note = (
         f"medians hvlib {_ms(med['hvlib'])}, raw {_ms(med['raw'])}, hvlib without capture "
         f"{_ms(med['nocap'])}; hvlib restarted {restarts.count - before} starts whose init "
-        f"libvirt 9.0 never learned (after waiting 2 s for it each time); after raw create() "
+        f"libvirt 9.0 never learned (waits {', '.join(f'{w:g}' for w in INIT_WAITS)} s for "
+        f"starts 1, 2, 3); after raw create() "
         f"{init_summary(init_known)}{thrown(discarded)}"
     )
     extra = stats.ratio_row(

@@ -45,8 +45,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("hvlib")
 T = TypeVar("T")
 
-LXC_START_ATTEMPTS = 3
+INIT_WAITS = (0.5, 2.0, 5.0)
+"""Seconds each start waits for libvirt to learn the container's init. Measured (bench B6):
+when libvirt learns it at all, it knows it within 6 ms of create() returning; the later
+waits are for a loaded host, so that a slow start is not taken for the race."""
+LXC_START_ATTEMPTS = len(INIT_WAITS)
 """Starts tried before giving up on a container whose init libvirt never learns."""
+INIT_POLL = 0.01
+"""Seconds between checks that libvirt knows a started container's init."""
 NOT_READY_RETRY = 0.1
 TEARDOWN_POLL = 0.05
 """Seconds between checks that a domain reported shut off is also torn down (libxl)."""
@@ -160,17 +166,15 @@ class Domain(GuestAccess, Mobility, HostObject):
             DomainNotFound: the domain is gone. InvalidState: paused domains need resume().
             LibvirtError: libvirt failed to start it (the message says why).
         """
-        state = self.state
-        if state is State.ABSENT:
-            raise DomainNotFound(f"domain {self.name} does not exist", name=self.name)
-        if state.is_active:
-            return
-        # the test driver has neither console streams nor START_PAUSED
+        # No state read first: libvirt's own "already running" refusal is the check (one RPC
+        # less on every start). The test driver has neither console streams nor START_PAUSED.
         capture_console = capture_console and not self.host.is_test_driver
         for attempt in range(1, LXC_START_ATTEMPTS + 1):
             if not self._create(capture_console):
-                return  # someone else started it meanwhile
-            if not self.virt.is_container or self.host.is_test_driver or self._init_known():
+                return  # it was running already
+            if not self.virt.is_container or self.host.is_test_driver:
+                return
+            if self._init_known(INIT_WAITS[attempt - 1]):
                 return
             log.warning(
                 "%s: libvirt never learned the container's init (libvirt 9.0 race, "
@@ -193,8 +197,10 @@ class Domain(GuestAccess, Mobility, HostObject):
         try:
             flags = _virt.C.VIR_DOMAIN_START_PAUSED if paused_first else 0
             self._write(lambda h: h.createWithFlags(flags))
-        except InvalidState:
-            if not self.state.is_active:  # not the "already running" race: a real refusal
+        except (InvalidState, LibvirtError):
+            # "already running" is OPERATION_INVALID from most drivers, an internal error
+            # from the test driver: whichever, it is only that when the domain is active now
+            if not self.state.is_active:
                 raise
             return False
         if capture_console:
@@ -203,11 +209,12 @@ class Domain(GuestAccess, Mobility, HostObject):
             self._write(lambda h: h.resume())
         return True
 
-    def _init_known(self, wait: float = 2.0) -> bool:
-        """Whether libvirt knows the started container's init (it can then be entered and
-        shut down). In about one start in five libvirt 9.0 never learns it (the container's
-        log shows "End of file while reading data"); that container can only be destroyed.
-        True where it cannot be checked (a remote connection cannot pass descriptors)."""
+    def _init_known(self, wait: float) -> bool:
+        """Whether libvirt knows the started container's init within ``wait`` s (it can then
+        be entered and shut down). In about one start in five libvirt 9.0 never learns it (the
+        container's log shows "End of file while reading data"); that container can only be
+        destroyed. True where it cannot be checked (a remote connection cannot pass
+        descriptors)."""
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -217,7 +224,7 @@ class Domain(GuestAccess, Mobility, HostObject):
             except InvalidState:
                 if time.monotonic() >= deadline:
                     return False
-                time.sleep(0.05)
+                time.sleep(INIT_POLL)
             except (Unsupported, LibvirtError):
                 return True
 
