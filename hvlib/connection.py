@@ -187,6 +187,16 @@ class Connection:
         """
         if not safe:
             return self._attempt(fn, name, timeout)
+        try:
+            return self._attempt(fn, name, timeout)  # the common case, without tenacity
+        except HvlibError as e:
+            if not is_transient(e):
+                raise
+            log.warning("retrying a call on %s after: %s", self.uri, e)
+        return self._retrying(fn, name, timeout)
+
+    def _retrying(self, fn: Callable[[Any], T], name: str | None, timeout: float | None) -> T:
+        """Retry a safe call that failed transiently, until ``reconnect_timeout``."""
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_transient),
             stop=tenacity.stop_after_delay(self.reconnect_timeout),

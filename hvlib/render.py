@@ -12,6 +12,7 @@ talk to libvirt.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Sequence
 from importlib import resources
@@ -39,8 +40,13 @@ def template_text(name: str) -> bytes:
 
 
 def load_template(name: str) -> DomainXML:
-    """A fresh, editable copy of the template ``name``."""
-    return DomainXML(parse(template_text(name)))
+    """A fresh, editable copy of the template ``name`` (a copy of the tree parsed once)."""
+    return DomainXML(copy.deepcopy(_template_tree(name)))
+
+
+@functools.cache
+def _template_tree(name: str) -> etree._Element:
+    return parse(template_text(name))
 
 
 def render(spec: DomainSpec) -> str:
