@@ -197,17 +197,37 @@ class Domain(GuestAccess, Mobility, HostObject):
         try:
             flags = _virt.C.VIR_DOMAIN_START_PAUSED if paused_first else 0
             self._write(lambda h: h.createWithFlags(flags))
-        except (InvalidState, LibvirtError):
+        except (InvalidState, LibvirtError) as e:
             # "already running" is OPERATION_INVALID from most drivers, an internal error
             # from the test driver: whichever, it is only that when the domain is active now
             if not self.state.is_active:
-                raise
+                raise self._explained(e) from e.__cause__
             return False
         if capture_console:
             self._capture_console()
         if paused_first:
             self._write(lambda h: h.resume())
         return True
+
+    def _explained(self, err: HvlibError) -> HvlibError:
+        """``err`` with a hint when an LXC container under an id map could not reach its root
+        filesystem (libvirt 9.0 says only "Failed to create ROOTFS/.oldroot: Permission
+        denied"); else ``err`` itself."""
+        if not (self.virt.is_container and "Permission denied" in str(err)):
+            return err
+        try:
+            ranges = self.xml_doc(inactive=True).idmap.get("uid", ())
+        except HvlibError:
+            return err
+        root = next((target for start, target, _ in ranges if start == 0), None)
+        if root is None:
+            return err
+        hint = (
+            f" (under its id map the container's root is host uid {root}: its root filesystem "
+            f"must belong to {root}:{root}, ids shifted like the map, and every directory "
+            f"above it must be passable by uid {root})"
+        )
+        return type(err)(f"{err}{hint}", code=err.code, name=err.name)
 
     def _init_known(self, wait: float) -> bool:
         """Whether libvirt knows the started container's init within ``wait`` s (it can then

@@ -163,7 +163,9 @@ def test_root_owned_rootfs_is_refused_under_an_id_map(
     dom = make_domain(
         lxc_host, ct_spec("it-ct-idmap-ro", rootfs, marker, IdMap.shifted(SHIFT, COUNT))
     )
-    with pytest.raises(LibvirtError, match=r"Failed to create .*/rootfs/\.oldroot: Permission"):
+    refused = r"Failed to create .*/rootfs/\.oldroot: Permission(.|\n)*"
+    hint = r"root is host uid 100000: its root filesystem must belong to 100000:100000"
+    with pytest.raises(LibvirtError, match=refused + hint):
         dom.start()
     assert dom.state is State.SHUT_OFF
 
