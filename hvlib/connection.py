@@ -18,8 +18,6 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import tenacity
-
 from hvlib import _virt
 from hvlib.errors import CallTimeout, HostError, HvlibError
 
@@ -131,6 +129,8 @@ class Connection:
             return self._conn
 
     def _reconnect(self) -> None:
+        import tenacity  # only retries need it: a faster ``import hvlib``
+
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(HostError),
             stop=tenacity.stop_after_delay(self.reconnect_timeout),
@@ -197,6 +197,8 @@ class Connection:
 
     def _retrying(self, fn: Callable[[Any], T], name: str | None, timeout: float | None) -> T:
         """Retry a safe call that failed transiently, until ``reconnect_timeout``."""
+        import tenacity  # only retries need it: a faster ``import hvlib``
+
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_transient),
             stop=tenacity.stop_after_delay(self.reconnect_timeout),

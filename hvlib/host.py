@@ -9,10 +9,11 @@ Only this module and :mod:`hvlib.domain` call libvirt, always through :mod:`hvli
 from __future__ import annotations
 
 import builtins
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hvlib import _virt, accel
 from hvlib.connection import Connection
@@ -23,12 +24,14 @@ from hvlib.enums import State
 from hvlib.errors import AlreadyExists, DomainNotFound, NotFound, SpecError, Unsupported
 from hvlib.events import Callback, DomainEvent, EventHub, EventKind, Subscription
 from hvlib.hostfit import fit
-from hvlib.network import Networks
 from hvlib.remote import PathArg, remote_uri
 from hvlib.render import render
 from hvlib.spec import DiskKind, DomainSpec
-from hvlib.storage import Pools, Volumes
 from hvlib.uri import check_uri
+
+if TYPE_CHECKING:
+    from hvlib.network import Networks
+    from hvlib.storage import Pools, Volumes
 
 log = logging.getLogger("hvlib")
 T = TypeVar("T")
@@ -80,9 +83,27 @@ class Host:
             call_timeout=call_timeout,
         )
         self.domains = Domains(self)
-        self.pools = Pools(self)
-        self.volumes = Volumes(self)
-        self.networks = Networks(self)
+
+    @functools.cached_property
+    def pools(self) -> Pools:
+        """The storage pools of this host (:class:`hvlib.storage.Pools`)."""
+        from hvlib.storage import Pools  # imported on first use: a faster ``import hvlib``
+
+        return Pools(self)
+
+    @functools.cached_property
+    def volumes(self) -> Volumes:
+        """The storage volumes of this host (:class:`hvlib.storage.Volumes`)."""
+        from hvlib.storage import Volumes
+
+        return Volumes(self)
+
+    @functools.cached_property
+    def networks(self) -> Networks:
+        """The virtual networks of this host (:class:`hvlib.network.Networks`)."""
+        from hvlib.network import Networks
+
+        return Networks(self)
 
     def __repr__(self) -> str:
         return f"<Host {self.uri}>"
