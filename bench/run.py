@@ -344,7 +344,8 @@ def b8(lab: Any, plan: Plan, say: Progress) -> list[Row]:
         if any(n in s.stages for s in samples)
     )
     note = (
-        f"the guest's DHCP lease line came a median {lease:.2f} s after its SSH line; from "
+        f"the guest's DHCP lease line came a median {abs(lease):.2f} s "
+        f"{'after' if lease >= 0 else 'before'} its SSH line; from "
         f"the later of the two, wait_ready's probe had (median s): {stage}; {crng_text}a second, "
         f"fresh SSH login + 'true' on the ready guest (TCG) takes a median {login:.2f} s"
         f"{thrown(discarded)}"

@@ -41,6 +41,7 @@ def vm_spec(kit: GuestKit, name: str, *, nic: bool = False) -> DomainSpec:
         initrd=str(kit.initrd),
         cmdline=guestkit.kernel_cmdline("ttyS0"),
         nics=[Nic.network("default")] if nic else [],
+        rng=True,
     )
 
 

@@ -505,13 +505,23 @@ class NotReady(Exception):
         self.reason = reason
 
 
+PROBE_CONNECT_TIMEOUTS = (0.1, 0.25, 0.5, 1.0)
+"""Seconds the SSH readiness probe waits for a TCP connection on its first, second, ... try
+that got that far (the last for every later one). A guest's address is known (from the DHCP
+server's lease) a moment before the guest has configured it; a SYN sent in that moment is
+dropped, and the kernel would send it again only a second later: the first tries are short, a
+slow network still gets its second."""
+
+
 class _Progress:
-    """The furthest stage a readiness wait reached, and the last reason it stopped there."""
+    """The furthest stage a readiness wait reached, the last reason it stopped there, and how
+    many tries stopped at each stage."""
 
     def __init__(self, stages: Sequence[str], name: str = "") -> None:
         self.stages = tuple(stages)
         self.best = -1
         self.last: NotReady | None = None
+        self.failures: dict[str, int] = {}
         self.name = name
         self.started = time.monotonic()
 
@@ -675,6 +685,7 @@ def run_probe(
             probe.attempt(dom, progress, deadline, ssh)
         except NotReady as e:
             progress.last = e
+            progress.failures[e.stage] = progress.failures.get(e.stage, 0) + 1
             raise
 
     retrying = tenacity.Retrying(
@@ -826,8 +837,10 @@ class GuestAccess(DomainParts):
         progress.reach("address")
         address = self._ssh_address(config, not_ready=True)
         progress.reach("tcp")
+        tries = progress.failures.get("tcp", 0)
+        connect = PROBE_CONNECT_TIMEOUTS[min(tries, len(PROBE_CONNECT_TIMEOUTS) - 1)]
         with _not_ready("tcp"):
-            sock = sshmod.open_socket(address, config.port, self.host.netns, left(0.05, 1.0))
+            sock = sshmod.open_socket(address, config.port, self.host.netns, left(0.05, connect))
         try:
             progress.reach("banner")
             with _not_ready("banner"):

@@ -128,6 +128,7 @@ def _vm(demo: Demo, host: Any, kit: Any) -> None:
         initrd=str(kit.initrd),
         cmdline="console=ttyS0",
         nics=[Nic.network("default")],
+        rng=True,  # a virtio RNG: the emulated guest's SSH server does not wait for entropy
     )
     row = demo.rows.setdefault(spec.name, Row(spec.name, "qemu (TCG)"))
     dom = _define_and_start(demo, host, spec, row)

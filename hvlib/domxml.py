@@ -71,6 +71,16 @@ class FilesystemXML(XmlNode):
     readonly = Flag("readonly")
 
 
+class RngXML(XmlNode):
+    """``<rng>``: a random number generator device and the host source it reads."""
+
+    tag = "rng"
+    model = Attr(".", "model")
+    backend_model = Attr("backend", "model")
+    backend_path = Text("backend")
+    address_type = Attr("address", "type")
+
+
 class CpuXML(XmlNode):
     """``<cpu>``: the guest CPU's mode, model, topology and features."""
 
@@ -233,6 +243,11 @@ class DomainXML(XmlNode):
         return list(self.children(FilesystemXML, "devices/filesystem"))
 
     @property
+    def rngs(self) -> list[RngXML]:
+        """Every ``<rng>``, in document order."""
+        return list(self.children(RngXML, "devices/rng"))
+
+    @property
     def initargs(self) -> list[str]:
         """The container init's arguments (``<os><initarg>``), in order."""
         return [el.text or "" for el in self.el.findall("os/initarg")]
@@ -250,13 +265,17 @@ class DomainXML(XmlNode):
         return self.insert_device(node_type.new())
 
     def insert_device(self, node: DevT) -> DevT:
-        """Put ``node`` into ``<devices>`` after the last device of its kind, else before the
-        first console/serial/memballoon element, keeping libvirt's usual device order."""
-        same = self.devices.findall(node.el.tag)
+        """Put ``node`` into ``<devices>`` where libvirt writes it: after the last device of
+        its kind; else a disk, controller, filesystem or NIC before the first of the devices
+        libvirt writes after those (serial, console, ..., memballoon, rng, ...), and one of
+        those before the first device libvirt writes after it."""
+        tag = node.el.tag
+        same = self.devices.findall(tag)
         if same:
             same[-1].addnext(node.el)
             return node
-        anchor = next((el for el in self.devices if el.tag in _TAIL_DEVICES), None)
+        rank = _TAIL_RANK.get(tag, -1)
+        anchor = next((el for el in self.devices if _TAIL_RANK.get(el.tag, -1) > rank), None)
         if anchor is None:
             self.devices.append(node.el)
         else:
@@ -284,4 +303,33 @@ class DomainXML(XmlNode):
         return None if el is None else (el.text or "")
 
 
-_TAIL_DEVICES = ("serial", "console", "channel", "input", "graphics", "video", "memballoon")
+_TAIL_DEVICES = (
+    "smartcard",
+    "serial",
+    "parallel",
+    "console",
+    "channel",
+    "input",
+    "tpm",
+    "graphics",
+    "sound",
+    "audio",
+    "video",
+    "hostdev",
+    "redirdev",
+    "redirfilter",
+    "hub",
+    "watchdog",
+    "memballoon",
+    "rng",
+    "nvram",
+    "panic",
+    "shmem",
+    "memory",
+    "iommu",
+    "vsock",
+    "crypto",
+)
+"""The devices libvirt writes after disks, controllers, leases, filesystems and NICs, in the
+order it writes them (seen on libvirt 9.0's test driver, but ``crypto``, which it drops)."""
+_TAIL_RANK = {tag: rank for rank, tag in enumerate(_TAIL_DEVICES)}

@@ -26,7 +26,9 @@ from hvlib.render import (
     disk_targets,
     firmware_of,
     fs_node,
+    is_spec_rng,
     nic_node,
+    set_rng,
 )
 from hvlib.spec import DomainSpec
 from hvlib.xmlmodel import XmlNode
@@ -126,15 +128,17 @@ def owned(doc: DomainXML, spec: DomainSpec) -> dict[str, Any]:
 
 
 def _platform_view(doc: DomainXML) -> dict[str, Any]:
-    """Machine family, firmware and CPU request: comparable between a persistent definition
-    and a running guest's (which shows a versioned machine, a pflash loader and an expanded
-    ``<cpu>`` instead of what was asked)."""
+    """Machine family, firmware, CPU request and virtio RNG: comparable between a persistent
+    definition and a running guest's (which shows a versioned machine, a pflash loader and an
+    expanded ``<cpu>`` instead of what was asked). The RNG is a config change: the guest gets
+    (or loses) it when it next boots."""
     firmware, secure_boot = firmware_of(doc)
     return {
         "machine": profiles.machine_family(doc.os_machine),
         "firmware": firmware,
         "secure_boot": secure_boot,
         "cpu": cpu_key_of(doc),
+        "rng": any(is_spec_rng(r) for r in doc.rngs),
     }
 
 
@@ -162,7 +166,8 @@ def merge(current: DomainXML, spec: DomainSpec) -> DomainXML:
 
     The spec's device lists replace the current ones, matched by disk target, NIC MAC (or,
     for a NIC without one, the next current NIC on the same network or bridge) and
-    filesystem target; a matched device keeps its MAC and ``<address>``.
+    filesystem target; a matched device keeps its MAC and ``<address>``. A virtio RNG of the
+    spec's kind is kept, added or removed as ``spec.rng`` says.
     """
     profile = profiles.check(spec)
     apply_fields(current, spec, profile)
@@ -183,6 +188,8 @@ def merge(current: DomainXML, spec: DomainSpec) -> DomainXML:
         lambda n: n.target_dir,
         [(t, n) for t, n in fs_nodes if n is not None],
     )
+    if profile.platform:
+        set_rng(current, spec, profile)
     apply_caller_changes(current, spec)
     return current
 

@@ -38,7 +38,7 @@ class Profile:
     machine: str | None = None
     """The machine type rendered (the spec's, else this type's default; None: the template's)."""
     platform: bool = False
-    """Whether the spec's cpu, nested, machine and firmware apply (QEMU-run types)."""
+    """Whether the spec's cpu, nested, machine, firmware and rng apply (QEMU-run types)."""
     device_address: str | None = None
     """The address type of virtio devices when the machine has no PCI (``virtio-mmio``)."""
 
@@ -153,7 +153,8 @@ def check(spec: DomainSpec) -> Profile:
     Raises:
         Unsupported: the type cannot do something the spec asks (a cdrom on LXC, a kernel
             command line on Xen HVM without a kernel, a CPU model on Xen, host-passthrough
-            under software emulation, a cdrom on a microvm, an id map on a VM, ...).
+            under software emulation, a cdrom on a microvm, an id map on a VM, a virtio RNG
+            on Xen or LXC, ...).
         SpecError: a container without a root filesystem (unless explicitly the host's).
     """
     profile = PROFILES[spec.virt]
@@ -194,6 +195,12 @@ def _check_platform(spec: DomainSpec, profile: Profile) -> None:
         raise Unsupported(
             f"{spec.virt.value} guests take no {', '.join(asked)} in hvlib "
             "(cpu, nested, machine and firmware are for kvm and qemu guests)"
+        )
+    if spec.rng and not profile.platform:
+        kind = "containers" if profile.is_container else "guests"
+        raise Unsupported(
+            f"{spec.virt.value} {kind} take no virtio random number generator in hvlib "
+            "(rng is for kvm and qemu guests)"
         )
     if spec.virt is VirtType.QEMU and spec.cpu is not None and spec.cpu.mode == "host-passthrough":
         raise Unsupported(

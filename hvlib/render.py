@@ -3,8 +3,9 @@
 :func:`render_tree` loads the type's skeleton from ``templates/`` (shipped in the wheel as
 ``hvlib.templates``) and sets the spec's values through :mod:`hvlib.domxml`; no string is ever
 formatted into XML, so any name or path is escaped by lxml. For kvm and qemu it also sets the
-machine type, the firmware (UEFI through libvirt's autoselection) and the CPU
-(:mod:`hvlib.cpu`); for a container, its user-namespace id map (``<idmap>``). The caller's
+machine type, the firmware (UEFI through libvirt's autoselection), the CPU
+(:mod:`hvlib.cpu`) and the virtio RNG (``<rng>``); for a container, its user-namespace id map
+(``<idmap>``). The caller's
 :class:`XmlEdit` list and ``xml_hook`` run last.
 :func:`validate` checks a document against libvirt's own RelaxNG schema. This module does not
 talk to libvirt.
@@ -22,13 +23,15 @@ from lxml import etree
 
 from hvlib import profiles
 from hvlib.cpu import HVLIB_CPU_NS, cpu_node, cpu_request, request_of
-from hvlib.domxml import DiskXML, DomainXML, FilesystemXML, IdRanges, InterfaceXML
+from hvlib.domxml import DiskXML, DomainXML, FilesystemXML, IdRanges, InterfaceXML, RngXML
 from hvlib.errors import SpecError
 from hvlib.profiles import Profile, machine_family
 from hvlib.spec import Disk, DiskKind, DomainSpec, Filesystem, IdRange, Nic, XmlEdit
 from hvlib.xmlmodel import XmlNode, parse
 
 SCHEMA_DIR = Path("/usr/share/libvirt/schemas")
+RNG_SOURCE = "/dev/urandom"
+"""The host file a spec's virtio RNG (``DomainSpec.rng``) reads (libvirt's ``random`` backend)."""
 HVLIB_NS = "https://hvlib.dev/xmlns/hvlib/1"
 """Namespace of hvlib's own ``<metadata>`` (the virt type a domain was made as)."""
 
@@ -71,6 +74,8 @@ def render_tree(spec: DomainSpec) -> DomainXML:
         node = fs_node(fs, profile)
         if node is not None:
             doc.insert_device(node)
+    if profile.platform:
+        set_rng(doc, spec, profile)
     apply_caller_changes(doc, spec)
     return doc
 
@@ -278,6 +283,40 @@ def fs_node(fs: Filesystem, profile: Profile) -> FilesystemXML | None:
     node.target_dir = fs.target
     node.readonly = fs.readonly
     return node
+
+
+def rng_node(profile: Profile) -> RngXML:
+    """A new, detached ``<rng>``: a virtio RNG reading the host's :data:`RNG_SOURCE`."""
+    node = RngXML.new()
+    node.model = "virtio"
+    node.backend_model = "random"
+    node.backend_path = RNG_SOURCE
+    if profile.device_address:
+        node.address_type = profile.device_address
+    return node
+
+
+def is_spec_rng(node: RngXML) -> bool:
+    """Whether ``node`` is the kind of ``<rng>`` ``DomainSpec.rng`` asks for (a virtio RNG
+    reading :data:`RNG_SOURCE`); other RNGs (another backend, an EGD daemon) are not the
+    spec's."""
+    return (node.model, node.backend_model, node.backend_path) == ("virtio", "random", RNG_SOURCE)
+
+
+def set_rng(doc: DomainXML, spec: DomainSpec, profile: Profile) -> None:
+    """Give ``doc`` the spec's virtio RNG (``spec.rng``) or remove it; an existing one is kept
+    (with its address, or the machine's virtio address type when it has none). RNGs that are
+    not of the spec's kind are left as they are."""
+    ours = [r for r in doc.rngs if is_spec_rng(r)]
+    if not spec.rng:
+        for node in ours:
+            doc.remove_device(node)
+    elif not ours:
+        doc.insert_device(rng_node(profile))
+    elif profile.device_address:
+        for node in ours:
+            if node.address_type is None:
+                node.address_type = profile.device_address
 
 
 def apply_edits(doc: DomainXML, edits: Sequence[XmlEdit]) -> None:

@@ -577,7 +577,10 @@ class DomainSpec:
     ``cpu`` (a :class:`Cpu`), ``nested`` (hardware virtualization for the guest: vmx/svm under
     KVM, svm+npt under software emulation), ``machine`` (``pc``, ``q35``, ``microvm``) and
     ``firmware`` (``bios``, ``efi``; ``secure_boot`` needs efi on q35) shape the virtual
-    hardware; a host checks them against what it offers before defining.
+    hardware; a host checks them against what it offers before defining. ``rng`` gives a kvm
+    or qemu guest a virtio random number generator fed from the host's ``/dev/urandom``, so
+    its kernel's random pool is ready early in boot (a guest without a hardware random source,
+    software-emulated above all, can otherwise wait seconds for its first ``getrandom()``).
 
     Raises:
         SpecError: on construction, for any malformed or out-of-range field.
@@ -610,6 +613,7 @@ class DomainSpec:
     xml_edits: Sequence[XmlEdit] = ()
     xml_hook: Callable[[Any], None] | None = field(default=None, compare=False)
     idmap: IdMap | None = None
+    rng: bool = False
 
     def __post_init__(self) -> None:
         for name in ("disks", "nics", "filesystems", "init", "xml_edits"):
@@ -682,7 +686,7 @@ class DomainSpec:
             if not isinstance(self.cpu, Mapping):
                 raise SpecError("cpu", "must be a Cpu (Cpu.model(NAME), ...)", self.cpu)
             object.__setattr__(self, "cpu", Cpu.from_dict(self.cpu))
-        for name in ("nested", "secure_boot"):
+        for name in ("nested", "secure_boot", "rng"):
             if not isinstance(getattr(self, name), bool):
                 raise SpecError(name, "must be true or false", getattr(self, name))
         if self.machine is not None and self.machine not in MACHINES:

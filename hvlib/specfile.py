@@ -84,7 +84,7 @@ NETWORK_KEYS = ("kind", "name", "ipv4", "mode", "dhcp_range", "hosts", "bridge",
 VOLUME_KEYS = ("kind", "pool", "name", "size_mib", "format", "backing")
 """Every key a volume document may have: ``kind`` and the parameters of ``Volumes.ensure``
 (but ``data``)."""
-_BOOL_FIELDS = ("autostart",)
+_BOOL_FIELDS = ("autostart", "rng")
 _STR_FIELDS = (
     "name",
     "virt",
@@ -112,6 +112,7 @@ _UNSUPPORTED_BLAME = (
     ("idmap", "idmap"),
     ("host_root", "filesystems"),
     ("kernel", "kernel"),
+    ("rng is for", "rng"),
 )
 
 Node = yaml.Node

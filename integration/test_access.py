@@ -94,6 +94,7 @@ def vm(ssh_host: Host, kit: GuestKit) -> Iterator[BootedVm]:
         initrd=str(kit.initrd),
         cmdline="console=ttyS0",
         nics=[Nic.network("default")],
+        rng=True,
     )
     dom = ssh_host.domains.define(spec)
     try:

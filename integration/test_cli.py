@@ -155,7 +155,7 @@ def test_qemu_guest_through_the_command_line(
     spec.write_text(
         "name: it-cli-vm\nvirt: qemu\nmemory_mib: 256\n"
         f"kernel: {kit.kernel}\ninitrd: {kit.initrd}\ncmdline: {guestkit.kernel_cmdline()}\n"
-        "nics:\n  - network: default\n"
+        "nics:\n  - network: default\nrng: true\n"
     )
     remove_after.append(spec)
     # one up over both hosts: the qemu domain is routed to the qemu:// URI
@@ -219,7 +219,7 @@ def _stack(sandbox: SandboxHost, kit: GuestKit, *, more: bool = False) -> str:
         f"name: it-cli-stor\nvirt: qemu\nmemory_mib: 256\nkernel: {kit.kernel}\n"
         f"initrd: {kit.initrd}\ncmdline: {guestkit.kernel_cmdline()}\n"
         "disks:\n  - volume: {pool: it-cli-pool, name: it-cli-stor.qcow2}\n    format: qcow2\n"
-        f"nics:\n  - network: it-cli-net\n    mac: {GUEST_MAC}\n"
+        f"nics:\n  - network: it-cli-net\n    mac: {GUEST_MAC}\nrng: true\n"
     )
 
 

@@ -54,6 +54,7 @@ def kit_spec(
         kernel=str(kit.kernel),
         initrd=str(kit.initrd),
         cmdline=guestkit.kernel_cmdline("ttyS0", guestkit.FLAG_NOSSH, *flags),
+        rng=True,
         **kw,
     )  # type: ignore[arg-type]
 
@@ -217,6 +218,7 @@ def uefi_spec(name: str, image: Path, secure_boot: bool) -> DomainSpec:
         firmware="efi",
         secure_boot=secure_boot,
         disks=[Disk.file(str(image), format="raw")],
+        rng=True,
     )
 
 

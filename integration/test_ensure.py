@@ -84,6 +84,7 @@ def test_qemu_guest_converges_live_and_next_boot(
         initrd=str(kit.initrd),
         cmdline=guestkit.kernel_cmdline(),
         nics=[Nic.network("default")],
+        rng=True,
     )
     cleanup.append(spec)
     _check_live_and_next_boot(qemu_host, spec, "cmdline")

@@ -46,6 +46,7 @@ def vm(fault_sandbox: SandboxHost, kit: GuestKit) -> Iterator[tuple[Host, Domain
                 initrd=str(kit.initrd),
                 cmdline=guestkit.kernel_cmdline(),
                 nics=[Nic.network("default")],
+                rng=True,
             )
         )
         try:

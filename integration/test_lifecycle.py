@@ -25,6 +25,7 @@ def vm_spec(kit: GuestKit, name: str, *flags: str, **kw: object) -> DomainSpec:
         kernel=str(kit.kernel),
         initrd=str(kit.initrd),
         cmdline=guestkit.kernel_cmdline("ttyS0", *flags),
+        rng=True,
         **kw,
     )  # type: ignore[arg-type]
 

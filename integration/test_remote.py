@@ -58,6 +58,7 @@ def guest_spec(kit: GuestKit, name: str, **kw: object) -> DomainSpec:
         "kernel": str(kit.kernel),
         "initrd": str(kit.initrd),
         "cmdline": guestkit.kernel_cmdline("ttyS0", guestkit.FLAG_COUNTER),
+        "rng": True,
     }
     return DomainSpec(name=name, **(fields | kw))  # type: ignore[arg-type]
 

@@ -227,6 +227,7 @@ def test_guest_on_overlay_and_seed_gets_its_reserved_address(
             cmdline=guestkit.kernel_cmdline("ttyS0", guestkit.FLAG_NOSSH),
             disks=[overlay.disk(), Disk.volume(pool.name, seed_vol.name)],
             nics=[Nic.network(NET, mac=GUEST_MAC)],
+            rng=True,
         ),
     )
     dom.start()

@@ -41,6 +41,7 @@ def test_host_namespace_gains_no_interface_or_listener(
             initrd=str(kit.initrd),
             cmdline=guestkit.kernel_cmdline(),
             nics=[Nic.network("default")],
+            rng=True,
         ),
     )
     dom.start()

@@ -248,6 +248,16 @@ GOLDEN_SPECS: dict[str, DomainSpec] = {
         nics=[Nic.network("default", mac=MAC)],
         **KERNEL,
     ),
+    # -- a virtio RNG fed from the host's /dev/urandom (what the kit's VMs boot with): after
+    # the memballoon, where libvirt writes it --
+    "qemu-rng": DomainSpec(
+        name="rng-1",
+        virt=VirtType.QEMU,
+        uuid=UUID,
+        nics=[Nic.network("default", mac=MAC)],
+        rng=True,
+        **KERNEL,
+    ),
     "lifecycle": DomainSpec(
         name="life-1",
         virt=VirtType.KVM,

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hvlib.access import (
+    PROBE_CONNECT_TIMEOUTS,
     CommandTimeout,
     ConnectionLost,
     GuestAccess,
@@ -464,6 +465,32 @@ def test_ready_when_nothing_listens_reports_tcp(keys: dict[str, Any]) -> None:
     assert 1.0 <= time.monotonic() - started < 2.0
     assert info.value.last == "tcp"
     assert "reached stage 'tcp'" in str(info.value) and "refused" in str(info.value)
+
+
+def test_ready_connects_briefly_first_then_longer(
+    keys: dict[str, Any], sshd: LoopbackSshd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SYN sent before the guest configured the address its lease names is dropped, and the
+    kernel sends it again only a second later: the probe's first connects are short."""
+    from hvlib import ssh as sshmod
+
+    real = sshmod.open_socket
+    asked: list[float] = []
+
+    def dropped(address: str, port: int, netns: str | None, timeout: float) -> Any:
+        asked.append(timeout)
+        if len(asked) <= len(PROBE_CONNECT_TIMEOUTS):
+            raise GuestAccessError("cannot connect: timed out")
+        return real(address, port, netns, timeout)
+
+    monkeypatch.setattr(sshmod, "open_socket", dropped)
+    dom = FakeDomain(config_for(keys, sshd.port))
+    try:
+        dom.wait_ready(timeout=10, interval=0.01)
+    finally:
+        dom.close_access()
+    assert asked == [*PROBE_CONNECT_TIMEOUTS, PROBE_CONNECT_TIMEOUTS[-1]]
+    assert PROBE_CONNECT_TIMEOUTS[0] <= 0.1 and PROBE_CONNECT_TIMEOUTS[-1] == 1.0
 
 
 def test_ready_without_address_reports_address(keys: dict[str, Any]) -> None:

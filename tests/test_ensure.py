@@ -289,3 +289,46 @@ def test_idmap_change_on_a_running_container_waits_for_a_restart(
     final = host.domains.ensure(moved)
     assert not final.changed and final.pending == []
     host.domains.ensure(moved, state=State.ABSENT)
+
+
+def test_rng_change_is_a_config_change(counted: tuple[Host, CountingLibvirt], unique: str) -> None:
+    host, proxy = counted
+    host.domains.ensure(vm(unique), state=State.SHUT_OFF)
+    with_rng = vm(unique, rng=True)
+    res = host.domains.ensure(with_rng, state=State.SHUT_OFF)
+    assert [(c.field, c.before, c.after, c.how) for c in res.changes] == [
+        ("rng", False, True, ChangeHow.NEXT_BOOT)
+    ]
+    assert '+    <rng model="virtio">' in res.diff()
+    kept = host.domains.get(unique).xml_doc(inactive=True).rngs  # the test driver keeps it
+    assert [(r.model, r.backend_model, r.backend_path) for r in kept] == [
+        ("virtio", "random", "/dev/urandom")
+    ]
+    proxy.calls.clear()
+    again = host.domains.ensure(with_rng, state=State.SHUT_OFF)
+    assert not again.changed and again.pending == [], again.changes
+    assert proxy.calls.writes() == {}
+    gone = host.domains.ensure(vm(unique), state=State.SHUT_OFF)
+    assert [(c.field, c.after) for c in gone.changes] == [("rng", False)]
+    assert host.domains.get(unique).xml_doc(inactive=True).rngs == []
+    host.domains.ensure(vm(unique), state=State.ABSENT)
+
+
+def test_rng_on_a_running_guest_waits_for_a_restart(
+    counted: tuple[Host, CountingLibvirt], unique: str
+) -> None:
+    host, proxy = counted
+    host.domains.ensure(vm(unique))
+    with_rng = vm(unique, rng=True)
+    res = host.domains.ensure(with_rng)
+    assert [(c.field, c.how) for c in res.changes] == [("rng", ChangeHow.NEXT_BOOT)]
+    assert [(c.field, c.how) for c in res.pending] == [("rng", ChangeHow.RESTART)]
+    assert host.domains.get(unique).xml_doc().rngs == []  # not attached live
+    proxy.calls.clear()
+    done = host.domains.ensure(with_rng, allow_restart=True)
+    assert [(c.field, c.how) for c in done.changes] == [("rng", ChangeHow.RESTART)]
+    assert proxy.calls["createWithFlags"] + proxy.calls["create"] == 1
+    assert len(host.domains.get(unique).xml_doc().rngs) == 1
+    final = host.domains.ensure(with_rng)
+    assert not final.changed and final.pending == []
+    host.domains.ensure(with_rng, state=State.ABSENT)

@@ -321,6 +321,7 @@ def test_udhcpc_script_applies_a_lease(tmp_path: Path) -> None:
     (tmp_path / "ip").chmod(0o755)
     script = gk.udhcpc_script().replace("/etc/resolv.conf", str(tmp_path / "resolv"))
     script = script.replace(">/dev/console", f">>{tmp_path}/console")
+    script = script.replace(gk._DHCP_STATE_DIR, str(tmp_path))
     env = {
         "PATH": f"{tmp_path}:/usr/bin:/bin",
         "interface": "eth0",
@@ -335,6 +336,7 @@ def test_udhcpc_script_applies_a_lease(tmp_path: Path) -> None:
     assert "route replace default via 192.0.2.1 dev eth0" in calls
     assert (tmp_path / "resolv").read_text() == "nameserver 192.0.2.53\n"
     assert (tmp_path / "console").read_text() == f"{gk.LEASE_PREFIX}eth0 192.0.2.7\n"
+    assert (tmp_path / "eth0.bound").exists(), "/init learns of the lease"
 
 
 def run_lxc_init(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -579,3 +581,55 @@ def test_building_prunes_kits_unused_for_a_day(tmp_path: Path, fake_build: FakeB
     os.utime(kit.directory, (two_days_ago, two_days_ago))
     gk.ensure_guest_kit(tmp_path)  # a cache hit marks the kit as used
     assert kit.directory.stat().st_mtime > two_days_ago + 3600
+
+
+def test_udhcpc_script_tells_init_about_leases_and_failures(tmp_path: Path) -> None:
+    (tmp_path / "ip").write_text("#!/bin/sh\n")
+    (tmp_path / "ip").chmod(0o755)
+    state = tmp_path / "dhcp"
+    state.mkdir()
+    script = gk.udhcpc_script().replace(gk._DHCP_STATE_DIR, str(state))
+    script = script.replace("/etc/resolv.conf", str(tmp_path / "resolv"))
+    script = script.replace(">/dev/console", f">>{tmp_path}/console")
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "interface": "eth1", "ip": "192.0.2.8"}
+    subprocess.run(["sh", "-c", script, "udhcpc", "leasefail"], env=env, check=True)
+    assert sorted(p.name for p in state.iterdir()) == ["eth1.failed"]
+    subprocess.run(["sh", "-c", script, "udhcpc", "bound"], env=env, check=True)
+    assert sorted(p.name for p in state.iterdir()) == ["eth1.bound", "eth1.failed"]
+    assert (tmp_path / "console").read_text() == f"{gk.LEASE_PREFIX}eth1 192.0.2.8\n"
+
+
+@pytest.mark.parametrize(
+    ("nics", "markers", "waits"),
+    [
+        (0, [], False),  # no interface: nothing to wait for
+        (1, ["eth0.bound"], False),
+        (2, ["eth1.bound"], False),  # the first lease is enough
+        (2, ["eth0.failed", "eth1.failed"], False),  # DHCP gave up everywhere
+        (1, [], True),
+        (2, ["eth0.failed"], True),  # the other interface may still get a lease
+    ],
+)
+def test_init_waits_for_a_lease_before_the_ssh_line(
+    tmp_path: Path, nics: int, markers: list[str], waits: bool
+) -> None:
+    """Run /init's ``wait_reachable`` with the lease script's markers in a scratch directory."""
+    for name in markers:
+        (tmp_path / name).touch()
+    script = gk._init_reachable().replace(gk._DHCP_STATE_DIR, str(tmp_path))
+    script += f"nics={nics}\nwait_reachable\necho reachable\n"
+    shell = shutil.which("busybox")
+    cmd = [shell, "sh", "-c", script] if shell else ["sh", "-c", script]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1.0, check=True).stdout
+    except subprocess.TimeoutExpired:
+        assert waits, "wait_reachable kept waiting"
+    else:
+        assert not waits and out == "reachable\n"
+
+
+def test_init_loads_virtio_rng_and_waits_for_the_lease_before_the_ssh_line() -> None:
+    assert "virtio_rng" in gk.GUEST_MODULES
+    script = gk.render_init_script(FIELD_NOTES_ORDER)
+    assert script.index("nics=$((nics + 1))") < script.index("wait_reachable; echo")
+    assert script.index("wait_reachable; echo") < script.index(gk.SSH_LINE)

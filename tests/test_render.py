@@ -13,6 +13,7 @@ from hvlib import Disk, DomainSpec, IdMap, SpecError, VirtType, XmlEdit
 from hvlib.domxml import DomainXML
 from hvlib.ensure import merge
 from hvlib.render import load_template, render_tree, template_text
+from hvlib.xmlmodel import XmlNode
 from tests.golden_specs import GOLDEN_SPECS
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -170,3 +171,69 @@ def test_vm_definitions_keep_an_idmap_they_do_not_own() -> None:
     current.idmap = {"uid": ((0, 1, 1),), "gid": ((0, 1, 1),)}
     merge(current, GOLDEN_SPECS["qemu"])
     assert current.idmap == {"uid": ((0, 1, 1),), "gid": ((0, 1, 1),)}
+
+
+def _device_tags(doc: DomainXML) -> list[str]:
+    return [str(el.tag) for el in doc.devices if isinstance(el.tag, str)]
+
+
+def test_rng_renders_after_the_memballoon_and_validates() -> None:
+    spec = GOLDEN_SPECS["qemu-rng"]
+    xml = hvlib.render(spec)
+    hvlib.validate(xml)
+    doc = DomainXML.from_xml(xml)
+    assert _device_tags(doc) == ["interface", "serial", "console", "memballoon", "rng"]
+    [rng] = doc.rngs
+    assert (rng.model, rng.backend_model, rng.backend_path) == ("virtio", "random", "/dev/urandom")
+    assert rng.address_type is None
+    assert "<rng" not in hvlib.render(replace(spec, rng=False))
+
+
+@pytest.mark.parametrize("virt", [VirtType.KVM, VirtType.QEMU])
+def test_rng_on_each_machine(virt: VirtType) -> None:
+    for machine, address in (("pc", None), ("q35", None), ("microvm", "virtio-mmio")):
+        spec = replace(GOLDEN_SPECS["qemu-rng"], virt=virt, machine=machine)
+        xml = hvlib.render(spec)
+        hvlib.validate(xml)
+        [rng] = DomainXML.from_xml(xml).rngs
+        assert rng.address_type == address, machine
+
+
+def test_merging_a_spec_adds_keeps_or_removes_its_rng() -> None:
+    spec = GOLDEN_SPECS["qemu-rng"]
+    current = render_tree(replace(spec, rng=False))
+    merge(current, spec)
+    assert len(current.rngs) == 1 and _device_tags(current)[-1] == "rng"
+    current.rngs[0].address_type = "pci"  # what libvirt wrote back is kept
+    merge(current, spec)
+    assert [r.address_type for r in current.rngs] == ["pci"]
+    merge(current, replace(spec, rng=False))
+    assert current.rngs == []
+
+
+def test_an_rng_of_another_kind_is_not_the_specs() -> None:
+    # an EGD-fed RNG added through the escape hatch is neither the spec's nor removed by it
+    current = render_tree(GOLDEN_SPECS["qemu"])
+    egd = etree.SubElement(current.devices, "rng", model="virtio")
+    etree.SubElement(egd, "backend", model="egd", type="tcp")
+    merge(current, GOLDEN_SPECS["qemu"])
+    assert [r.backend_model for r in current.rngs] == ["egd"]
+    merge(current, replace(GOLDEN_SPECS["qemu"], rng=True))
+    assert [r.backend_model for r in current.rngs] == ["egd", "random"]
+
+
+def test_devices_go_where_libvirt_writes_them() -> None:
+    doc = load_template("hvm")
+    for tag in ("rng", "panic", "watchdog", "input", "disk", "interface"):
+        doc.insert_device(XmlNode(etree.Element(tag)))
+    assert _device_tags(doc) == [
+        "disk",
+        "interface",
+        "serial",
+        "console",
+        "input",
+        "watchdog",
+        "memballoon",
+        "rng",
+        "panic",
+    ]

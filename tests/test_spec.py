@@ -311,3 +311,29 @@ def test_idmap_is_for_containers_only(virt: VirtType) -> None:
 def test_lxc_renders_its_idmap() -> None:
     assert "<idmap>" not in hvlib.render(ct())
     assert "<idmap>" in hvlib.render(ct(idmap=IdMap.shifted(100000)))
+
+
+def test_rng_must_be_a_bool() -> None:
+    assert vm().rng is False and vm(rng=True).rng is True
+    with pytest.raises(SpecError) as info:
+        vm(rng="yes")
+    assert info.value.field == "rng"
+
+
+def test_rng_is_the_last_field_so_positional_arguments_keep_their_place() -> None:
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(DomainSpec)]
+    assert names[-2:] == ["idmap", "rng"]
+
+
+@pytest.mark.parametrize("virt", [VirtType.XEN_PV, VirtType.XEN_PVH, VirtType.XEN_HVM])
+def test_rng_is_refused_for_xen(virt: VirtType) -> None:
+    disks = [Disk.file("/d")] if virt is VirtType.XEN_HVM else []
+    with pytest.raises(Unsupported, match=f"{virt.value} guests take no virtio random number"):
+        hvlib.render(vm(virt=virt, disks=disks, rng=True))
+
+
+def test_rng_is_refused_for_lxc() -> None:
+    with pytest.raises(Unsupported, match=r"lxc containers take no .*rng is for kvm and qemu"):
+        hvlib.render(ct(rng=True))

@@ -87,6 +87,7 @@ autostart: true
 on_poweroff: destroy
 on_reboot: restart
 on_crash: preserve
+rng: true
 xml_edits:
   - set: ./devices/console/@type
     value: pty
@@ -113,6 +114,7 @@ xml_edits:
         description="the web server",
         autostart=True,
         on_crash="preserve",
+        rng=True,
         xml_edits=[
             XmlEdit.set("./devices/console/@type", "pty"),
             XmlEdit.delete("./devices/memballoon"),
@@ -284,6 +286,8 @@ CT = "name: c\nvirt: lxc\ninit: [/sbin/init]\nfilesystems:\n  - {source: /srv/c,
         (VM + "memory_mib: 1G\n", 4, "memory_mib", "must be an integer"),
         (VM + "memory_mib: 512\nmax_memory_mib: 256\n", 5, "max_memory_mib", "between 512"),
         (VM + "autostart: sometimes\n", 4, "autostart", "must be true or false"),
+        (VM + "rng: 1\n", 4, "rng", "must be true or false"),
+        (CT + "rng: true\n", 6, "rng", "rng is for kvm and qemu guests"),
         (VM + "uuid: nope\n", 4, "uuid", "must be a UUID"),
         (VM + "on_crash: explode\n", 4, "on_crash", "must be one of destroy"),
         ("name: v\nvirt: qemu\ninitrd: /i\n", 3, "initrd", "needs a kernel"),

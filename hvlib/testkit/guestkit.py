@@ -14,12 +14,20 @@ What it does:
   concatenated (the kernel unpacks them in order): ``initramfs-base.cpio.gz`` holds no secret
   and is byte-for-byte reproducible from its inputs; ``initramfs-keys.cpio.gz`` holds the guest's
   SSH host key and the client's authorized key. ``initrd.img`` is the two joined.
-- The guest's ``/init`` (busybox sh, PID 1) loads the virtio/Xen front-end modules, starts DHCP,
+- The guest's ``/init`` (busybox sh, PID 1) loads the virtio/Xen front-end modules (with
+  ``virtio_rng``: given a virtio RNG device, ``DomainSpec(rng=True)``, the kernel's random pool
+  is filled from the host early in boot, so dropbear's first connection does not block in
+  ``getrandom()``, which under software emulation without one took seconds), starts DHCP,
   ``acpid`` and ``dropbear``, reads a NoCloud seed (an iso9660 image labelled ``cidata``) and
-  prints the ``hvlib-guest: ...`` lines named by the ``*_LINE``/``*_PREFIX`` constants below on
-  ``/dev/console``. Kernel command-line flags (``FLAG_*``, see :func:`kernel_cmdline`) change
-  that behaviour. Order on the console: ``SSH_LINE`` (port 22 is listening), the seed lines,
-  the cpu-flags line, then ``READY_LINE``; ``LEASE_PREFIX`` lines come whenever DHCP answers.
+  prints the ``hvlib-guest: ...`` lines named by the ``*_LINE``/``*_PREFIX``
+  constants below on ``/dev/console``. Kernel command-line flags (``FLAG_*``, see
+  :func:`kernel_cmdline`) change that behaviour. Order on the console: ``SSH_LINE``, the seed
+  lines, the cpu-flags line, then ``READY_LINE``. ``SSH_LINE`` means the guest can be reached
+  over SSH: port 22 is listening and, when the guest has a network interface, the first
+  ``LEASE_PREFIX`` line (an address configured) came before it; it comes without a lease only
+  when the guest has no interface (besides ``lo``) or DHCP gave up on every interface (one
+  round of 5 tries, ~10 s; or, at the latest, after about :data:`SSH_LEASE_WAIT_S`). Further
+  ``LEASE_PREFIX`` lines (other interfaces) come whenever DHCP answers.
   Graceful power-off works through the ACPI button (acpid) and, for Xen's shutdown request,
   through ``poweroff`` signalling PID 1; ``hvlib.noacpi`` turns both off.
 - The LXC root directory holds busybox and ``/sbin/hvlib-init``, which prints ``READY_LINE`` on
@@ -85,6 +93,7 @@ __all__ = [
     "SEED_MARKER_DIRECTIVE",
     "SEED_MARKER_PREFIX",
     "SSH_FAILED_LINE",
+    "SSH_LEASE_WAIT_S",
     "SSH_LINE",
     "TERM_LINE",
     "GuestKit",
@@ -108,6 +117,9 @@ SEED_MARKER_PREFIX = "hvlib-guest: seed marker: "
 CPU_FLAGS_PREFIX = "hvlib-guest: cpu flags: "
 COUNTER_PREFIX = "hvlib-guest: counter "
 LEASE_PREFIX = "hvlib-guest: dhcp lease: "
+SSH_LEASE_WAIT_S = 30
+"""About the most seconds /init waits, once dropbear listens, for a DHCP lease (or for DHCP to
+give up on every interface) before it prints ``SSH_LINE`` anyway (polls 0.05 s apart)."""
 POWEROFF_LINE = "hvlib-guest: powering off"
 TERM_LINE = "hvlib-guest: terminated"
 
@@ -146,6 +158,7 @@ GUEST_MODULES = (
     "virtio_pci_modern_dev",
     "virtio_pci_legacy_dev",
     "virtio_pci",
+    "virtio_rng",
     "failover",
     "net_failover",
     "virtio_net",
@@ -166,6 +179,10 @@ _GUEST_LIB_DIR = "lib/x86_64-linux-gnu"
 _GUEST_MODULE_DIR = "lib/modules/hvlib"
 _HOST_KEY_GUEST_PATH = "etc/dropbear/dropbear_ed25519_host_key"
 _UDHCPC_SCRIPT = "/etc/udhcpc/default.script"
+_DHCP_STATE_DIR = "/run/hvlib-dhcp"
+"""Where the lease script marks each interface ``IFACE.bound`` (a lease is configured) or
+``IFACE.failed`` (DHCP gave up a round), for /init to decide when the guest is reachable (a
+failed write is not fatal: ``echo`` is no special builtin)."""
 _PWRF_SCRIPT = "/etc/acpi/PWRF/00000080"
 _PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 _GROUP = "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n"
@@ -455,12 +472,33 @@ hostname hvlib-guest
 
 _INIT_NET = f"""\
 ip link set lo up
+mkdir -p {_DHCP_STATE_DIR}
+nics=0
 for dev in /sys/class/net/*; do
   ifname=${{dev##*/}}
   [ "$ifname" = lo ] && continue
+  nics=$((nics + 1))
   ip link set "$ifname" up
   udhcpc -f -i "$ifname" -s {_UDHCPC_SCRIPT} -t 5 -T 2 -A 3 >/dev/null 2>&1 &
 done
+"""
+
+
+def _init_reachable() -> str:
+    """Return the /init shell function ``wait_reachable``: it returns once the guest can be
+    reached, i.e. at once without interfaces (``$nics`` is 0), else on the first DHCP lease or
+    when DHCP gave up on every interface; after about :data:`SSH_LEASE_WAIT_S` at the latest."""
+    polls = SSH_LEASE_WAIT_S * 20
+    return f"""\
+dhcp_done() {{
+  for f in {_DHCP_STATE_DIR}/*.bound; do [ -e "$f" ] && return 0; done
+  set -- {_DHCP_STATE_DIR}/*.failed
+  [ -e "$1" ] && [ $# -ge "$nics" ]
+}}
+wait_reachable() {{
+  i=0
+  while [ "$nics" -gt 0 ] && [ $i -lt {polls} ] && ! dhcp_done; do sleep 0.05; i=$((i + 1)); done
+}}
 """
 
 
@@ -477,14 +515,15 @@ fi
 
 
 def _init_ssh() -> str:
-    """Return the /init part that starts dropbear and reports once port 22 listens."""
+    """Return the /init part that starts dropbear and reports once port 22 listens and the
+    guest can be reached (see :func:`_init_reachable`)."""
     listening = "grep -q ':0016 [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null"
     return f"""\
 if ! has_flag {FLAG_NOSSH}; then
   dropbear -r /{_HOST_KEY_GUEST_PATH} -s -p 22 -P /run/dropbear.pid
   i=0
   until {listening} || [ $i -ge 50 ]; do sleep 0.1; i=$((i + 1)); done
-  if {listening}; then {_echo(SSH_LINE)}; else {_echo(SSH_FAILED_LINE)}; fi
+  if {listening}; then wait_reachable; {_echo(SSH_LINE)}; else {_echo(SSH_FAILED_LINE)}; fi
 fi
 """
 
@@ -539,11 +578,22 @@ def render_init_script(modules: Sequence[str]) -> str:
     load = (
         f'for m in {names}; do\n  insmod "/{_GUEST_MODULE_DIR}/$m.ko" 2>/dev/null || true\ndone\n'
     )
-    return _INIT_HEAD + load + _INIT_NET + _init_power() + _init_ssh() + _init_seed() + _init_tail()
+    return (
+        _INIT_HEAD
+        + load
+        + _INIT_NET
+        + _init_reachable()
+        + _init_power()
+        + _init_ssh()
+        + _init_seed()
+        + _init_tail()
+    )
 
 
 def udhcpc_script() -> str:
-    """Return the udhcpc lease script: applies address, default route and DNS; reports the lease."""
+    """Return the udhcpc lease script: applies address, default route and DNS; reports the lease
+    (on the console, and to /init as ``IFACE.bound``; a round of DHCP that got no lease as
+    ``IFACE.failed``)."""
     return f"""\
 #!/bin/sh
 # udhcpc lease script of the hvlib test guest (busybox udhcpc exports ip, mask, router, dns).
@@ -558,7 +608,13 @@ case "$1" in
     for r in $router; do ip route replace default via "$r" dev "$interface"; break; done
     : >/etc/resolv.conf
     for d in $dns; do echo "nameserver $d" >>/etc/resolv.conf; done
-    if [ "$1" = bound ]; then echo "{LEASE_PREFIX}$interface $ip" >/dev/console; fi
+    if [ "$1" = bound ]; then
+      echo "{LEASE_PREFIX}$interface $ip" >/dev/console
+      echo "$ip" >"{_DHCP_STATE_DIR}/$interface.bound"
+    fi
+    ;;
+  leasefail)
+    echo "$ip" >"{_DHCP_STATE_DIR}/$interface.failed"
     ;;
 esac
 exit 0
