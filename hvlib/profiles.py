@@ -74,35 +74,31 @@ _HVM = {
     "machine": "pc",
     "platform": True,
 }
+
+
+def _xen_paravirt(virt: VirtType, template: str, os_type: str) -> Profile:
+    """Xen PV or PVH: a kernel booted directly, Xen's own disk bus and console (hvc0)."""
+    return Profile(
+        virt,
+        template=template,
+        domain_type="xen",
+        os_type=os_type,
+        disk_bus="xen",
+        cdrom_bus="xen",
+        nic_model=None,
+        boots_kernel_only=True,
+        filesystems=False,
+        console_device="hvc0",
+    )
+
+
 _NO_CDROM = (VirtType.XEN_PV, VirtType.XEN_PVH)
 """Types without emulated devices: no cdrom drive to put an image in."""
 PROFILES: dict[VirtType, Profile] = {
     VirtType.KVM: Profile(VirtType.KVM, domain_type="kvm", **_HVM),  # type: ignore[arg-type]
     VirtType.QEMU: Profile(VirtType.QEMU, domain_type="qemu", **_HVM),  # type: ignore[arg-type]
-    VirtType.XEN_PV: Profile(
-        VirtType.XEN_PV,
-        template="xen-pv",
-        domain_type="xen",
-        os_type="xen",
-        disk_bus="xen",
-        cdrom_bus="xen",
-        nic_model=None,
-        boots_kernel_only=True,
-        filesystems=False,
-        console_device="hvc0",
-    ),
-    VirtType.XEN_PVH: Profile(
-        VirtType.XEN_PVH,
-        template="xen-pvh",
-        domain_type="xen",
-        os_type="xenpvh",
-        disk_bus="xen",
-        cdrom_bus="xen",
-        nic_model=None,
-        boots_kernel_only=True,
-        filesystems=False,
-        console_device="hvc0",
-    ),
+    VirtType.XEN_PV: _xen_paravirt(VirtType.XEN_PV, "xen-pv", "xen"),
+    VirtType.XEN_PVH: _xen_paravirt(VirtType.XEN_PVH, "xen-pvh", "xenpvh"),
     VirtType.XEN_HVM: Profile(
         VirtType.XEN_HVM,
         template="xen-hvm",
