@@ -422,7 +422,7 @@ def b9(plan: Plan, say: Progress) -> list[Row]:
         len(out["samples"]),
         passed,
         f"one process, {out['seconds']:.1f} s; growth = last sample - midpoint sample of "
-        f"Python's allocated blocks (exact) and of RSS (moves in allocator steps); hvlib's "
+        f"Python's allocated blocks (exact) and of RSS (moves in allocator steps); "
         f"the host held {out['event_hub_entries']} console captures at the end",
     )
     return [row]
