@@ -157,14 +157,15 @@ class Domain(GuestAccess, Mobility, HostObject):
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self, *, capture_console: bool = True) -> None:
-        """Start the domain; a no-op if it is already active.
+        """Start the domain; a no-op if it is already active (running, or paused: a paused
+        domain needs :meth:`resume`).
 
         With ``capture_console`` hvlib records the console from the first byte (a VM is
         started paused, its console stream opened, then resumed): see :meth:`console_log`.
 
         Raises:
-            DomainNotFound: the domain is gone. InvalidState: paused domains need resume().
-            LibvirtError: libvirt failed to start it (the message says why).
+            DomainNotFound: the domain is gone.
+            LibvirtError, InvalidState: libvirt failed to start it (the message says why).
         """
         # No state read first: libvirt's own "already running" refusal is the check (one RPC
         # less on every start). The test driver has neither console streams nor START_PAUSED.
