@@ -22,7 +22,7 @@ import pytest
 from lxml import etree
 
 import hvlib
-from hvlib import Domain, DomainSpec, State, render
+from hvlib import Disk, Domain, DomainSpec, State, render
 from hvlib.domain import virt_of
 from hvlib.domxml import DomainXML
 from hvlib.fleet import virt_types_of
@@ -138,6 +138,41 @@ def test_paravirtualized_guest_through_hvlib(
         assert dom.state is State.SHUT_OFF
     finally:
         undefine_and_check(host, dom)
+
+
+@pytest.mark.parametrize(
+    ("virt", "step"),
+    [
+        pytest.param(hvlib.VirtType.XEN_PV, "pv", marks=pytest.mark.xen_pv),
+        pytest.param(hvlib.VirtType.XEN_PVH, "pvh", marks=pytest.mark.xen_pvh),
+    ],
+)
+def test_paravirtualized_guest_sees_its_disk(
+    xen: XenHost, host: hvlib.Host, virt: hvlib.VirtType, step: str
+) -> None:
+    """A file in dom0 given as ``Disk.file`` is the guest's xvda, of the file's size."""
+    image = f"/var/lib/xen/hvlib-{step}-disk.img"
+    xen.run(["truncate", "-s", "16M", image])
+    kit = GOLDEN_SPECS["xen-pv-kit"]
+    spec = DomainSpec(
+        name=f"hvlib-{step}-disk",
+        virt=virt,
+        memory_mib=128,
+        kernel=kit.kernel,
+        initrd=kit.initrd,
+        cmdline=gk.kernel_cmdline("hvc0", gk.FLAG_NOSSH, gk.FLAG_DISKS),
+        disks=[Disk.file(image)],
+    )
+    dom = host.domains.ensure(spec, State.RUNNING).domain
+    assert dom is not None
+    try:
+        line = dom.wait_for_console(f"^{re.escape(gk.DISK_PREFIX)}xvda ", timeout=90)
+        assert line == f"{gk.DISK_PREFIX}xvda {16 * 2**20 // 512}"
+        dom.wait_for_console(f"^{re.escape(gk.READY_LINE)}$", timeout=30)
+        assert not host.domains.ensure(spec, State.RUNNING).changed
+    finally:
+        undefine_and_check(host, dom)
+        xen.run(["rm", "-f", image])
 
 
 def test_capabilities_offer_every_xen_type(host: hvlib.Host) -> None:

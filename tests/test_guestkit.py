@@ -295,6 +295,8 @@ def test_init_script_has_documented_lines_and_parses() -> None:
         gk.FLAG_NOACPI,
         gk.FLAG_NOSSH,
         gk.FLAG_CPUINFO,
+        gk.FLAG_DISKS,
+        gk.DISK_PREFIX,
         gk.FLAG_COUNTER,
         "LABEL=" + gk.SEED_LABEL,
         "acpid -f -c /etc/acpi -l ",

@@ -19,15 +19,15 @@ What it does:
   is filled from the host early in boot, so dropbear's first connection does not block in
   ``getrandom()``, which under software emulation without one took seconds), starts DHCP,
   ``acpid`` and ``dropbear``, reads a NoCloud seed (an iso9660 image labelled ``cidata``) and
-  prints the ``hvlib-guest: ...`` lines named by the ``*_LINE``/``*_PREFIX``
-  constants below on ``/dev/console``. Kernel command-line flags (``FLAG_*``, see
-  :func:`kernel_cmdline`) change that behaviour. Order on the console: ``SSH_LINE``, the seed
-  lines, the cpu-flags line, then ``READY_LINE``. ``SSH_LINE`` means the guest can be reached
-  over SSH: port 22 is listening and, when the guest has a network interface, the first
-  ``LEASE_PREFIX`` line (an address configured) came before it; it comes without a lease only
-  when the guest has no interface (besides ``lo``) or DHCP gave up on every interface (one
-  round of 5 tries, ~10 s; or, at the latest, after about :data:`SSH_LEASE_WAIT_S`). Further
-  ``LEASE_PREFIX`` lines (other interfaces) come whenever DHCP answers.
+  prints the ``hvlib-guest: ...`` lines named by the ``*_LINE``/``*_PREFIX`` constants below on
+  ``/dev/console``. Kernel command-line flags (``FLAG_*``, see :func:`kernel_cmdline`) change
+  that behaviour. Order on the console: ``SSH_LINE``, the seed lines, the cpu-flags line, the
+  disk lines, then ``READY_LINE``. ``SSH_LINE`` means the guest can be reached over SSH: port 22
+  is listening and, when the guest has a network interface, the first ``LEASE_PREFIX`` line (an
+  address configured) came before it; it comes without a lease only when the guest has no
+  interface (besides ``lo``) or DHCP gave up on every interface (one round of 5 tries, ~10 s;
+  or, at the latest, after about :data:`SSH_LEASE_WAIT_S`). Further ``LEASE_PREFIX`` lines
+  (other interfaces) come whenever DHCP answers.
   Graceful power-off works through the ACPI button (acpid) and, for Xen's shutdown request,
   through ``poweroff`` signalling PID 1; ``hvlib.noacpi`` turns both off.
 - The LXC root directory holds busybox and ``/sbin/hvlib-init``, which prints ``READY_LINE`` on
@@ -77,8 +77,10 @@ from hvlib.testkit import cache_dir
 __all__ = [
     "COUNTER_PREFIX",
     "CPU_FLAGS_PREFIX",
+    "DISK_PREFIX",
     "FLAG_COUNTER",
     "FLAG_CPUINFO",
+    "FLAG_DISKS",
     "FLAG_NOACPI",
     "FLAG_NOSSH",
     "GUEST_MODULES",
@@ -115,6 +117,7 @@ SSH_FAILED_LINE = "hvlib-guest: ssh server failed"
 SEED_FILES_PREFIX = "hvlib-guest: seed files: "
 SEED_MARKER_PREFIX = "hvlib-guest: seed marker: "
 CPU_FLAGS_PREFIX = "hvlib-guest: cpu flags: "
+DISK_PREFIX = "hvlib-guest: disk: "
 COUNTER_PREFIX = "hvlib-guest: counter "
 LEASE_PREFIX = "hvlib-guest: dhcp lease: "
 SSH_LEASE_WAIT_S = 30
@@ -130,6 +133,9 @@ FLAG_NOSSH = "hvlib.nossh"
 """Do not start dropbear."""
 FLAG_CPUINFO = "hvlib.cpuinfo"
 """Print the ``flags`` line of /proc/cpuinfo after :data:`CPU_FLAGS_PREFIX`."""
+FLAG_DISKS = "hvlib.disks"
+"""Print one :data:`DISK_PREFIX` line per block device (``NAME SECTORS``; loop and ram
+devices left out) before the ready line."""
 FLAG_COUNTER = "hvlib.counter"
 """Print :data:`COUNTER_PREFIX` + N every 0.5 s (N = 1, 2, ...) in the background."""
 
@@ -559,10 +565,18 @@ fi
 
 
 def _init_tail() -> str:
-    """Return the /init part for the cpuinfo and counter flags, the ready line and the idle loop."""
+    """Return the /init part for the cpuinfo, disks and counter flags, the ready line and the
+    idle loop."""
     return f"""\
 if has_flag {FLAG_CPUINFO}; then
   echo "{CPU_FLAGS_PREFIX}$(sed -n 's/^flags[[:space:]]*: *//p' /proc/cpuinfo | head -n 1)"
+fi
+if has_flag {FLAG_DISKS}; then
+  for d in /sys/block/*; do
+    n=${{d##*/}}
+    case "$n" in loop*|ram*) continue ;; esac
+    echo "{DISK_PREFIX}$n $(cat "$d/size")"
+  done
 fi
 if has_flag {FLAG_COUNTER}; then
   (n=0; while :; do n=$((n + 1)); echo "{COUNTER_PREFIX}$n"; sleep 0.5; done) &

@@ -71,9 +71,10 @@ KIT_LABEL = "hvlib-kit"
 
 _MIB = 1024 * 1024
 _INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "ext4")
-#: Loaded by dom0's init: its NIC, and Xen's back ends for guest disks and NICs (no udev
-#: runs in dom0 to load them on demand).
-_DOM0_MODULES = ("virtio_net", "xen-blkback", "xen-netback", "xen-gntalloc")
+#: Loaded by dom0's init: its NIC, Xen's back ends for guest disks and NICs, and loop (Xen's
+#: ``block`` hotplug script attaches a file-backed guest disk through a loop device; without
+#: it libxl failed to create such a guest) - no udev runs in dom0 to load them on demand.
+_DOM0_MODULES = ("virtio_net", "xen-blkback", "xen-netback", "xen-gntalloc", "loop")
 _CPU_MODEL = "hvlib-minimal"
 
 _INIT_SCRIPT = rf"""#!/bin/sh
