@@ -22,7 +22,7 @@ import pytest
 from lxml import etree
 
 import hvlib
-from hvlib import Disk, Domain, DomainSpec, State, render
+from hvlib import Disk, Domain, DomainSpec, Nic, State, render
 from hvlib.domain import virt_of
 from hvlib.domxml import DomainXML
 from hvlib.fleet import virt_types_of
@@ -173,6 +173,35 @@ def test_paravirtualized_guest_sees_its_disk(
     finally:
         undefine_and_check(host, dom)
         xen.run(["rm", "-f", image])
+
+
+@pytest.mark.xen_pv
+def test_pv_guest_gets_its_nic_on_a_dom0_bridge(xen: XenHost, host: hvlib.Host) -> None:
+    """A ``Nic.bridge`` on a bridge in dom0 is the guest's eth0 with the MAC the spec gave
+    (netfront in the guest, netback and Xen's vif-bridge hotplug script in dom0). The bridge
+    lives inside dom0, itself a guest in the sandbox's network namespace."""
+    bridge, mac = "hvlibbr0", "00:16:3e:00:10:01"
+    xen.run(["sh", "-c", f"ip link show {bridge} || ip link add {bridge} type bridge"])
+    xen.run(["ip", "link", "set", bridge, "up"])
+    kit = GOLDEN_SPECS["xen-pv-kit"]
+    spec = DomainSpec(
+        name="hvlib-pv-nic",
+        virt=hvlib.VirtType.XEN_PV,
+        memory_mib=128,
+        kernel=kit.kernel,
+        initrd=kit.initrd,
+        cmdline=gk.kernel_cmdline("hvc0", gk.FLAG_NOSSH, gk.FLAG_NICS),
+        nics=[Nic.bridge(bridge, mac=mac)],
+    )
+    dom = host.domains.ensure(spec, State.RUNNING).domain
+    assert dom is not None
+    try:
+        line = dom.wait_for_console(f"^{re.escape(gk.NIC_PREFIX)}", timeout=90)
+        assert line == f"{gk.NIC_PREFIX}eth0 {mac}"
+        assert bridge in xen.run(["sh", "-c", "ip -o link show master " + bridge])
+        assert not host.domains.ensure(spec, State.RUNNING).changed
+    finally:
+        undefine_and_check(host, dom)
 
 
 def test_capabilities_offer_every_xen_type(host: hvlib.Host) -> None:

@@ -297,6 +297,8 @@ def test_init_script_has_documented_lines_and_parses() -> None:
         gk.FLAG_CPUINFO,
         gk.FLAG_DISKS,
         gk.DISK_PREFIX,
+        gk.FLAG_NICS,
+        gk.NIC_PREFIX,
         gk.FLAG_COUNTER,
         "LABEL=" + gk.SEED_LABEL,
         "acpid -f -c /etc/acpi -l ",

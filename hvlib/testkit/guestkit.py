@@ -22,12 +22,12 @@ What it does:
   prints the ``hvlib-guest: ...`` lines named by the ``*_LINE``/``*_PREFIX`` constants below on
   ``/dev/console``. Kernel command-line flags (``FLAG_*``, see :func:`kernel_cmdline`) change
   that behaviour. Order on the console: ``SSH_LINE``, the seed lines, the cpu-flags line, the
-  disk lines, then ``READY_LINE``. ``SSH_LINE`` means the guest can be reached over SSH: port 22
-  is listening and, when the guest has a network interface, the first ``LEASE_PREFIX`` line (an
-  address configured) came before it; it comes without a lease only when the guest has no
-  interface (besides ``lo``) or DHCP gave up on every interface (one round of 5 tries, ~10 s;
-  or, at the latest, after about :data:`SSH_LEASE_WAIT_S`). Further ``LEASE_PREFIX`` lines
-  (other interfaces) come whenever DHCP answers.
+  disk lines, the nic lines, then ``READY_LINE``. ``SSH_LINE`` means the guest can be reached
+  over SSH: port 22 is listening and, when the guest has a network interface, the first
+  ``LEASE_PREFIX`` line (an address configured) came before it; it comes without a lease only
+  when the guest has no interface (besides ``lo``) or DHCP gave up on every interface (one round
+  of 5 tries, ~10 s; or, at the latest, after about :data:`SSH_LEASE_WAIT_S`). Further
+  ``LEASE_PREFIX`` lines (other interfaces) come whenever DHCP answers.
   Graceful power-off works through the ACPI button (acpid) and, for Xen's shutdown request,
   through ``poweroff`` signalling PID 1; ``hvlib.noacpi`` turns both off.
 - The LXC root directory holds busybox and ``/sbin/hvlib-init``, which prints ``READY_LINE`` on
@@ -81,6 +81,7 @@ __all__ = [
     "FLAG_COUNTER",
     "FLAG_CPUINFO",
     "FLAG_DISKS",
+    "FLAG_NICS",
     "FLAG_NOACPI",
     "FLAG_NOSSH",
     "GUEST_MODULES",
@@ -88,6 +89,7 @@ __all__ = [
     "LINE_PREFIX",
     "LXC_IGNORE_TERM_ARG",
     "LXC_INIT",
+    "NIC_PREFIX",
     "POWEROFF_LINE",
     "READY_LINE",
     "SEED_FILES_PREFIX",
@@ -118,6 +120,7 @@ SEED_FILES_PREFIX = "hvlib-guest: seed files: "
 SEED_MARKER_PREFIX = "hvlib-guest: seed marker: "
 CPU_FLAGS_PREFIX = "hvlib-guest: cpu flags: "
 DISK_PREFIX = "hvlib-guest: disk: "
+NIC_PREFIX = "hvlib-guest: nic: "
 COUNTER_PREFIX = "hvlib-guest: counter "
 LEASE_PREFIX = "hvlib-guest: dhcp lease: "
 SSH_LEASE_WAIT_S = 30
@@ -133,6 +136,9 @@ FLAG_NOSSH = "hvlib.nossh"
 """Do not start dropbear."""
 FLAG_CPUINFO = "hvlib.cpuinfo"
 """Print the ``flags`` line of /proc/cpuinfo after :data:`CPU_FLAGS_PREFIX`."""
+FLAG_NICS = "hvlib.nics"
+"""Print one :data:`NIC_PREFIX` line per network interface (``NAME MAC``; ``lo`` left out)
+before the ready line."""
 FLAG_DISKS = "hvlib.disks"
 """Print one :data:`DISK_PREFIX` line per block device (``NAME SECTORS``; loop and ram
 devices left out) before the ready line."""
@@ -565,8 +571,8 @@ fi
 
 
 def _init_tail() -> str:
-    """Return the /init part for the cpuinfo, disks and counter flags, the ready line and the
-    idle loop."""
+    """Return the /init part for the cpuinfo, disks, nics and counter flags, the ready line
+    and the idle loop."""
     return f"""\
 if has_flag {FLAG_CPUINFO}; then
   echo "{CPU_FLAGS_PREFIX}$(sed -n 's/^flags[[:space:]]*: *//p' /proc/cpuinfo | head -n 1)"
@@ -576,6 +582,12 @@ if has_flag {FLAG_DISKS}; then
     n=${{d##*/}}
     case "$n" in loop*|ram*) continue ;; esac
     echo "{DISK_PREFIX}$n $(cat "$d/size")"
+  done
+fi
+if has_flag {FLAG_NICS}; then
+  for d in /sys/class/net/*; do
+    n=${{d##*/}}
+    [ "$n" = lo ] || echo "{NIC_PREFIX}$n $(cat "$d/address")"
   done
 fi
 if has_flag {FLAG_COUNTER}; then
