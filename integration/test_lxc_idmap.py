@@ -75,19 +75,28 @@ def shifted_rootfs(kit: GuestKit, private_dir: Path) -> Path:
 
 
 def init_pid(marker: str) -> int:
-    """The host pid of the one process whose command line has ``marker`` as an argument."""
+    """The host pid of the container's init: the process whose command line has ``marker`` as
+    an argument and that is pid 1 of its pid namespace (a child the init shell is forking has
+    the same command line until it execs; one such was seen here)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             args = (entry / "cmdline").read_bytes().split(b"\0")
+            nspid = _status(entry).get("NSpid", "").split()
         except OSError:
             continue
-        if marker.encode() in args:
+        if marker.encode() in args and nspid[-1:] == ["1"]:
             found.append(int(entry.name))
     assert len(found) == 1, (marker, found)
     return found[0]
+
+
+def _status(proc: Path) -> dict[str, str]:
+    """``/proc/PID/status`` as a mapping of its fields (raises OSError once it is gone)."""
+    lines = (proc / "status").read_text().splitlines()
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
 
 
 def ids_on_host(pid: int) -> tuple[list[int], list[int]]:
