@@ -138,9 +138,11 @@ class ConsoleCapture:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (self.closed and self._stream is None and remaining < 0):
                     tail = self._buf[-400:].decode("utf-8", "replace")
+                    last = _TERMINAL_CONTROL.sub("", tail).replace("\r", "").strip()
                     raise WaitTimeout(
                         f"{self.name}: no console line matching {regex.pattern!r} within "
-                        f"{timeout:g} s",
+                        f"{timeout:g} s; the console's last line: "
+                        f"{last.splitlines()[-1] if last else '(nothing printed)'!r}",
                         name=self.name,
                         waited=timeout,
                         last=tail,

@@ -41,5 +41,7 @@ def test_escape_sequences_do_not_split_or_pollute_lines(noise: bytes) -> None:
 def test_plain_text_is_untouched_and_misses_still_time_out() -> None:
     capture = fed(b"a [bracket] and ~tilde~\n")
     assert capture.wait_for(r"^a \[bracket\] and ~tilde~$", timeout=0)
-    with pytest.raises(WaitTimeout):
+    with pytest.raises(WaitTimeout, match=r"last line: 'a \[bracket\] and ~tilde~'"):
         capture.wait_for(r"^ready$", timeout=0.05)
+    with pytest.raises(WaitTimeout, match=r"last line: '\(nothing printed\)'"):
+        fed(b"\x1bc\r\n").wait_for(r"^ready$", timeout=0.01)

@@ -141,7 +141,9 @@ FLAG_NICS = "hvlib.nics"
 before the ready line."""
 FLAG_DISKS = "hvlib.disks"
 """Print one :data:`DISK_PREFIX` line per block device (``NAME SECTORS``; loop and ram
-devices left out) before the ready line."""
+devices left out) before the ready line, once the first one has appeared or 10 s passed (Xen's
+block front end connects to its back end after the module is loaded: in one full run of the
+suite a PVH guest listed its disks before xvda existed)."""
 FLAG_COUNTER = "hvlib.counter"
 """Print :data:`COUNTER_PREFIX` + N every 0.5 s (N = 1, 2, ...) in the background."""
 
@@ -578,6 +580,10 @@ if has_flag {FLAG_CPUINFO}; then
   echo "{CPU_FLAGS_PREFIX}$(sed -n 's/^flags[[:space:]]*: *//p' /proc/cpuinfo | head -n 1)"
 fi
 if has_flag {FLAG_DISKS}; then
+  i=0
+  until ls /sys/block | grep -qv -e '^loop' -e '^ram' || [ $i -ge 200 ]; do
+    sleep 0.05; i=$((i + 1))
+  done
   for d in /sys/block/*; do
     n=${{d##*/}}
     case "$n" in loop*|ram*) continue ;; esac
