@@ -22,7 +22,7 @@ integration: deps
 	bash scripts/run-tests.sh integration $(PYTEST_ARGS)
 
 # The real-Xen tests alone: a nested Xen host booted on a sandbox, PV, PVH and HVM guests
-# driven through hvlib (~80-100 s with a cached host image).
+# driven through hvlib (~2 min with a cached host image).
 xen: deps
 	$(PY) -m pytest -s integration/test_xen.py $(PYTEST_ARGS)
 
