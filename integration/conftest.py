@@ -18,11 +18,18 @@ from pathlib import Path
 import pytest
 
 import hvlib
-from hvlib import DomainSpec, accel
+from hvlib import DomainSpec, VirtType, accel
 from hvlib.domain import Domain
 from hvlib.host import Host
+from hvlib.remote import remote_uri
 from hvlib.testkit import sandbox as sandbox_mod
-from hvlib.testkit.guestkit import FLAG_NOSSH, GuestKit, ensure_guest_kit, kernel_cmdline
+from hvlib.testkit.guestkit import (
+    FLAG_COUNTER,
+    FLAG_NOSSH,
+    GuestKit,
+    ensure_guest_kit,
+    kernel_cmdline,
+)
 from hvlib.testkit.sandbox import NetSnapshot, SandboxHost, SshLink, ssh_linked
 
 LEFTOVERS_AT_START: list[str] = []
@@ -52,6 +59,24 @@ def kit() -> GuestKit:
         accel.ProbeGuest(str(built.kernel), str(built.initrd), kernel_cmdline("ttyS0", FLAG_NOSSH))
     )
     return built
+
+
+def pinned_uri(link: SshLink) -> str:
+    """Host B's libvirt URI as seen from A, over SSH with B's host key and A's key pinned."""
+    return remote_uri(link.ssh_uri, known_hosts=link.known_hosts, keyfile=link.keyfile)
+
+
+def counter_guest_spec(kit: GuestKit, name: str, **kw: object) -> DomainSpec:
+    """A QEMU guest of the kit that prints a console counter (remote and migration tests)."""
+    fields: dict[str, object] = {
+        "virt": VirtType.QEMU,
+        "memory_mib": 256,
+        "kernel": str(kit.kernel),
+        "initrd": str(kit.initrd),
+        "cmdline": kernel_cmdline("ttyS0", FLAG_COUNTER),
+        "rng": True,
+    }
+    return DomainSpec(name=name, **(fields | kw))  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager

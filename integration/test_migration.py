@@ -20,15 +20,13 @@ from typing import Any
 import pytest
 
 import hvlib
-from hvlib import DomainSpec, State, VirtType
+from hvlib import State
 from hvlib.domain import Domain
 from hvlib.host import Host
 from hvlib.migration import MigrationError, MigrationTimeout
-from hvlib.remote import remote_uri
-from hvlib.testkit import guestkit
 from hvlib.testkit.guestkit import GuestKit
 from hvlib.testkit.sandbox import SandboxHost, SshLink
-from integration.conftest import linked_pair
+from integration.conftest import counter_guest_spec, linked_pair, pinned_uri
 
 pytestmark = [pytest.mark.integration, pytest.mark.remote, pytest.mark.qemu]
 log = logging.getLogger(__name__)
@@ -53,22 +51,9 @@ def host_a(linked: SshLink) -> Iterator[Host]:
 
 @pytest.fixture(scope="module")
 def host_b(linked: SshLink) -> Iterator[Host]:
-    uri = remote_uri(linked.ssh_uri, known_hosts=linked.known_hosts, keyfile=linked.keyfile)
-    with hvlib.connect(uri, poll_interval=None) as h:
+    with hvlib.connect(pinned_uri(linked), poll_interval=None) as h:
         h.pools.ensure_dir("images", IMAGES)
         yield h
-
-
-def guest_spec(kit: GuestKit, name: str, **kw: object) -> DomainSpec:
-    fields: dict[str, object] = {
-        "virt": VirtType.QEMU,
-        "memory_mib": 256,
-        "kernel": str(kit.kernel),
-        "initrd": str(kit.initrd),
-        "cmdline": guestkit.kernel_cmdline("ttyS0", guestkit.FLAG_COUNTER),
-        "rng": True,
-    }
-    return DomainSpec(name=name, **(fields | kw))  # type: ignore[arg-type]
 
 
 def counters(data: bytes) -> list[int]:
@@ -115,7 +100,7 @@ def test_live_migration_with_storage_copy_keeps_the_guest_counting(
     linked: SshLink, host_a: Host, host_b: Host, kit: GuestKit, tmp_path: Path
 ) -> None:
     vol = host_a.volumes.create("images", "mig.qcow2", data=qcow2_with_pattern(tmp_path))
-    dom = host_a.domains.define(guest_spec(kit, "mig", disks=[vol.disk()]))
+    dom = host_a.domains.define(counter_guest_spec(kit, "mig", disks=[vol.disk()]))
     try:
         dom.start()
         assert dom.console is not None
@@ -201,7 +186,7 @@ def test_live_migration_with_storage_copy_keeps_the_guest_counting(
 def slow(host_a: Host, host_b: Host, kit: GuestKit) -> Iterator[Domain]:
     """A running guest on a, to be migrated at 1 MiB/s (its ~100 MiB of memory take over a
     minute): long enough to time out, or to lose the destination, mid-way."""
-    dom = host_a.domains.define(guest_spec(kit, "slow"))
+    dom = host_a.domains.define(counter_guest_spec(kit, "slow"))
     try:
         dom.start()
         dom.wait_for_console("counter 1", timeout=60)

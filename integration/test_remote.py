@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import hvlib
-from hvlib import DomainSpec, HostError, SpecError, State, Unsupported, VirtType
+from hvlib import HostError, SpecError, State, Unsupported, VirtType
 from hvlib.fleet import Fleet
 from hvlib.host import Host
 from hvlib.remote import remote_uri
@@ -25,7 +25,7 @@ from hvlib.snapshot import SnapshotKind
 from hvlib.testkit import guestkit
 from hvlib.testkit.guestkit import GuestKit
 from hvlib.testkit.sandbox import SshLink
-from integration.conftest import linked_pair
+from integration.conftest import counter_guest_spec, linked_pair, pinned_uri
 
 pytestmark = [pytest.mark.integration, pytest.mark.remote, pytest.mark.qemu]
 log = logging.getLogger(__name__)
@@ -41,26 +41,10 @@ def linked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshLink]:
         yield link
 
 
-def pinned(sl: SshLink) -> str:
-    return remote_uri(sl.ssh_uri, known_hosts=sl.known_hosts, keyfile=sl.keyfile)
-
-
 @pytest.fixture(scope="module")
 def host_b(linked: SshLink) -> Iterator[Host]:
-    with hvlib.connect(pinned(linked), poll_interval=None) as h:
+    with hvlib.connect(pinned_uri(linked), poll_interval=None) as h:
         yield h
-
-
-def guest_spec(kit: GuestKit, name: str, **kw: object) -> DomainSpec:
-    fields: dict[str, object] = {
-        "virt": VirtType.QEMU,
-        "memory_mib": 256,
-        "kernel": str(kit.kernel),
-        "initrd": str(kit.initrd),
-        "cmdline": guestkit.kernel_cmdline("ttyS0", guestkit.FLAG_COUNTER),
-        "rng": True,
-    }
-    return DomainSpec(name=name, **(fields | kw))  # type: ignore[arg-type]
 
 
 def counters(text: str | bytes) -> list[int]:
@@ -75,7 +59,7 @@ def test_ssh_connection_pins_the_host_key(
     linked: SshLink, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     with caplog.at_level(logging.INFO, logger="hvlib"):
-        uri = pinned(linked)
+        uri = pinned_uri(linked)
     assert uri.startswith("qemu+libssh://root@127.0.0.1:") and "known_hosts=" in uri
     assert "using libvirt's +libssh transport" in caplog.text
     started = time.monotonic()
@@ -140,25 +124,25 @@ def test_fleet_places_a_guest_on_the_host_with_room(
             "\n".join(inv.lines()),
         )
         # both sandboxes share this machine's memory: the defined domains tell them apart
-        filler = guest_spec(kit, "filler", memory_mib=inv.hosts[a_uri].headroom_mib - 64)
+        filler = counter_guest_spec(kit, "filler", memory_mib=inv.hosts[a_uri].headroom_mib - 64)
         fleet.host(a_uri).domains.define(filler)
         try:
-            plan = fleet.plan(guest_spec(kit, "web"))
+            plan = fleet.plan(counter_guest_spec(kit, "web"))
             assert plan.uri == b_uri
             assert re.fullmatch(r"needs 256 MiB, headroom is -?\d+ MiB", plan.rejected[a_uri])
             log.info("place(web) -> %s; rejected: %s", plan.uri, plan.rejected)
-            first = fleet.ensure(guest_spec(kit, "web"))
+            first = fleet.ensure(counter_guest_spec(kit, "web"))
             assert first.changed and first.domain is not None
             web = first.domain
             assert web.host is fleet.host(b_uri) and web.state is State.RUNNING
             # its console comes over the SSH connection
             web.wait_for_console(guestkit.READY_LINE, timeout=60)
             # a re-run finds it on b and changes nothing (no second copy on a)
-            again = fleet.ensure(guest_spec(kit, "web"))
+            again = fleet.ensure(counter_guest_spec(kit, "web"))
             assert not again.changed and again.domain is not None
             assert again.domain.host is web.host
             assert list(fleet.find("web")) == [b_uri]
-            assert fleet.ensure(guest_spec(kit, "web"), State.ABSENT).changed
+            assert fleet.ensure(counter_guest_spec(kit, "web"), State.ABSENT).changed
             assert fleet.find("web") == {}
         finally:
             fleet.host(a_uri).domains.get("filler").undefine()
@@ -174,7 +158,7 @@ def test_fleet_places_a_guest_on_the_host_with_room(
 def test_snapshot_and_revert_a_guest_on_a_qcow2_disk(host_b: Host, kit: GuestKit) -> None:
     host_b.pools.ensure_dir("images", IMAGES)
     vol = host_b.volumes.ensure("images", "snap.qcow2", size_mib=64, format="qcow2")
-    dom = host_b.domains.define(guest_spec(kit, "snap", disks=[vol.disk()]))
+    dom = host_b.domains.define(counter_guest_spec(kit, "snap", disks=[vol.disk()]))
     try:
         dom.start()
         dom.wait_for_console("counter 2", timeout=60)
