@@ -16,6 +16,8 @@ from hvlib.cli._base import (
     EXIT_EXEC_TIMEOUT,
     EXIT_FAILED,
     EXIT_OK,
+    POSITIVE_SECONDS,
+    SECONDS,
     Exit,
     cli,
     find_one,
@@ -137,13 +139,13 @@ def _table(rows: Sequence[Row]) -> None:
 @netns_option
 @click.option(
     "--timeout",
-    type=float,
+    type=POSITIVE_SECONDS,
     default=None,
     help="Kill the command after this many seconds (exit 124). Default: no limit.",
 )
 @click.option(
     "--wait",
-    type=float,
+    type=SECONDS,
     default=0.0,
     metavar="SECONDS",
     help="First wait up to this long for the guest to take commands (SSH answers, the "
@@ -277,7 +279,7 @@ def _ssh_config(
 @netns_option
 @click.option(
     "--timeout",
-    type=float,
+    type=POSITIVE_SECONDS,
     default=None,
     help="Stop after this many seconds (default: until Ctrl-C or the console closes).",
 )
