@@ -39,7 +39,7 @@ from hvlib.enums import State
 from hvlib.errors import HvlibError, SpecError, WaitTimeout
 
 if TYPE_CHECKING:
-    from hvlib.ensure import Change, ChangeReport
+    from hvlib.ensure import ChangeReport
     from hvlib.host import Host
     from hvlib.spec import DomainSpec
 
@@ -608,29 +608,20 @@ def _ensure_pool(host: Host, name: str, path: str, check: bool) -> ChangeReport:
 
 
 def _ensure_volume(host: Host, doc: specfile.VolumeDocument, check: bool) -> ChangeReport:
-    """``host.volumes.ensure`` of ``doc`` (unless ``check``), reported as its changes: the
-    volume created, or grown to ``size_mib`` (volumes never shrink).
+    """``host.volumes.ensure`` of ``doc`` (``check``: changing nothing), reported as its
+    changes: the volume created, or grown to ``size_mib`` (volumes never shrink). With
+    ``--check``, a volume whose pool (or which itself) ``up`` has not made yet is simply
+    new (its backing volume may not exist yet either).
 
     Raises:
         InvalidState: the volume exists with another format or backing image.
         NotFound: the backing volume is gone. LibvirtError: libvirt could not create it.
     """
-    from hvlib.ensure import ChangeReport
-
-    changes = _volume_changes(host, doc)
-    if changes and not check:
-        host.volumes.ensure(doc.pool, doc.name, **doc.ensure_args())
-    return ChangeReport(bool(changes), changes)
-
-
-def _volume_changes(host: Host, doc: specfile.VolumeDocument) -> list[Change]:
-    """``host.volumes.plan`` of ``doc``; a volume whose pool or backing volume ``up`` has
-    not made yet (``--check``) is simply new."""
-    from hvlib.ensure import Change, ChangeHow
+    from hvlib.ensure import Change, ChangeHow, ChangeReport
     from hvlib.storage import describe_volume
 
     pool = host.pools.find(doc.pool)
-    if pool is None or host.volumes.find(pool, doc.name) is None:
+    if check and (pool is None or host.volumes.find(pool, doc.name) is None):
         what = describe_volume(doc.image_format, doc.backing, doc.size_mib)
-        return [Change("volume", None, what, ChangeHow.STATE)]
-    return host.volumes.plan(pool, doc.name, **doc.ensure_args())
+        return ChangeReport(True, [Change("volume", None, what, ChangeHow.STATE)])
+    return host.volumes.ensure(pool or doc.pool, doc.name, check=check, **doc.ensure_args())
