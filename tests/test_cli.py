@@ -252,7 +252,18 @@ def test_ls_table() -> None:
     assert res.returncode == 0, res.stderr
     head, row = res.stdout.splitlines()
     assert head.split() == ["NAME", "TYPE", "STATE", "VCPUS", "MEMORY", "ADDRESSES", "HOST"]
-    assert row.split() == ["test", "qemu", "running", "2", "2048", "MiB", "192.168.122.3", URI]
+    # the test driver's own domain is <domain type='test'>: shown as that, not as qemu
+    assert row.split() == ["test", "test", "running", "2", "2048", "MiB", "192.168.122.3", URI]
+
+
+def test_ls_shows_hvlib_s_type_for_the_domains_it_models(
+    tdhost: Host, unique: str, tmp_path: Path
+) -> None:
+    spec = write(tmp_path, f"name: {unique}-kvm\nvirt: kvm\nmemory_mib: 64\nkernel: /k\n")
+    assert run("up", "--uri", URI, "--state", "shut-off", str(spec)).exit_code == 0
+    rows = {r["name"]: r["type"] for r in json.loads(run("ls", "--uri", URI, "--json").stdout)}
+    assert (rows["test"], rows[f"{unique}-kvm"]) == ("test", "kvm")
+    assert tdhost.domains.get("test").virt.value == "qemu", "driven with the QEMU profile"
 
 
 def test_ls_json_over_several_hosts_reports_the_unreachable_one() -> None:
@@ -263,7 +274,7 @@ def test_ls_json_over_several_hosts_reports_the_unreachable_one() -> None:
     (row,) = json.loads(res.stdout)
     assert {k: v for k, v in row.items() if k != "uuid"} == {
         "name": "test",
-        "type": "qemu",
+        "type": "test",
         "state": "running",
         "vcpus": 2,
         "memory_mib": 2048,
