@@ -603,7 +603,8 @@ class _ConsoleProbe(ReadyProbe):
         progress.reach("console")
         capture = dom.console
         if capture is None:
-            raise missing_capture(dom.name, test_driver=dom.host.is_test_driver)
+            test_driver = bool(getattr(dom.host, "is_test_driver", False))
+            raise missing_capture(dom.name, test_driver=test_driver)
         try:
             capture.wait_for(self.pattern, max(0.0, deadline - time.monotonic()))
         except WaitTimeout as e:

@@ -169,13 +169,13 @@ def missing_capture(name: str, *, test_driver: bool, state: Any = None) -> Hvlib
     """
     if test_driver:
         return Unsupported(
-            f"{name}: libvirt's test driver has no console streams: hvlib captures no "
-            "console there, so there is no console line to wait for",
+            f"{name}: no console capture: libvirt's test driver has no console streams, "
+            "so hvlib captures no console there and there is no console line to wait for",
             name=name,
         )
     return InvalidState(
-        f"{name}: hvlib holds no capture of its console: it captures one from a start made "
-        "through hvlib in this process (start(capture_console=True)); this domain was started "
+        f"{name}: no console capture: hvlib captures a console from a start made through "
+        "hvlib in this process (start(capture_console=True)); this domain was started "
         "otherwise, or libvirt refused to open its console (logged at INFO)",
         name=name,
         state=state,

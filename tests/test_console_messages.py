@@ -34,4 +34,4 @@ def test_a_console_wait_after_an_hvlib_start_on_the_test_driver_names_the_driver
 def test_elsewhere_the_message_says_how_hvlib_captures_a_console() -> None:
     err = missing_capture("web-1", test_driver=False, state=State.RUNNING)
     assert isinstance(err, InvalidState) and err.state is State.RUNNING
-    assert "captures one from a start made through hvlib in this process" in str(err)
+    assert "captures a console from a start made through hvlib in this process" in str(err)
