@@ -774,3 +774,26 @@ def test_a_restart_follows_the_same_rule(tdhost: Host, unique: str, tmp_path: Pa
     assert res.exit_code == 0, res.stderr
     assert f"{unique}-vm: FORCED: powered off at the deadline" in res.stdout
     assert tdhost.domains.get(f"{unique}-vm").state is State.RUNNING
+
+
+def test_up_json_lists_every_document_it_ensured(tdhost: Host, unique: str, tmp_path: Path) -> None:
+    spec = write(tmp_path, stack(unique))
+    res = run("up", "--uri", URI, "--check", "--json", str(spec))
+    assert res.exit_code == 3, res.stderr
+    checked = json.loads(res.stdout)
+    assert [(r["kind"], r["outcome"]) for r in checked] == [
+        ("network", "ok"),
+        ("pool", "ok"),
+        ("volume", "ok"),
+        ("volume", "ok"),
+    ]
+    assert all(r["changed"] and not r["forced"] and r["host"] == URI for r in checked)
+    first = json.loads(run("up", "--uri", URI, "--json", str(spec)).stdout)
+    assert [r["changes"] for r in first] == [r["changes"] for r in checked]
+    again = json.loads(run("up", "--uri", URI, "--json", str(spec)).stdout)
+    assert [(r["name"], r["changed"], r["changes"]) for r in again] == [
+        (f"{unique}-net", False, []),
+        (f"{unique}-pool", False, []),
+        (f"{unique}-pool/base.img", False, []),
+        (f"{unique}-pool/over.qcow2", False, []),
+    ]
