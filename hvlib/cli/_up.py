@@ -57,7 +57,6 @@ class UpOptions:
     allow_recreate: bool
     timeout: float
     force: bool = False
-    as_json: bool = False
 
 
 @dataclass
@@ -189,9 +188,7 @@ def up(
     with hosts(plan.uris, netns) as hs:
         by_uri = {h.uri: h for h in hs}
         _check_host_refs(plan, by_uri)
-        opts = UpOptions(
-            STATES[state], check, allow_restart, allow_recreate, timeout, force, as_json
-        )
+        opts = UpOptions(STATES[state], check, allow_restart, allow_recreate, timeout, force)
         outcome = Outcome(as_json=as_json)
         missing: dict[str, bool] = {}
         for uri, net in plan.networks:
