@@ -1,7 +1,8 @@
 """Storage pools and volumes as idempotent objects: ``host.pools`` and ``host.volumes``.
 
 ``Pools(host).ensure_dir(name, path)`` makes a directory pool exist, run and autostart.
-``Volumes(host)`` creates, finds, converges (``ensure``), clones, resizes and deletes volumes;
+``Volumes(host)`` creates, finds, converges (``ensure``: a :class:`VolumeResult` says what
+changed, or with ``check=True`` would change), clones, resizes and deletes volumes;
 a volume's bytes go in (:meth:`Volume.upload`) and out (:meth:`Volume.download`) through
 libvirt streams, so the same calls work against a remote host. A ``backing`` volume makes a
 qcow2 overlay; a base with overlays refuses deletion. A volume whose creation (or first
