@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 from hvlib._parts import DomainParts
+from hvlib.console import missing_capture
 from hvlib.errors import HvlibError, InvalidState, SpecError, WaitTimeout
 
 if TYPE_CHECKING:
@@ -602,9 +603,8 @@ class _ConsoleProbe(ReadyProbe):
         progress.reach("console")
         capture = dom.console
         if capture is None:
-            raise InvalidState(
-                f"{dom.name}: no console capture (start the domain with hvlib)", name=dom.name
-            )
+            test_driver = bool(getattr(dom.host, "is_test_driver", False))
+            raise missing_capture(dom.name, test_driver=test_driver)
         try:
             capture.wait_for(self.pattern, max(0.0, deadline - time.monotonic()))
         except WaitTimeout as e:

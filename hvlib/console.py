@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hvlib import _virt
-from hvlib.errors import WaitTimeout
+from hvlib.errors import HvlibError, InvalidState, Unsupported, WaitTimeout
 
 log = logging.getLogger("hvlib")
 MAX_BYTES = 8 * 1024 * 1024
@@ -156,3 +156,27 @@ class ConsoleCapture:
             if regex.search(line):
                 return line
         return None
+
+
+def missing_capture(name: str, *, test_driver: bool, state: Any = None) -> HvlibError:
+    """The error for a console wait on a domain hvlib holds no capture of, saying why.
+
+    On libvirt's test driver there is never one (it has no console streams: hvlib starts its
+    domains without capturing): Unsupported. Elsewhere hvlib captures a console from a
+    start it makes itself, in this process, with ``capture_console=True``; a domain started
+    otherwise (or whose console libvirt refused to open, logged at INFO) has none:
+    InvalidState.
+    """
+    if test_driver:
+        return Unsupported(
+            f"{name}: no console capture: libvirt's test driver has no console streams, "
+            "so hvlib captures no console there and there is no console line to wait for",
+            name=name,
+        )
+    return InvalidState(
+        f"{name}: no console capture: hvlib captures a console from a start made through "
+        "hvlib in this process (start(capture_console=True)); this domain was started "
+        "otherwise, or libvirt refused to open its console (logged at INFO)",
+        name=name,
+        state=state,
+    )

@@ -22,7 +22,7 @@ from hvlib import _virt
 from hvlib import addresses as addrs
 from hvlib.access import GuestAccess
 from hvlib.addresses import AddressSource
-from hvlib.console import ConsoleCapture
+from hvlib.console import ConsoleCapture, missing_capture
 from hvlib.domxml import DomainXML
 from hvlib.enums import State, VirtType
 from hvlib.errors import (
@@ -76,7 +76,25 @@ class ShutdownResult:
 
 
 def virt_of(doc: DomainXML) -> VirtType:
-    """The VirtType a domain document describes (hvlib's metadata first, then its XML)."""
+    """The VirtType a domain document describes (hvlib's metadata first, then its XML): the
+    profile hvlib drives the domain with. A domain of a type hvlib does not model (libvirt's
+    test driver's own ``<domain type='test'>``, say) is driven as a QEMU VM, the nearest
+    profile; :func:`type_label` says what it really is."""
+    return _modeled_virt(doc) or VirtType.QEMU
+
+
+def type_label(doc: DomainXML) -> str:
+    """What a listing (``hvlib ls``) calls the domain: its VirtType's value, or for a
+    domain of a type hvlib does not model, libvirt's own type (``test``), so that such a
+    domain is not shown as a QEMU guest. VirtType keeps its meaning: hvlib's types only."""
+    modeled = _modeled_virt(doc)
+    if modeled is not None:
+        return modeled.value
+    return doc.domain_type or VirtType.QEMU.value
+
+
+def _modeled_virt(doc: DomainXML) -> VirtType | None:
+    """The VirtType of ``doc``, or None when it is of a type hvlib does not model."""
     recorded = doc.get_metadata(HVLIB_NS, "virt")
     if recorded:
         try:
@@ -90,7 +108,7 @@ def virt_of(doc: DomainXML) -> VirtType:
         )
     if dtype == "lxc" or doc.os_type == "exe":
         return VirtType.LXC
-    return VirtType.KVM if dtype == "kvm" else VirtType.QEMU
+    return {"kvm": VirtType.KVM, "qemu": VirtType.QEMU}.get(dtype or "")
 
 
 class Domain(GuestAccess, Mobility, HostObject):
@@ -274,15 +292,14 @@ class Domain(GuestAccess, Mobility, HostObject):
 
         Raises:
             WaitTimeout: no such line in time (``.last`` holds the console's tail).
-            InvalidState: hvlib is not capturing this domain's console.
+            Unsupported: the driver has no console streams (libvirt's test driver).
+            InvalidState: hvlib is not capturing this domain's console (it was not started
+            through hvlib in this process, or its console could not be opened).
         """
         capture = self.console
         if capture is None:
-            raise InvalidState(
-                f"{self.name}: no console capture (start it with hvlib)",
-                name=self.name,
-                state=self.state,
-            )
+            test_driver = self.host.is_test_driver
+            raise missing_capture(self.name, test_driver=test_driver, state=self.state)
         return capture.wait_for(pattern, timeout)
 
     def suspend(self) -> None:
