@@ -10,6 +10,7 @@ Importing hvlib is cheap: libvirt itself is loaded on the first :func:`connect`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from hvlib.enums import State, VirtType
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from hvlib.fleet import Fleet, HostCapacity, Inventory, Placement, PlacementError
     from hvlib.host import Host
     from hvlib.migration import MigrationError, MigrationTimeout
+    from hvlib.remote import PathArg
     from hvlib.snapshot import Snapshot, SnapshotKind
 
 __all__ = [
@@ -138,15 +140,44 @@ _LAZY = {
 }
 
 
-def connect(uri: str, **kwargs: Any) -> Host:
-    """Open a :class:`Host` on ``uri``; see :func:`hvlib.host.connect` for the options.
+def connect(
+    uri: str,
+    *,
+    netns: str | None = None,
+    poll_interval: float | None = 1.0,
+    readonly: bool = False,
+    ssh: SshConfig | None = None,
+    reconnect_timeout: float = 30.0,
+    call_timeout: float | None = None,
+    allow_uri_options: Iterable[str] = (),
+    allow_emulation: bool | None = None,
+    known_hosts: PathArg | None = None,
+    keyfile: PathArg | None = None,
+    host_ssh: SshConfig | None = None,
+) -> Host:
+    """Open a :class:`Host` on ``uri``; see :func:`hvlib.host.connect` for the options (the
+    same ones, spelled out here so that a type checker catches a misspelt one).
 
     Raises:
         HostError: the daemon cannot be reached or refused the connection.
+        SpecError: an option is of the wrong type or out of range, or the URI was refused.
     """
     from hvlib.host import connect as _connect
 
-    return _connect(uri, **kwargs)
+    return _connect(
+        uri,
+        netns=netns,
+        poll_interval=poll_interval,
+        readonly=readonly,
+        ssh=ssh,
+        reconnect_timeout=reconnect_timeout,
+        call_timeout=call_timeout,
+        allow_uri_options=allow_uri_options,
+        allow_emulation=allow_emulation,
+        known_hosts=known_hosts,
+        keyfile=keyfile,
+        host_ssh=host_ssh,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from hvlib import _virt, accel
 from hvlib.connection import Connection, check_timeout
@@ -548,3 +548,39 @@ def check_ssh_config(field: str, value: object) -> None:
 
     if not isinstance(value, SshConfig):
         raise SpecError(field, "must be an hvlib.SshConfig or None", value)
+
+
+class ConnectOptions(TypedDict, total=False):
+    """The options of :func:`connect` but the URI, as a dict a type checker checks (for
+    ``connect_kw=`` of :func:`hvlib.parallel.ensure_all` and
+    :func:`hvlib.parallel.start_all`)."""
+
+    netns: str | None
+    poll_interval: float | None
+    readonly: bool
+    ssh: SshConfig | None
+    reconnect_timeout: float
+    call_timeout: float | None
+    allow_uri_options: Iterable[str]
+    allow_emulation: bool | None
+    known_hosts: PathArg | None
+    keyfile: PathArg | None
+    host_ssh: SshConfig | None
+
+
+def check_connect_options(field: str, options: object) -> ConnectOptions:
+    """``options`` if it is a dict of :class:`ConnectOptions` keys (their values are checked
+    by :func:`connect`).
+
+    Raises:
+        SpecError: naming ``field``: not a dict, or a key that is not an option of connect.
+    """
+    if not isinstance(options, dict):
+        raise SpecError(field, "must be a dict of hvlib.connect options", options)
+    known = ConnectOptions.__annotations__
+    for key in options:
+        if key not in known:
+            raise SpecError(
+                field, f"{key!r} is not an option of hvlib.connect ({', '.join(known)})", key
+            )
+    return options  # type: ignore[return-value]
