@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         TransferError,
     )
     from hvlib.addresses import AddressSource
+    from hvlib.connection import HostClosed
     from hvlib.domain import Domain, ShutdownResult
     from hvlib.ensure import Change, ChangeHow, EnsureResult
     from hvlib.events import DomainEvent, EventKind
@@ -76,6 +77,7 @@ __all__ = [
     "GuestAccessError",
     "Host",
     "HostCapacity",
+    "HostClosed",
     "HostError",
     "HostKeyError",
     "HvlibError",
@@ -112,6 +114,7 @@ _LAZY = {
     "Domain": "hvlib.domain",
     "ShutdownResult": "hvlib.domain",
     "Host": "hvlib.host",
+    "HostClosed": "hvlib.connection",
     "DomainEvent": "hvlib.events",
     "EventKind": "hvlib.events",
     "AddressSource": "hvlib.addresses",
