@@ -186,6 +186,14 @@ class Connection:
                 self._raise_if_closed()  # closed meanwhile: close() takes the new one
             return self._conn
 
+    def check_open(self) -> None:
+        """Raise unless the connection is open (or to be reopened on next use).
+
+        Raises:
+            HostClosed: :meth:`close` was called.
+        """
+        self._raise_if_closed()
+
     def _raise_if_closed(self) -> None:
         if self._closed:
             raise HostClosed(

@@ -205,6 +205,7 @@ class Host:
         Raises:
             HostError: the connection failed.
         """
+        self.connection.get()  # reconnected first if it was lost: a new connection, a new ask
         generation, cached = self.generation, self._driver
         if cached is not None and cached[0] == generation:
             return cached[1]
