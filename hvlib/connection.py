@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from hvlib import _virt
 from hvlib.errors import CallTimeout, HostError, HvlibError, SpecError
-from hvlib.uri import check_uri
+from hvlib.uri import check_uri, transport_of
 
 log = logging.getLogger("hvlib")
 T = TypeVar("T")
@@ -42,7 +42,7 @@ def keepalive_for(uri: str) -> tuple[int, int]:
     """(interval s, count) of libvirt keepalive for ``uri``. Over ``+libssh`` a reply of ~10 KB
     stalls for exactly one keepalive interval (measured with libvirt 9.0: 5 s at 5, 1 s at 1),
     so those connections ping every second, still giving up on a dead peer after 15 s."""
-    if "+libssh" in uri.partition(":")[0]:
+    if (transport_of(uri) or "").startswith("libssh"):  # libssh and libssh2, any case
         return 1, 15
     return KEEPALIVE_INTERVAL, KEEPALIVE_COUNT
 

@@ -95,7 +95,7 @@ def pin_host_keys(
         raise SpecError(
             "uri", "known_hosts and keyfile apply to SSH transports only (qemu+ssh://...)", uri
         )
-    options = [(o.key, o.value) for o in parsed.options if o.key]
+    options = [(o.key, o.value) for o in parsed.options if not urimod.ignorable(o)]
     if known_hosts is not None:
         _set_option(options, "known_hosts", _absolute("known_hosts", known_hosts), uri)
         verify = [v for k, v in options if k == "known_hosts_verify"]

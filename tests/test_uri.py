@@ -54,7 +54,7 @@ ALWAYS_RISKY = ["command", "netcat", "proxy", "name", "tls_priority"]
 DRIVERS = ["qemu", "lxc", "xen", "test"]
 TRANSPORTS = [None, "ssh", "libssh", "libssh2", "ext", "tcp", "tls", "unix"]
 UNRESERVED = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/")
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # -- spellings ------------------------------------------------------------------------------
@@ -438,3 +438,73 @@ def test_the_cli_refuses_a_risky_uri_before_connecting(
         assert done.returncode == 2, done.stderr
         assert "hvlib: uri: option command=" in done.stderr
         assert not marker.exists()
+
+
+# -- URIs hvlib builds ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("qemu+ssh://h/system?KNOWN_HOSTS=/other", "already sets known_hosts=/other"),
+        ("qemu+ssh://h/system?x=1;Known_Hosts_Verify=ignore", "known_hosts_verify turns off"),
+        ("qemu+ssh://h/system?known_hosts_verify=AUTO", "known_hosts_verify turns off"),
+        ("qemu+tcp://h/system", "apply to SSH transports only"),
+    ],
+)
+def test_pinning_reads_the_uri_as_libvirt_does(uri: str, message: str) -> None:
+    from hvlib.remote import pin_host_keys
+
+    with pytest.raises(hvlib.SpecError, match=message):
+        pin_host_keys(uri, known_hosts="/kh", keyfile="/k")
+
+
+@SETTINGS
+@given(harmless_uris())
+def test_a_pinned_uri_keeps_every_option_libvirt_read(uri: str) -> None:
+    """The rewrite keeps each option libvirt reads from the original, once per occurrence,
+    in order, in a form it reads back the same (every value percent-encoded, & only)."""
+    from hvlib.remote import pin_host_keys
+
+    parsed = parse(uri)
+    if parsed.transport not in ("ssh", "libssh", "libssh2") or parsed.named("known_hosts"):
+        return
+    if parsed.named("keyfile") or parsed.named("known_hosts_verify"):
+        return
+    pinned = pin_host_keys(uri, known_hosts="/p/kh", keyfile="/p/k")
+    again = [(o.key, o.value) for o in parse(pinned).options]
+    kept = [(o.key, o.value) for o in parsed.options if o.key and o.key[0] != "="]
+    assert again[: len(kept)] == kept
+    assert ("known_hosts", "/p/kh") in again and ("keyfile", "/p/k") in again
+    assert check_uri(pinned) == pinned
+
+
+@SETTINGS
+@given(st.text(max_size=40) | st.from_regex(r"[a-z0-9.:\[\]/?#@%-]{1,30}", fullmatch=True))
+def test_a_migration_address_is_a_host_or_refused(address: str) -> None:
+    """``dest_address`` becomes the migration URI ``tcp://ADDRESS``: whatever is accepted
+    adds nothing to that URI but its host."""
+    from urllib.parse import urlsplit
+
+    from hvlib.migration import _check_dest_address
+
+    try:
+        _check_dest_address(address)
+    except hvlib.SpecError as e:
+        assert e.field == "dest_address"
+        return
+    host = f"[{address}]" if ":" in address else address
+    parts = urlsplit(f"tcp://{host}")
+    assert (parts.path, parts.query, parts.fragment, parts.port) == ("", "", "", None)
+    assert parts.hostname is not None
+
+
+def test_migrate_checks_its_destination_before_asking_libvirt() -> None:
+    with hvlib.connect("test:///default") as src, hvlib.connect("test:///default") as dest:
+        dom = src.domains.get("test")
+        with pytest.raises(hvlib.SpecError) as info:
+            dom.migrate(dest, dest_address="10.0.0.2/x?y")
+        assert info.value.field == "dest_address"
+        with pytest.raises(hvlib.SpecError) as info:
+            dom.migrate("test:///default")  # type: ignore[arg-type]
+        assert info.value.field == "dest"
