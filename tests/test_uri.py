@@ -54,7 +54,7 @@ ALWAYS_RISKY = ["command", "netcat", "proxy", "name", "tls_priority"]
 DRIVERS = ["qemu", "lxc", "xen", "test"]
 TRANSPORTS = [None, "ssh", "libssh", "libssh2", "ext", "tcp", "tls", "unix"]
 UNRESERVED = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/")
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # -- spellings ------------------------------------------------------------------------------
@@ -265,7 +265,7 @@ def command_queries(draw: st.DrawFn, script: str) -> str:
     return query
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_the_parser_reads_command_as_libvirt_does(
     marker_script: tuple[Path, Path], data: st.DataObject
