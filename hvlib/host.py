@@ -471,8 +471,10 @@ def connect(
     reconnects (retrying for up to ``reconnect_timeout`` s) and re-registers events; safe
     (read-only or idempotent) calls are retried on transient errors. ``call_timeout`` (off by
     default) bounds every libvirt call: past it, :class:`hvlib.CallTimeout`. URI options
-    that make libvirt run commands or skip host-key checks are refused unless named in
-    ``allow_uri_options`` (see :mod:`hvlib.uri`). ``allow_emulation`` (else the environment's
+    that make libvirt run commands or weaken its checks of the server, and options libvirt
+    does not define, are refused in any spelling (read as libvirt reads them: any case, ``;``
+    as well as ``&``, percent-encoded) unless named in ``allow_uri_options`` (see
+    :mod:`hvlib.uri`). ``allow_emulation`` (else the environment's
     ``HVLIB_ALLOW_EMULATION=1``) lets a ``kvm`` spec run as ``qemu`` (software emulation) on a
     host whose acceleration report says KVM does not work (see :meth:`Host.acceleration`).
     ``known_hosts``/``keyfile`` (or ``host_ssh``, an :class:`hvlib.SshConfig` whose

@@ -14,8 +14,9 @@ libvirt 9.0 reads them (``virURIParseParams`` in src/util/viruri.c, the remote d
 - names are matched without regard to ASCII case (``COMMAND``, ``Known_Hosts_Verify``), and
   so are the values of ``known_hosts_verify`` and ``sshauth``;
 - an option may repeat: the remote driver takes the last, ``virURIGetParam`` the first, so
-  hvlib checks every occurrence; ``name`` alone (no ``=``) has the value ``""``; ``=value``
-  and empty sections are ignored;
+  hvlib checks every occurrence; an option written without ``=`` has the value ``""``;
+  ``=value`` and empty sections are ignored (a bare ``=`` makes libvirt read a name that
+  begins with ``=``, which no driver takes: ignored too, see :func:`ignorable`);
 - the transport (after the first ``+`` of the scheme) is matched without regard to case.
 
 What is refused (:data:`RISKY_OPTIONS` says why for each): ``command``, ``netcat``,
