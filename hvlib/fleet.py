@@ -329,11 +329,13 @@ class Fleet:
         return dict(self.down)
 
     def close(self) -> None:
-        """Close every host connection (idempotent; raises nothing)."""
+        """Close every host connection (idempotent; raises nothing). Calls on the fleet's
+        Hosts and on the Domains it returned then raise :class:`hvlib.connection.HostClosed`
+        at once."""
         with self._lock:
             hosts, self._hosts = list(self._hosts.values()), {}
         for host in hosts:
-            host.close()
+            host.connection.close("closed with its Fleet")
 
     # -- reading -------------------------------------------------------------------------
 

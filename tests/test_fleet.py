@@ -401,3 +401,10 @@ def test_ssh_server_pins_its_key_for_the_forwarded_port() -> None:
     server = SshServer("10.231.0.2", 22, KEY, 1)  # netns
     assert server.known_hosts_line() == f"10.231.0.2 {KEY}"  # netns
     assert server.known_hosts_line("127.0.0.1", 40000) == f"[127.0.0.1]:40000 {KEY}"
+
+
+def test_domains_of_a_closed_fleet_are_clearly_dead() -> None:
+    with Fleet(["test:///default"]) as fleet:
+        dom = fleet.find("test")["test:///default"]
+    with pytest.raises(hvlib.HostClosed, match="closed with its Fleet"):
+        dom.state  # noqa: B018
