@@ -10,6 +10,7 @@ Importing hvlib is cheap: libvirt itself is loaded on the first :func:`connect`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from hvlib.enums import State, VirtType
@@ -43,12 +44,14 @@ if TYPE_CHECKING:
         TransferError,
     )
     from hvlib.addresses import AddressSource
+    from hvlib.connection import HostClosed
     from hvlib.domain import Domain, ShutdownResult
     from hvlib.ensure import Change, ChangeHow, EnsureResult
     from hvlib.events import DomainEvent, EventKind
     from hvlib.fleet import Fleet, HostCapacity, Inventory, Placement, PlacementError
     from hvlib.host import Host
     from hvlib.migration import MigrationError, MigrationTimeout
+    from hvlib.remote import PathArg
     from hvlib.snapshot import Snapshot, SnapshotKind
 
 __all__ = [
@@ -74,6 +77,7 @@ __all__ = [
     "GuestAccessError",
     "Host",
     "HostCapacity",
+    "HostClosed",
     "HostError",
     "HostKeyError",
     "HvlibError",
@@ -110,6 +114,7 @@ _LAZY = {
     "Domain": "hvlib.domain",
     "ShutdownResult": "hvlib.domain",
     "Host": "hvlib.host",
+    "HostClosed": "hvlib.connection",
     "DomainEvent": "hvlib.events",
     "EventKind": "hvlib.events",
     "AddressSource": "hvlib.addresses",
@@ -138,15 +143,44 @@ _LAZY = {
 }
 
 
-def connect(uri: str, **kwargs: Any) -> Host:
-    """Open a :class:`Host` on ``uri``; see :func:`hvlib.host.connect` for the options.
+def connect(
+    uri: str,
+    *,
+    netns: str | None = None,
+    poll_interval: float | None = 1.0,
+    readonly: bool = False,
+    ssh: SshConfig | None = None,
+    reconnect_timeout: float = 30.0,
+    call_timeout: float | None = None,
+    allow_uri_options: Iterable[str] = (),
+    allow_emulation: bool | None = None,
+    known_hosts: PathArg | None = None,
+    keyfile: PathArg | None = None,
+    host_ssh: SshConfig | None = None,
+) -> Host:
+    """Open a :class:`Host` on ``uri``; see :func:`hvlib.host.connect` for the options (the
+    same ones, spelled out here so that a type checker catches a misspelt one).
 
     Raises:
         HostError: the daemon cannot be reached or refused the connection.
+        SpecError: an option is of the wrong type or out of range, or the URI was refused.
     """
     from hvlib.host import connect as _connect
 
-    return _connect(uri, **kwargs)
+    return _connect(
+        uri,
+        netns=netns,
+        poll_interval=poll_interval,
+        readonly=readonly,
+        ssh=ssh,
+        reconnect_timeout=reconnect_timeout,
+        call_timeout=call_timeout,
+        allow_uri_options=allow_uri_options,
+        allow_emulation=allow_emulation,
+        known_hosts=known_hosts,
+        keyfile=keyfile,
+        host_ssh=host_ssh,
+    )
 
 
 def __getattr__(name: str) -> Any:

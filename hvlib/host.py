@@ -13,10 +13,10 @@ import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from hvlib import _virt, accel
-from hvlib.connection import Connection
+from hvlib.connection import Connection, check_timeout
 from hvlib.console import ConsoleCapture
 from hvlib.domain import Domain
 from hvlib.ensure import ENSURE_STATES, Converger, EnsureResult
@@ -24,12 +24,13 @@ from hvlib.enums import State
 from hvlib.errors import AlreadyExists, DomainNotFound, NotFound, SpecError, Unsupported
 from hvlib.events import Callback, DomainEvent, EventHub, EventKind, Subscription
 from hvlib.hostfit import fit
-from hvlib.remote import PathArg, remote_uri
+from hvlib.remote import PathArg, check_path_arg, remote_uri
 from hvlib.render import render
 from hvlib.spec import DiskKind, DomainSpec
-from hvlib.uri import check_uri
+from hvlib.uri import allowed_names
 
 if TYPE_CHECKING:
+    from hvlib.access import SshConfig
     from hvlib.network import Networks
     from hvlib.storage import Pools, Volumes
 
@@ -47,6 +48,8 @@ class Host:
     """A connection to one libvirt daemon (or the in-process ``test:///`` driver).
 
     Use as a context manager, or call :meth:`close`. Thread-safe: libvirt connections are.
+    ``Host(uri, ...)`` takes the options of :func:`connect` but the SSH pins; the URI is
+    checked the same way (:func:`hvlib.uri.check_uri`) before anything opens.
     """
 
     def __init__(
@@ -56,12 +59,20 @@ class Host:
         netns: str | None = None,
         poll_interval: float | None = 1.0,
         readonly: bool = False,
-        ssh: Any = None,
+        ssh: SshConfig | None = None,
         reconnect_timeout: float = 30.0,
         call_timeout: float | None = None,
+        allow_uri_options: Iterable[str] = (),
         allow_emulation: bool | None = None,
     ) -> None:
-        self.uri = uri
+        """Check every option, then open the connection.
+
+        Raises:
+            SpecError: an option is of the wrong type or out of range (``field`` names it),
+                or the URI was refused.
+            HostError: the daemon cannot be reached or refused the connection.
+        """
+        check_host_options(netns, poll_interval, readonly, ssh, allow_emulation)
         self.allow_emulation = accel.allow_emulation_default(allow_emulation)
         """Run kvm specs under software emulation (as qemu) where KVM does not work (None:
         the environment's ``HVLIB_ALLOW_EMULATION``)."""
@@ -81,8 +92,15 @@ class Host:
             on_lost=self.event_hub.wake_all,
             reconnect_timeout=reconnect_timeout,
             call_timeout=call_timeout,
+            allow_uri_options=allow_uri_options,
         )
+        self._driver: tuple[int, str] | None = None
         self.domains = Domains(self)
+
+    @property
+    def uri(self) -> str:
+        """The URI this Host opened (checked by :func:`hvlib.uri.check_uri`)."""
+        return self.connection.uri
 
     @functools.cached_property
     def pools(self) -> Pools:
@@ -142,7 +160,10 @@ class Host:
         return self.connection.call(fn, name=name, safe=safe, timeout=timeout)
 
     def close(self) -> None:
-        """Deregister events and close the connection (idempotent)."""
+        """Deregister events and close the connection (idempotent). From then on every call
+        on this Host and on its Domains, Networks, Pools and Volumes raises
+        :class:`hvlib.connection.HostClosed` (a HostError saying it was closed) at once,
+        without retrying; their ``name`` and ``uuid`` stay readable."""
         self.connection.close()
 
     def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
@@ -176,9 +197,31 @@ class Host:
         return self.call(lambda c: str(c.getCapabilities()), safe=True)
 
     @property
+    def driver(self) -> str:
+        """libvirt's name of the driver behind this connection, as the driver itself says it
+        (``getType()``: ``"QEMU"``, ``"LXC"``, ``"Xen"``, ``"TEST"``), whatever the URI's
+        spelling or transport. Asked once per connection, and again after a reconnect.
+
+        Raises:
+            HostError: the connection failed.
+        """
+        self.connection.get()  # reconnected first if it was lost: a new connection, a new ask
+        generation, cached = self.generation, self._driver
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        answer = self.call(lambda c: str(c.getType()), safe=True)
+        self._driver = (generation, answer)
+        return answer
+
+    @property
     def is_test_driver(self) -> bool:
-        """True for libvirt's in-process ``test:///`` driver."""
-        return self.uri.startswith("test:")
+        """True for libvirt's test driver (``test:///default``, ``test+unix://...`` through a
+        daemon, a custom ``test:///path.xml``): :attr:`driver` is ``"TEST"``.
+
+        Raises:
+            HostError: the connection failed.
+        """
+        return self.driver == "TEST"
 
     def acceleration(
         self,
@@ -420,14 +463,14 @@ def connect(
     netns: str | None = None,
     poll_interval: float | None = 1.0,
     readonly: bool = False,
-    ssh: Any = None,
+    ssh: SshConfig | None = None,
     reconnect_timeout: float = 30.0,
     call_timeout: float | None = None,
     allow_uri_options: Iterable[str] = (),
     allow_emulation: bool | None = None,
     known_hosts: PathArg | None = None,
     keyfile: PathArg | None = None,
-    host_ssh: Any = None,
+    host_ssh: SshConfig | None = None,
 ) -> Host:
     """Open a :class:`Host` on ``uri`` (``qemu:///system``, ``lxc:///``, ``test:///default``,
     ``qemu+ssh://...``).
@@ -439,20 +482,33 @@ def connect(
     reconnects (retrying for up to ``reconnect_timeout`` s) and re-registers events; safe
     (read-only or idempotent) calls are retried on transient errors. ``call_timeout`` (off by
     default) bounds every libvirt call: past it, :class:`hvlib.CallTimeout`. URI options
-    that make libvirt run commands or skip host-key checks are refused unless named in
-    ``allow_uri_options`` (see :mod:`hvlib.uri`). ``allow_emulation`` (else the environment's
+    that make libvirt run commands or weaken its checks of the server, and options libvirt
+    does not define, are refused in any spelling (read as libvirt reads them: any case, ``;``
+    as well as ``&``, percent-encoded) unless named in ``allow_uri_options`` (see
+    :mod:`hvlib.uri`). ``allow_emulation`` (else the environment's
     ``HVLIB_ALLOW_EMULATION=1``) lets a ``kvm`` spec run as ``qemu`` (software emulation) on a
     host whose acceleration report says KVM does not work (see :meth:`Host.acceleration`).
     ``known_hosts``/``keyfile`` (or ``host_ssh``, an :class:`hvlib.SshConfig` whose
     ``host_key`` is pinned) pin the SSH host key of an ``+ssh`` URI: hvlib then uses libvirt's
     ``+libssh`` transport, which checks it (libvirt 9.0's ``+ssh`` would not), and logs so.
 
+    Every option is checked before anything is opened or written: a wrong type or value is
+    a SpecError whose ``field`` names the option (``call_timeout=-1``, ``nan``, ``inf``,
+    ``ssh=42``, ``readonly="yes"``...).
+
     Raises:
         HostError: the daemon cannot be reached or refused the connection.
-        SpecError: the URI has an option that was not allowed.
+        SpecError: an option is of the wrong type or out of range, or the URI has an option
+            that was not allowed.
     """
+    check_host_options(netns, poll_interval, readonly, ssh, allow_emulation)
+    check_timeout("reconnect_timeout", reconnect_timeout, optional=False, zero=True)
+    check_timeout("call_timeout", call_timeout, optional=True)
+    allowed_names(allow_uri_options)
+    check_path_arg("known_hosts", known_hosts)
+    check_path_arg("keyfile", keyfile)
+    check_ssh_config("host_ssh", host_ssh)
     uri = remote_uri(uri, known_hosts=known_hosts, keyfile=keyfile, ssh=host_ssh)
-    check_uri(uri, allow_uri_options)
     return Host(
         uri,
         netns=netns,
@@ -461,5 +517,84 @@ def connect(
         ssh=ssh,
         reconnect_timeout=reconnect_timeout,
         call_timeout=call_timeout,
+        allow_uri_options=allow_uri_options,
         allow_emulation=allow_emulation,
     )
+
+
+def check_host_options(
+    netns: object, poll_interval: object, readonly: object, ssh: object, allow_emulation: object
+) -> None:
+    """Check the options a :class:`Host` keeps (see :func:`connect`).
+
+    Raises:
+        SpecError: naming the option that is of the wrong type or out of range.
+    """
+    if netns is not None:
+        _check_netns(netns)
+    check_timeout("poll_interval", poll_interval, optional=True)
+    if not isinstance(readonly, bool):
+        raise SpecError("readonly", "must be True or False", readonly)
+    if allow_emulation is not None and not isinstance(allow_emulation, bool):
+        raise SpecError("allow_emulation", "must be True, False or None", allow_emulation)
+    check_ssh_config("ssh", ssh)
+
+
+def _check_netns(netns: object) -> None:
+    """A name ``ip netns`` can have: a file name under /run/netns (no ``/``, not ``.``)."""
+    if not isinstance(netns, str):
+        raise SpecError("netns", "must be the name of a network namespace (ip netns)", netns)
+    if not netns or netns in (".", "..") or "/" in netns or len(netns.encode()) > 255:
+        raise SpecError("netns", "must be a file name under /run/netns (ip netns)", netns)
+    if any(ord(c) < 32 or ord(c) == 127 for c in netns):
+        raise SpecError("netns", "must not contain NUL or control characters", netns)
+
+
+def check_ssh_config(field: str, value: object) -> None:
+    """``value`` is None or an :class:`hvlib.SshConfig`.
+
+    Raises:
+        SpecError: naming ``field``.
+    """
+    if value is None:
+        return
+    from hvlib.access import SshConfig  # on first use: a faster ``import hvlib``
+
+    if not isinstance(value, SshConfig):
+        raise SpecError(field, "must be an hvlib.SshConfig or None", value)
+
+
+class ConnectOptions(TypedDict, total=False):
+    """The options of :func:`connect` but the URI, as a dict a type checker checks (for
+    ``connect_kw=`` of :func:`hvlib.parallel.ensure_all` and
+    :func:`hvlib.parallel.start_all`)."""
+
+    netns: str | None
+    poll_interval: float | None
+    readonly: bool
+    ssh: SshConfig | None
+    reconnect_timeout: float
+    call_timeout: float | None
+    allow_uri_options: Iterable[str]
+    allow_emulation: bool | None
+    known_hosts: PathArg | None
+    keyfile: PathArg | None
+    host_ssh: SshConfig | None
+
+
+def check_connect_options(field: str, options: object) -> ConnectOptions:
+    """``options`` if it is a dict of :class:`ConnectOptions` keys (their values are checked
+    by :func:`connect`).
+
+    Raises:
+        SpecError: naming ``field``: not a dict, or a key that is not an option of connect.
+    """
+    if not isinstance(options, dict):
+        raise SpecError(field, "must be a dict of hvlib.connect options", options)
+    known = ConnectOptions.__annotations__
+    for key in options:
+        if key not in known:
+            raise SpecError(
+                field, f"{key!r} is not an option of hvlib.connect ({', '.join(known)})", key
+            )
+    return options  # type: ignore[return-value]

@@ -28,7 +28,9 @@ destination connection is handed to libvirt's ``migrate3`` as it requires.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -152,7 +154,8 @@ class Mobility(DomainParts):
         over to the destination without losing a line.
 
         Raises:
-            SpecError: a bad argument (bandwidth, timeout, ``dest`` is this domain's host).
+            SpecError: a bad argument (bandwidth, timeout, ``dest`` is this domain's host
+                or not a Host, ``dest_address`` is not an IP address or a host name).
             DomainNotFound: the domain exists neither here nor (same uuid) on ``dest``.
             Unsupported: ``copy_storage`` for a stopped domain (libvirt 9.0 cannot), a
                 stopped transient domain, or the driver cannot migrate.
@@ -162,6 +165,7 @@ class Mobility(DomainParts):
                 (``.running_on``).
         """
         _check_args(self.host, dest, timeout, bandwidth_mib, poll_interval)
+        _check_dest_address(dest_address)
         state = self.state
         if state is State.ABSENT:
             return self._already_there(dest)
@@ -469,6 +473,10 @@ def _check_args(
     bandwidth_mib: int | None,
     poll_interval: float,
 ) -> None:
+    from hvlib.host import Host
+
+    if not isinstance(dest, Host):
+        raise SpecError("dest", "must be an hvlib.Host (hvlib.connect(uri))", dest)
     if dest is src:
         raise SpecError("dest", "is the host the domain is on already")
     if timeout is not None and not timeout > 0:
@@ -479,3 +487,25 @@ def _check_args(
         raise SpecError("bandwidth_mib", "must be a positive integer (MiB/s)", bandwidth_mib)
     if not poll_interval > 0:
         raise SpecError("poll_interval", "must be positive", poll_interval)
+
+
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?")
+
+
+def _check_dest_address(address: object) -> None:
+    """``dest_address`` goes into the migration URI ``tcp://ADDRESS``: it must be an IP
+    address or a host name, nothing that could add a port, a path or options to that URI.
+
+    Raises:
+        SpecError: naming ``dest_address``.
+    """
+    if address is None:
+        return
+    if isinstance(address, str):
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(address)
+            return
+        if _HOSTNAME.fullmatch(address) and not address.startswith("-"):
+            return
+    raise SpecError("dest_address", "must be an IP address or a host name", address)
