@@ -636,9 +636,12 @@ LIFECYCLE_ACTIONS = (
 class DomainSpec:
     """The whole desired definition of one domain, whatever its virtualization type.
 
-    Units are in the names (``memory_mib``). VMs boot ``kernel``/``initrd``/``cmdline`` or
-    their first disk; containers (LXC) run ``init`` in ``filesystems``, in a user namespace of
-    their own when ``idmap`` (an :class:`IdMap`) is given. For kvm and qemu,
+    Units are in the names (``memory_mib``). A VM with a ``kernel`` boots it directly (with
+    ``initrd`` and ``cmdline``); without one, its firmware boots its first disk
+    (``<boot dev='hd'/>``), or its cdrom when all its disks are cdroms, or else the network
+    (``<boot dev='network'/>``: PXE through its NICs); a VM with no kernel, disk or NIC is
+    refused. Containers (LXC) run ``init`` (an argv list) in ``filesystems``, in a user
+    namespace of their own when ``idmap`` (an :class:`IdMap`) is given. For kvm and qemu,
     ``cpu`` (a :class:`Cpu`), ``nested`` (hardware virtualization for the guest: vmx/svm under
     KVM, svm+npt under software emulation), ``machine`` (``pc``, ``q35``, ``microvm``) and
     ``firmware`` (``bios``, ``efi``; ``secure_boot`` needs efi on q35) shape the virtual
@@ -647,8 +650,16 @@ class DomainSpec:
     its kernel's random pool is ready early in boot (a guest without a hardware random source,
     software-emulated above all, can otherwise wait seconds for its first ``getrandom()``).
 
+    Every field takes a value of its annotated type, checked by :mod:`hvlib.checks`: an
+    ``int`` field no bool or float, a list field (``disks``, ``init``, ...) a list or tuple
+    but never a string or a single item, ``virt`` a :class:`VirtType` or its value string
+    (``"qemu"``), ``kernel`` and ``initrd`` a ``str`` or ``os.PathLike``; ``cpu`` and
+    ``idmap`` also take the mappings of a spec file (:meth:`Cpu.from_dict`,
+    :meth:`IdMap.from_dict`).
+
     Raises:
-        SpecError: on construction, for any malformed or out-of-range field.
+        SpecError: on construction, for any malformed, out-of-range or wrongly typed field,
+            naming it (``disks[0]``, ``cpu.require[1]``).
     """
 
     name: str
