@@ -295,24 +295,33 @@ class Domains:
         ).run()
 
     def check_host_refs(self, spec: DomainSpec) -> None:
-        """Check that the networks and pools ``spec`` names exist on this host.
+        """Check that the networks and pools ``spec`` names exist on this host, and the
+        volumes of its volume disks without a format (they are read in the volume's own,
+        which the host must tell: :func:`hvlib.hostfit.volume_formats`).
 
         Raises:
-            SpecError: naming the missing network or pool.
+            SpecError: naming the missing network, pool or volume.
         """
         conn = self.host.conn
         for i, nic in enumerate(spec.nics):
             if nic.kind == "network":
                 self._must_exist(f"nics[{i}].network", nic.source, conn.networkLookupByName)
         for i, disk in enumerate(spec.disks):
-            if disk.kind is DiskKind.VOLUME:
-                self._must_exist(f"disks[{i}].pool", disk.pool or "", conn.storagePoolLookupByName)
+            if disk.kind is not DiskKind.VOLUME:
+                continue
+            where = f"disks[{i}]"
+            pool = self._must_exist(f"{where}.pool", disk.pool or "", conn.storagePoolLookupByName)
+            if disk.format is None:
+                self._must_exist(
+                    f"{where}.volume", disk.volume_name or "", pool.storageVolLookupByName
+                )
 
     @staticmethod
-    def _must_exist(fieldname: str, name: str, lookup: Any) -> None:
+    def _must_exist(fieldname: str, name: str, lookup: Any) -> Any:
+        """``lookup(name)``, translated; NotFound as a SpecError naming ``fieldname``."""
         try:
             with _virt.translated():
-                lookup(name)
+                return lookup(name)
         except NotFound:
             raise SpecError(fieldname, "does not exist on this host", name) from None
 

@@ -617,7 +617,7 @@ class _Document:
             pool, name = self.volume_ref(keys["volume"], f"{where}.volume")
             return self.device(
                 where,
-                lambda: Disk(DiskKind.VOLUME, pool=pool, volume_name=name, **opts),
+                lambda: Disk.volume(pool, name, **opts),
                 {"disk.pool": "volume.pool", "disk.volume": "volume.name", **_DISK_OPTS},
             )
         path = self.string(keys[source], f"{where}.{source}")

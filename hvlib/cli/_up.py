@@ -351,8 +351,9 @@ def _up_volume(
     if missing.get(f"pool {doc.pool}"):
         note(f"hvlib: error: volume {doc.key} ({doc.location}): pool {doc.pool} failed above")
         outcome.failed = True
+        missing[f"volume {doc.key}"] = True
         return
-    _ensure_and_report(
+    result = _ensure_and_report(
         f"volume {doc.key}",
         host,
         doc,
@@ -360,6 +361,8 @@ def _up_volume(
         opts,
         outcome,
     )
+    # a domain's volume disk without a format is read in the volume's: it must exist first
+    _note_missing(f"volume {doc.key}", result, "volume", opts.check, missing)
 
 
 def _up_one(
@@ -372,6 +375,7 @@ def _up_one(
     """Ensure one domain on its host (unless a network or pool it uses is missing)."""
     spec = doc.spec
     uses = {f"network {n}" for n in _networks_of(spec)} | {f"pool {p}" for p in _pools_of(spec)}
+    uses |= {f"volume {d.pool}/{d.volume_name}" for d in spec.disks if d.pool and not d.format}
     blocked = sorted(uses & set(missing))
     if blocked:
         _not_ensured(host, doc, blocked, missing, outcome)
