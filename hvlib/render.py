@@ -357,12 +357,15 @@ def set_rng(doc: DomainXML, spec: DomainSpec, profile: Profile) -> None:
                 node.address_type = profile.device_address
 
 
-IDENTITY = "the domain's name, uuid, type, os type or hvlib's own metadata"
-"""What no XmlEdit (nor ``xml_hook``) may change: how hvlib finds a domain again (its name;
-its uuid, which every redefine must keep), tells its virt type (the ``type`` attribute, the
-``<os><type>``, hvlib's ``<metadata>`` record of it) and compares its CPU (hvlib's CPU
-``<metadata>``). An edit of any of them would make the next ``ensure`` look up, or compare
-against, something other than what it defined."""
+IDENTITY = "the domain's name, uuid, type, os type, hvlib's own metadata or a NIC's MAC"
+"""What no XmlEdit may touch: how hvlib finds a domain again (its name; its uuid, which every
+redefine must keep), tells its virt type (the ``type`` attribute, the ``<os><type>``,
+hvlib's ``<metadata>`` record of it), compares its CPU (hvlib's CPU ``<metadata>``) and
+tells its NICs apart (their ``<mac>``: ``ensure`` keys NICs by MAC and keeps a generated
+one; an edit that dropped it would have libvirt make a new one on every define). An edit of
+any of them would make the next ``ensure`` look up, or compare against, something other than
+what it defined: set ``DomainSpec.name``, ``uuid``, ``virt`` or ``Nic.mac`` instead. The
+``xml_hook`` may not change the first five either (checked after it ran)."""
 HVLIB_NAMESPACES = (HVLIB_NS, HVLIB_CPU_NS)
 
 
@@ -381,8 +384,9 @@ def _hvlib_metadata(root: Element) -> list[Element]:
 
 
 class _Identity:
-    """The identity nodes of one document: the elements whose text (or whose whole self)
-    hvlib owns, the (element, attribute) pairs it owns, and every ancestor of those."""
+    """The identity nodes of one document (:data:`IDENTITY`): the elements whose text (or
+    whose whole self) hvlib owns, the (element, attribute) pairs it owns, the ancestors a
+    delete may not take with them, and the NICs' ``<mac>`` elements."""
 
     def __init__(self, root: Element) -> None:
         owned = [root.find("name"), root.find("uuid"), root.find("os/type")]
@@ -390,11 +394,12 @@ class _Identity:
         self.wholes = {d for m in _hvlib_metadata(root) for d in m.iter()}
         self.attrs = {(root, "type")}
         self.ancestors = {a for el in self.texts | self.wholes for a in el.iterancestors()}
+        self.macs = set(root.findall("devices/interface/mac"))  # a NIC itself may go
 
     def touched(self, el: Element, attr: str, remove: bool) -> bool:
         """Whether setting (or with ``remove``, deleting) ``attr`` of ``el`` (its text, or
         with ``remove`` the element itself, when ``attr`` is empty) touches identity."""
-        if el in self.wholes or (el, attr) in self.attrs:
+        if el in self.wholes or el in self.macs or (el, attr) in self.attrs:
             return True
         if attr:
             return False

@@ -267,12 +267,21 @@ _IDENTITY_SETS = [
     "./metadata/*",
     "//*[namespace-uri()='https://hvlib.dev/xmlns/hvlib/1']",
     "./metadata/*/@x",
+    "./devices/interface/mac/@address",  # NICs are keyed by MAC
+    "//mac",
 ]
 _IDENTITY_DELETES = [*_IDENTITY_SETS, "./os", "//os", "/domain", ".", "./metadata", "//*"]
 
 
 def _edited(*edits: XmlEdit) -> DomainSpec:
-    return DomainSpec(name="e", virt=VirtType.QEMU, kernel="/k", uuid=UUID, xml_edits=edits)
+    return DomainSpec(
+        name="e",
+        virt=VirtType.QEMU,
+        kernel="/k",
+        uuid=UUID,
+        nics=[Nic.network("default", mac="52:54:00:ab:cd:03")],
+        xml_edits=edits,
+    )
 
 
 @pytest.mark.parametrize("xpath", _IDENTITY_SETS)
@@ -298,6 +307,8 @@ def test_a_delete_that_reaches_an_identity_node_is_refused(xpath: str) -> None:
         XmlEdit.delete("./devices/memballoon"),
         XmlEdit.delete("./nosuch/name"),
         XmlEdit.delete("./os/type/@machine"),
+        XmlEdit.delete("./devices/interface"),  # a NIC may go, not its MAC alone
+        XmlEdit.set("./devices/interface/model/@type", "e1000"),
     ],
 )
 def test_edits_elsewhere_are_applied(edit: XmlEdit) -> None:
