@@ -155,12 +155,14 @@ def volume_formats(host: Host, spec: DomainSpec) -> DomainSpec:
     wanted = [i for i, d in enumerate(spec.disks) if d.kind is DiskKind.VOLUME and not d.format]
     if not wanted:
         return spec
-    defined = _defined_formats(host, spec.name)
+    known = _defined_formats(host, spec.name)
     disks = list(spec.disks)
     for i in wanted:
         disk = disks[i]
-        fmt = defined.get((disk.pool, disk.volume_name)) or _volume_format(host, i, disk)
-        disks[i] = replace(disk, format=fmt)
+        key = (disk.pool, disk.volume_name)
+        if key not in known:
+            known[key] = _volume_format(host, i, disk)
+        disks[i] = replace(disk, format=known[key])
     return replace(spec, disks=tuple(disks))
 
 

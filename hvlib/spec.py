@@ -93,7 +93,9 @@ def check_name(fieldname: str, value: str) -> str:
 
 
 def check_path(fieldname: str, value: str) -> str:
-    """Check a host path: absolute, normalised, no ``..`` component.
+    """Check a host path: absolute, normalised, no ``..`` component. A path is otherwise
+    free-form: any character a file name may hold but NUL and control characters (a
+    trailing space or U+2028 is part of a name, not a typo hvlib could tell).
 
     Raises:
         SpecError: relative, containing ``..``, or not valid text.
