@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 from hvlib._parts import DomainParts
+from hvlib.checks import check_seconds
 from hvlib.console import missing_capture
 from hvlib.errors import HvlibError, InvalidState, SpecError, WaitTimeout
 
@@ -812,7 +813,11 @@ class GuestAccess(DomainParts):
                 reached (address, tcp, banner, login, command) and the last failure.
             InvalidState: the domain is not running.
             HostKeyError: the guest's SSH host key was refused (never retried).
+            SpecError: ``timeout`` is not a finite number of seconds >= 0, or ``interval``
+                not one > 0.
         """
+        timeout = check_seconds("timeout", timeout)
+        interval = check_seconds("interval", interval, positive=True)
         if not isinstance(probe, ReadyProbe):
             probe = Ready.CALLABLE(probe)
         if probe is Ready.ADDRESS and not self.virt.is_container:
@@ -899,8 +904,8 @@ class GuestAccess(DomainParts):
             InvalidState: the domain is not running. SpecError: a malformed command.
         """
         cmd = normalize_command(command)
-        if timeout is not None and timeout <= 0:
-            raise SpecError("timeout", "must be positive or None", timeout)
+        if timeout is not None:
+            check_seconds("timeout", timeout, positive=True)
         self._require_running("run a command in it")
         sink = OutputSink(on_stdout, on_stderr)
         if self.virt.is_container:

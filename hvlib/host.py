@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from hvlib import _virt, accel
+from hvlib.checks import as_enum
 from hvlib.connection import Connection, check_timeout
 from hvlib.console import ConsoleCapture
 from hvlib.domain import Domain
@@ -26,7 +27,7 @@ from hvlib.events import Callback, DomainEvent, EventHub, EventKind, Subscriptio
 from hvlib.hostfit import fit
 from hvlib.remote import PathArg, check_path_arg, remote_uri
 from hvlib.render import render
-from hvlib.spec import DiskKind, DomainSpec
+from hvlib.spec import DiskKind, DomainSpec, check_text
 from hvlib.uri import allowed_names
 
 if TYPE_CHECKING:
@@ -348,24 +349,33 @@ class Domains:
         ).run()
 
     def check_host_refs(self, spec: DomainSpec) -> None:
-        """Check that the networks and pools ``spec`` names exist on this host.
+        """Check that the networks and pools ``spec`` names exist on this host, and the
+        volumes of its volume disks without a format (they are read in the volume's own,
+        which the host must tell: :func:`hvlib.hostfit.volume_formats`).
 
         Raises:
-            SpecError: naming the missing network or pool.
+            SpecError: naming the missing network, pool or volume.
         """
         conn = self.host.conn
         for i, nic in enumerate(spec.nics):
             if nic.kind == "network":
                 self._must_exist(f"nics[{i}].network", nic.source, conn.networkLookupByName)
         for i, disk in enumerate(spec.disks):
-            if disk.kind is DiskKind.VOLUME:
-                self._must_exist(f"disks[{i}].pool", disk.pool or "", conn.storagePoolLookupByName)
+            if disk.kind is not DiskKind.VOLUME:
+                continue
+            where = f"disks[{i}]"
+            pool = self._must_exist(f"{where}.pool", disk.pool or "", conn.storagePoolLookupByName)
+            if disk.format is None:
+                self._must_exist(
+                    f"{where}.volume", disk.volume_name or "", pool.storageVolLookupByName
+                )
 
     @staticmethod
-    def _must_exist(fieldname: str, name: str, lookup: Any) -> None:
+    def _must_exist(fieldname: str, name: str, lookup: Any) -> Any:
+        """``lookup(name)``, translated; NotFound as a SpecError naming ``fieldname``."""
         try:
             with _virt.translated():
-                lookup(name)
+                return lookup(name)
         except NotFound:
             raise SpecError(fieldname, "does not exist on this host", name) from None
 
@@ -380,33 +390,49 @@ class Domains:
 
         Raises:
             DomainNotFound: there is none.
+            SpecError: ``name`` is not a string (or holds NUL or control characters).
         """
-        handle = self._lookup(name)
+        handle = self._lookup(_lookup_name(name))
         if handle is None:
             raise DomainNotFound(f"no domain named {name}", name=name)
         return Domain(self.host, handle)
 
     def find(self, name: str) -> Domain | None:
-        """The domain called ``name``, or None."""
-        handle = self._lookup(name)
+        """The domain called ``name``, or None.
+
+        Raises:
+            SpecError: ``name`` is not a string (or holds NUL or control characters).
+        """
+        handle = self._lookup(_lookup_name(name))
         return None if handle is None else Domain(self.host, handle)
 
-    def list(self, state: State | None = None) -> builtins.list[Domain]:
+    def list(self, state: State | str | None = None) -> builtins.list[Domain]:
         """All domains (only those in ``state``, if given), in one libvirt call.
 
-        RUNNING, PAUSED and SHUT_OFF are filtered by libvirt itself; the other states need
-        each domain's state, which comes from the same bulk call where the driver has one
-        (QEMU, test) and from one call per domain where it has not (LXC).
+        ``state`` is a :class:`hvlib.State` or its value string (``"running"``). RUNNING,
+        PAUSED and SHUT_OFF are filtered by libvirt itself; the other states need each
+        domain's state, which comes from the same bulk call where the driver has one (QEMU,
+        test) and from one call per domain where it has not (LXC).
+
+        Raises:
+            SpecError: ``state`` is not a State (or a State's value string).
         """
+        state = _state_arg(state)
         if state is None or state in _LIST_FLAGS:
             flags = getattr(_virt.C, _LIST_FLAGS[state]) if state is not None else 0
             handles = self.host.call(lambda c: c.listAllDomains(flags), safe=True)
             return [Domain(self.host, h) for h in handles]
         return [Domain(self.host, h) for h, _ in self._bulk(state, 0)]
 
-    def stats(self, state: State | None = None) -> dict[str, DomainStats]:
-        """CPU, memory, vcpu, disk and network figures of every domain (in ``state``), in one
-        libvirt call where the driver has bulk statistics, else one ``info()`` per domain."""
+    def stats(self, state: State | str | None = None) -> dict[str, DomainStats]:
+        """CPU, memory, vcpu, disk and network figures of every domain (in ``state``, as for
+        :meth:`list`), in one libvirt call where the driver has bulk statistics, else one
+        ``info()`` per domain.
+
+        Raises:
+            SpecError: ``state`` is not a State (or a State's value string).
+        """
+        state = _state_arg(state)
         kinds = 0
         for name in ("STATE", "CPU_TOTAL", "BALLOON", "VCPU", "INTERFACE", "BLOCK"):
             kinds |= getattr(_virt.C, f"VIR_DOMAIN_STATS_{name}")
@@ -443,6 +469,16 @@ class Domains:
                     )
                 )
         return out
+
+
+def _state_arg(state: object) -> State | None:
+    """A ``state`` argument: None, a State, or a State's value string."""
+    return None if state is None else as_enum(State, "state", state)
+
+
+def _lookup_name(name: object) -> str:
+    """A domain name to look up: any string libvirt could hold as one."""
+    return check_text("name", name, max_len=1024)  # type: ignore[arg-type]
 
 
 def _stats_of(name: str, raw: dict[str, Any]) -> DomainStats:

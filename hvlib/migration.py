@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from hvlib import _virt
 from hvlib._parts import DomainParts
+from hvlib.checks import check_seconds
 from hvlib.enums import State
 from hvlib.errors import AlreadyExists, DomainNotFound, HvlibError, SpecError, Unsupported
 from hvlib.remote import display_uri
@@ -479,14 +480,13 @@ def _check_args(
         raise SpecError("dest", "must be an hvlib.Host (hvlib.connect(uri))", dest)
     if dest is src:
         raise SpecError("dest", "is the host the domain is on already")
-    if timeout is not None and not timeout > 0:
-        raise SpecError("timeout", "must be positive", timeout)
+    if timeout is not None:
+        check_seconds("timeout", timeout, positive=True)
     if bandwidth_mib is not None and (
         isinstance(bandwidth_mib, bool) or not isinstance(bandwidth_mib, int) or bandwidth_mib < 1
     ):
         raise SpecError("bandwidth_mib", "must be a positive integer (MiB/s)", bandwidth_mib)
-    if not poll_interval > 0:
-        raise SpecError("poll_interval", "must be positive", poll_interval)
+    check_seconds("poll_interval", poll_interval, positive=True)
 
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
