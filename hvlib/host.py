@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from hvlib import _virt, accel
 from hvlib.connection import Connection
 from hvlib.console import ConsoleCapture
+from hvlib.converge import Converger
 from hvlib.domain import Domain
-from hvlib.ensure import ENSURE_STATES, Converger, EnsureResult
+from hvlib.ensure import ENSURE_STATES, EnsureResult
 from hvlib.enums import State
 from hvlib.errors import AlreadyExists, DomainNotFound, NotFound, SpecError, Unsupported
 from hvlib.events import Callback, DomainEvent, EventHub, EventKind, Subscription
