@@ -104,16 +104,15 @@ class ChangeReport:
 
 @dataclass
 class EnsureResult(ChangeReport):
-    """What a domain ``ensure`` changed; ``domain`` is None for ABSENT.
-
-    ``forced`` is True when a stop this ensure made could not be graceful: a shutdown (for
-    SHUT_OFF, a restart or a recreate) that reached ``shutdown_timeout`` and destroyed the
-    guest, or the removal (ABSENT) of an active domain, which destroys it. Check mode stops
-    nothing: there it is False.
-    """
+    """What a domain ``ensure`` changed; ``domain`` is None for ABSENT."""
 
     domain: Domain | None = None
     forced: bool = False
+
+
+# Fields whose change a running guest can take without a restart, given its maximums.
+_LIVE_FIELDS = ("memory_mib", "vcpus")
+_RECREATE_FIELDS = ("virt", "uuid")
 
 
 # -- what a spec owns ----------------------------------------------------------------------
@@ -135,7 +134,9 @@ class DeviceFields:
     defaulted: tuple[str, ...] = ()
     """Compared where the wanted definition sets them. Where it leaves one unset, the value is
     libvirt's to choose and whatever the definition (or the running guest) has is kept: a
-    volume disk's format without ``format``, a NIC model on Xen, device addresses."""
+    volume disk's format without ``format``, a NIC model on Xen, device addresses, the host
+    bridge a running guest's NIC on a libvirt network shows (a NIC's kind says which of its
+    sources is wanted)."""
     ignored: tuple[str, ...] = ()
     """Never compared: libvirt's own (the host-side device name of a NIC)."""
 
@@ -177,8 +178,8 @@ DEVICES: dict[str, DeviceFields] = {
     "nics": DeviceFields(
         InterfaceXML,
         key="mac",
-        owned=("kind", "source_network", "source_bridge"),
-        defaulted=("model", "address_type"),
+        owned=("kind",),
+        defaulted=("source_network", "source_bridge", "model", "address_type"),
         ignored=("target_dev",),
     ),
     "filesystems": DeviceFields(
@@ -190,8 +191,6 @@ DEVICES: dict[str, DeviceFields] = {
 }
 """The owned fields of each kind of device, by the name its changes carry."""
 
-_LIVE_FIELDS = ("memory_mib", "vcpus")
-_RECREATE_FIELDS = ("virt", "uuid")
 LIVE_ALL = frozenset({"memory_mib", "vcpus", "disks", "nics"})
 """Every kind of change a running guest can take live (what QEMU and libxl can)."""
 HOTPLUG_BUSES = ("virtio", "scsi", "usb", "xen")

@@ -252,7 +252,7 @@ class Domains:
         return dom
 
     def define_xml(self, xml: str) -> Domain:
-        """Define (or redefine, same name and uuid) a domain from raw XML.
+        """Define (or redefine, same name and uuid) a domain from raw XML; return it.
 
         Raises:
             SpecError: libvirt rejected the XML. AlreadyExists: the name has another uuid.
@@ -272,17 +272,36 @@ class Domains:
     ) -> EnsureResult:
         """Make the host hold exactly ``spec`` in ``state``; report what changed.
 
-        Only what the spec owns is compared (libvirt's defaults, addresses, generated MACs and
-        the uuid are kept across re-defines); the spec's device lists replace the current
-        ones. Changes are applied live where the guest allows, else to the persistent
-        definition; a running guest is restarted only with ``allow_restart`` and recreated
-        only with ``allow_recreate`` (what is not allowed is listed in ``result.pending``).
-        ``check=True`` changes nothing and returns the same report. A second call with the
+        Every field the spec owns is compared (:data:`hvlib.ensure.DEVICES` lists those of
+        each device; libvirt's defaults, addresses and the uuid are kept across re-defines;
+        a field the spec leaves unset, such as a volume disk's format, is libvirt's to
+        choose). The spec's device lists replace the current ones; a new NIC without a MAC
+        gets one derived from the host's and the domain's uuids. Changes are applied live
+        where the guest's driver can (balloon, vcpus, hot-plugging a NIC, or a disk on a bus
+        that takes hotplug), else to the persistent definition. A running guest is
+        restarted only with ``allow_restart``; a change of virt type (or of the spec's
+        uuid) needs ``allow_recreate``: the domain is then shut down like for a restart,
+        undefined (with its snapshot metadata, managed save image and NVRAM) and defined as
+        exactly what ``render(spec)`` gives, keeping its uuid and MAC addresses. What is not
+        allowed is listed in ``result.pending``, and stays there until it is applied:
+        the running guest is compared with the spec too, not only its definition.
+
+        Every stop is a shutdown, forced (destroyed) only past ``shutdown_timeout``;
+        ``result.forced`` says whether one had to be. ABSENT destroys an active domain
+        (``forced`` then too) and undefines it.
+
+        ``check=True`` changes nothing and returns the report its apply would return: the
+        same changes, ``how`` and MAC addresses. Only a refusal nothing predicts (a guest
+        that does not take a hot-plugged device, or its balloon within
+        :data:`hvlib.converge.BALLOON_WAIT` s) turns a live change into a next-boot change
+        and a pending restart at apply time. ``result.diff()`` shows the definition written
+        (or, in check mode, that would be): empty whenever none is. A second call with the
         same spec reports ``changed=False`` and makes no write call to libvirt.
 
         Raises:
             SpecError, Unsupported: the spec cannot be true on this host (nothing changed).
             WaitTimeout: a state transition did not complete.
+            LibvirtError, InvalidState: libvirt refused a step (the message says which).
         """
         if state not in ENSURE_STATES:
             raise SpecError("state", "must be RUNNING, SHUT_OFF, PAUSED or ABSENT", state)
