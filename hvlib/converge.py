@@ -25,6 +25,7 @@ from hvlib.ensure import (
     EnsureResult,
     MacFor,
     balloon_reached,
+    defined_xml,
     derived_mac,
     device_of,
     live_abilities,
@@ -83,9 +84,8 @@ class Converger:
 
     def _create(self) -> EnsureResult:
         from hvlib.errors import AlreadyExists
-        from hvlib.render import render
 
-        after = render(self.spec)
+        after = defined_xml(self.spec)
         changes = [Change("domain", None, "defined", ChangeHow.STATE)]
         if self.state is not State.SHUT_OFF:
             changes.append(Change("state", State.SHUT_OFF, self.state, ChangeHow.STATE))

@@ -19,11 +19,10 @@ import difflib
 import enum
 import hashlib
 import itertools
+import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-from lxml import etree
 
 from hvlib import profiles
 from hvlib.cpu import cpu_key_of
@@ -213,7 +212,12 @@ def owned(doc: DomainXML, spec: DomainSpec) -> dict[str, Any]:
 
     The platform fields (machine, firmware, cpu, rng) are in the view when either the spec's
     type or the document's has them, the id map when either is a container: a view of one
-    type's definition and another's wanted one compare on every field of both.
+    type's definition and another's wanted one compare on every field of both. The spec's
+    XPath edits (``xml_edits``) are compared as the definition records them
+    (:func:`record_edits`), not by the values they set: libvirt rewrites some edited values
+    (a machine ``q35`` becomes ``pc-q35-7.2``), which would never converge. A domain hvlib
+    did not define (or defined before it recorded edits) has no record: its first ensure
+    with edits writes them once.
     """
     from hvlib.domain import virt_of
 
@@ -241,7 +245,7 @@ def owned(doc: DomainXML, spec: DomainSpec) -> dict[str, Any]:
         view["idmap"] = _idmap_view(doc)
     if spec.uuid is not None:
         view["uuid"] = doc.uuid
-    view.update(_edits_view(doc, spec.xml_edits))
+    view["xml_edits"] = doc.get_metadata(HVLIB_EDITS_NS, "edits")
     for family, fields in DEVICES.items():
         for node in _devices(doc, family):
             view[f"{family}[{getattr(node, fields.key)}]"] = fields.view(node)
@@ -279,28 +283,32 @@ def _idmap_view(doc: DomainXML) -> tuple[IdRanges, IdRanges] | None:
     return uids, gids
 
 
-def _edits_view(doc: DomainXML, edits: Collection[XmlEdit]) -> dict[str, Any]:
-    """What each of the spec's ``XmlEdit.set`` edits set, as ``doc`` has it: the text (or
-    attribute) of every element its XPath selects. An edit that removes is not compared:
-    libvirt puts some removed elements back as its defaults (a ``<memballoon>``), which would
-    never converge; it is applied whenever the definition is written."""
-    view: dict[str, Any] = {}
-    for i, edit in enumerate(edits):
-        if not edit.remove:
-            view[f"xml_edits[{i}]"] = _edit_values(doc, edit.xpath)
-    return view
+HVLIB_EDITS_NS = "https://hvlib.dev/xmlns/hvlib-edits/1"
+"""Namespace of the spec's ``xml_edits`` recorded in ``<metadata>`` by every definition hvlib
+writes (:func:`defined_xml`, :func:`merge`, :func:`recreated`)."""
 
 
-def _edit_values(doc: DomainXML, xpath: str) -> tuple[str | None, ...]:
-    path, _, attr = xpath.rpartition("/@")
-    if not attr or "/" in attr or "[" in attr:
-        path, attr = xpath, ""
-    try:
-        matches = doc.el.xpath(path)
-    except etree.XPathError:
-        return ()  # merge refuses it (SpecError) before anything is compared
-    elements = [m for m in matches if isinstance(m, etree._Element)]  # type: ignore[union-attr]
-    return tuple(el.get(attr) if attr else el.text for el in elements)
+def edits_record(edits: Collection[XmlEdit]) -> str | None:
+    """The canonical text of a spec's XPath edits (None for none): what is compared."""
+    if not edits:
+        return None
+    return json.dumps([[e.xpath, e.value, e.remove] for e in edits], ensure_ascii=False)
+
+
+def record_edits(doc: DomainXML, spec: DomainSpec) -> None:
+    """Record ``spec``'s XPath edits in ``doc``'s metadata (or remove the record)."""
+    doc.set_metadata(HVLIB_EDITS_NS, "hvlibedits", "edits", edits_record(spec.xml_edits))
+
+
+def defined_xml(spec: DomainSpec) -> str:
+    """What hvlib defines for a new domain: ``render(spec)`` with its edits recorded.
+
+    Raises:
+        SpecError, Unsupported: as :func:`hvlib.render.render`.
+    """
+    doc = render_tree(spec)
+    record_edits(doc, spec)
+    return doc.to_xml()
 
 
 # -- the wanted definition -----------------------------------------------------------------
@@ -351,20 +359,23 @@ def merge(current: DomainXML, spec: DomainSpec, mac_for: MacFor | None = None) -
     if profile.platform:
         set_rng(current, spec, profile)
     apply_caller_changes(current, spec)
+    record_edits(current, spec)
     return current
 
 
 def recreated(current: DomainXML, spec: DomainSpec, mac_for: MacFor | None = None) -> DomainXML:
-    """What a recreate defines: exactly ``render(spec)``, with ``current``'s uuid (unless the
-    spec names one) and the MAC of each NIC matched as :func:`merge` matches them (a new NIC
-    without a MAC gets ``mac_for``'s). Nothing else of ``current`` survives: not its devices'
-    addresses, nor what its virt type had and the new one has not."""
+    """What a recreate defines: exactly what :func:`defined_xml` gives (``render(spec)``),
+    with ``current``'s uuid (unless the spec names one) and the MAC of each NIC matched as
+    :func:`merge` matches them (a new NIC without a MAC gets ``mac_for``'s). Nothing else of
+    ``current`` survives: not its devices' addresses, nor what its virt type had and the new
+    one has not."""
     fresh = render_tree(spec)
     if spec.uuid is None and current.uuid:
         fresh.uuid = current.uuid
     macs = nic_macs(current.interfaces, spec, mac_for or _default_mac_for(current))
     for node, mac in zip(fresh.interfaces, macs, strict=True):
         node.mac = mac
+    record_edits(fresh, spec)
     return fresh
 
 

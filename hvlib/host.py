@@ -20,7 +20,7 @@ from hvlib.connection import Connection
 from hvlib.console import ConsoleCapture
 from hvlib.converge import Converger
 from hvlib.domain import Domain
-from hvlib.ensure import ENSURE_STATES, EnsureResult
+from hvlib.ensure import ENSURE_STATES, EnsureResult, defined_xml
 from hvlib.enums import State
 from hvlib.errors import AlreadyExists, DomainNotFound, NotFound, SpecError, Unsupported
 from hvlib.events import Callback, DomainEvent, EventHub, EventKind, Subscription
@@ -239,7 +239,7 @@ class Domains:
             AlreadyExists: a domain of that name exists (use ``ensure`` to converge).
         """
         spec = fit(self.host, spec).spec
-        xml = render(spec)
+        xml = defined_xml(spec)
         self.check_host_refs(spec)
         if self._lookup(spec.name) is not None:
             raise AlreadyExists(f"domain {spec.name} already exists", name=spec.name)
