@@ -36,6 +36,7 @@ from hvlib.ensure import (
     state_change,
 )
 from hvlib.enums import State
+from hvlib.errors import HvlibError
 from hvlib.spec import DomainSpec
 from hvlib.xmlmodel import parse
 
@@ -47,6 +48,24 @@ BALLOON_WAIT = 10.0
 before it reports the change as needing a restart (a guest without a balloon driver never
 takes one)."""
 BALLOON_POLL = 0.1
+
+
+@dataclass
+class _Wanted:
+    """An existing domain as read, and what is wanted of it."""
+
+    current: DomainXML
+    """Its persistent definition."""
+    live: DomainXML
+    """The running guest's definition (``current`` when it is not, or will not stay, up)."""
+    doc: DomainXML
+    """The definition wanted: the spec merged over ``current``, or a recreate's."""
+    up: bool
+    """The guest runs and stays up (the wanted state is not SHUT_OFF)."""
+    recreate: bool
+    """``doc`` is a recreate's definition (and, once reported, the recreate is allowed)."""
+    define: bool = False
+    """``doc`` is written (set when reported: there are changes and they are allowed)."""
 
 
 @dataclass
@@ -102,37 +121,44 @@ class Converger:
 
     def _existing(self, dom: Domain) -> EnsureResult:
         state0 = dom.state
+        wanted = self._wanted(dom, state0)
+        result = self._report(dom, wanted)
+        state = state_change(state0, self.state)
+        if state is not None:
+            result.changes.append(state)
+        if not self.check:
+            self._apply(dom, wanted, result)
+            self._converge_state(result.domain or dom, result)
+        result.changed = bool(result.changes)
+        return result
+
+    def _wanted(self, dom: Domain, state0: State) -> _Wanted:
         current = DomainXML.from_xml(dom.xml(inactive=True))
-        before_xml = current.to_xml()  # serialised like the wanted one, so diff() is minimal
         up = state0.is_active and self.state is not State.SHUT_OFF  # the guest stays up
         live = DomainXML.from_xml(dom.xml()) if up else current
         recreate = self._recreates(current)
         mac_for = self._mac_for(current)
         if recreate:
-            wanted = recreated(current, self.spec, mac_for)
+            doc = recreated(current, self.spec, mac_for)
         else:
-            wanted = merge(DomainXML.from_xml(before_xml), self.spec, mac_for)
-        changes = self._plan(current, live, wanted, up, recreate)
+            doc = merge(DomainXML.from_xml(current.to_xml()), self.spec, mac_for)
+        return _Wanted(current, live, doc, up, recreate)
+
+    def _report(self, dom: Domain, w: _Wanted) -> EnsureResult:
+        """The report of everything but the run state; settles what ``w`` applies."""
+        before_xml = w.current.to_xml()  # serialised like the wanted one: a minimal diff
+        changes = self._plan(w)
         defines = bool(changes)
         if dom.autostart != self.spec.autostart:
             changes.append(
                 Change("autostart", dom.autostart, self.spec.autostart, ChangeHow.NEXT_BOOT)
             )
-        stale = self._stale_live(live, wanted, changes) if up and not recreate else []
+        stale = self._stale_live(w.live, w.doc, changes) if w.up and not w.recreate else []
         result = EnsureResult(False, domain=dom, before_xml=before_xml, after_xml=before_xml)
         blocked = self._sort(result, changes, stale)
-        if defines and not blocked:
-            result.after_xml = wanted.to_xml()
-        state = state_change(state0, self.state)
-        if state is not None:
-            result.changes.append(state)
-        if not self.check:
-            recreate = recreate and not blocked
-            self._apply(
-                dom, live, wanted, result, recreate=recreate, define=defines and not blocked
-            )
-            self._converge_state(result.domain or dom, result)
-        result.changed = bool(result.changes)
+        w.define, w.recreate = defines and not blocked, w.recreate and not blocked
+        if w.define:
+            result.after_xml = w.doc.to_xml()
         return result
 
     def _recreates(self, current: DomainXML) -> bool:
@@ -142,15 +168,15 @@ class Converger:
         other_uuid = self.spec.uuid is not None and self.spec.uuid != current.uuid
         return virt_of(current) is not self.spec.virt or other_uuid
 
-    def _plan(
-        self, current: DomainXML, live: DomainXML, wanted: DomainXML, up: bool, recreate: bool
-    ) -> list[Change]:
+    def _plan(self, w: _Wanted) -> list[Change]:
         """The differences of the persistent definition; in a recreate, every one of them is
         applied by the recreate."""
-        limits = ((live.memory_kib or 0) // 1024, live.vcpu or 1)
+        limits = ((w.live.memory_kib or 0) // 1024, w.live.vcpu or 1)
         abilities = live_abilities(self.spec.virt, self.domains.host.is_test_driver)
-        changes = plan(owned(current, self.spec), owned(wanted, self.spec), up, limits, abilities)
-        if recreate:
+        changes = plan(
+            owned(w.current, self.spec), owned(w.doc, self.spec), w.up, limits, abilities
+        )
+        if w.recreate:
             return [replace(c, how=ChangeHow.RECREATE) for c in changes]
         return changes
 
@@ -204,35 +230,32 @@ class Converger:
 
     # -- applying ------------------------------------------------------------------------
 
-    def _apply(
-        self,
-        dom: Domain,
-        live: DomainXML,
-        wanted: DomainXML,
-        result: EnsureResult,
-        *,
-        recreate: bool,
-        define: bool,
-    ) -> None:
-        if recreate:
-            result.domain = self._recreate(dom, wanted, result)
+    def _apply(self, dom: Domain, w: _Wanted, result: EnsureResult) -> None:
+        if w.recreate:
+            result.domain = self._recreate(dom, w.doc, result)
             return
-        if define:
-            self.domains.define_xml(wanted.to_xml())
+        if w.define:
+            self.domains.define_xml(w.doc.to_xml())
         if any(c.field == "autostart" for c in result.changes):
             dom.autostart = self.spec.autostart
         deferred: list[Change] = []
         for c in list(result.changes):
             if c.how is ChangeHow.LIVE:
-                self._apply_live_or_defer(dom, c, live, wanted, result, deferred)
+                self._apply_live_or_defer(dom, c, w, result, deferred)
         self._restart_if_needed(dom, result, deferred)
 
     def _recreate(self, dom: Domain, wanted: DomainXML, result: EnsureResult) -> Domain:
-        """Shut the guest down (as a restart does), undefine it, define ``wanted``."""
+        """Shut the guest down (as a restart does), undefine it, define ``wanted``; if libvirt
+        refuses that, the old definition is put back (without its snapshot metadata) and the
+        refusal raised."""
         if dom.state.is_active:
             self._stop(dom, result)
         dom.undefine()
-        fresh: Domain = self.domains.define_xml(wanted.to_xml())
+        try:
+            fresh: Domain = self.domains.define_xml(wanted.to_xml())
+        except HvlibError:
+            self.domains.define_xml(result.before_xml)
+            raise
         if self.spec.autostart:
             fresh.autostart = True
         return fresh
@@ -251,13 +274,7 @@ class Converger:
         result.forced = result.forced or not shut.graceful
 
     def _apply_live_or_defer(
-        self,
-        dom: Domain,
-        c: Change,
-        live: DomainXML,
-        wanted: DomainXML,
-        result: EnsureResult,
-        deferred: list[Change],
+        self, dom: Domain, c: Change, w: _Wanted, result: EnsureResult, deferred: list[Change]
     ) -> None:
         """Apply ``c`` live; where the driver cannot hot-plug (or the guest's balloon does not
         get there in time), it stays a next-boot change (already in the persistent
@@ -265,7 +282,7 @@ class Converger:
         from hvlib.errors import Unsupported
 
         try:
-            taken = self._apply_live(dom, c, live, wanted)
+            taken = self._apply_live(dom, c, w)
         except Unsupported:
             taken = False
         if not taken:
@@ -274,14 +291,14 @@ class Converger:
             result.pending.append(pending)
             deferred.append(pending)
 
-    def _apply_live(self, dom: Domain, c: Change, live: DomainXML, wanted: DomainXML) -> bool:
+    def _apply_live(self, dom: Domain, c: Change, w: _Wanted) -> bool:
         if c.field == "memory_mib":
             dom.set_memory_live(c.after * 1024)
             return self._balloon_reaches(dom, c.after)
         if c.field == "vcpus":
             dom.set_vcpus_live(c.after)
             return True
-        old, new = device_of(live, c.field), device_of(wanted, c.field)
+        old, new = device_of(w.live, c.field), device_of(w.doc, c.field)
         if old is not None:
             dom.detach_live(old.to_xml())
         if new is not None:

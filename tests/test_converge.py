@@ -408,3 +408,31 @@ def test_the_test_drivers_nic_target_is_not_a_diff(counted: tuple[Host, Counting
     changed = host.domains.ensure(replace(spec, cmdline="quiet"))
     assert "testnet0" not in changed.diff() and "+    <cmdline>quiet</cmdline>" in changed.diff()
     host.domains.ensure(spec, state=State.ABSENT)
+
+
+def test_a_recreate_libvirt_refuses_puts_the_old_definition_back(
+    counted: tuple[Host, CountingLibvirt], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If libvirt refuses the new definition after the old one was undefined (mocked: the
+    test driver takes any of hvlib's), the old definition is defined again and the refusal
+    raised: a recreate never leaves the name without a domain."""
+    host, _ = counted
+    name = fresh_name()
+    old = host.domains.ensure(spec_of(VirtType.LXC, name), state=State.SHUT_OFF).domain
+    assert old is not None
+    real = type(host.domains).define_xml
+    refused: list[str] = []
+
+    def refuse_qemu(self: Any, xml: str) -> Domain:
+        if '<type arch="x86_64" machine="pc">hvm</type>' in xml and not refused:
+            refused.append(xml)
+            raise hvlib.SpecError("xml", "refused (mocked)")
+        return real(self, xml)
+
+    monkeypatch.setattr(type(host.domains), "define_xml", refuse_qemu)
+    with pytest.raises(hvlib.SpecError, match="refused"):
+        host.domains.ensure(spec_of(VirtType.QEMU, name), state=State.SHUT_OFF, allow_recreate=True)
+    assert refused
+    back = host.domains.get(name)
+    assert back.uuid == old.uuid and back.virt is VirtType.LXC
+    host.domains.ensure(spec_of(VirtType.LXC, name), state=State.ABSENT)
