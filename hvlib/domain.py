@@ -65,9 +65,9 @@ _UNDEFINE_FLAGS = (
     "VIR_DOMAIN_UNDEFINE_NVRAM",
     "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA",
 )
-"""What an undefine removes with the definition, most needed first (where the driver takes
-the flag: libvirt 9.0's QEMU driver takes all four, its test driver the first two, libxl
-managed save and NVRAM, LXC none)."""
+"""What an undefine removes with the definition, most needed first, where the driver takes
+the flag (libvirt 9.0's test driver takes only the first two, and refuses the whole call for
+a third: it then kept no domain that had snapshots)."""
 _UNDEFINE_MASKS: weakref.WeakKeyDictionary[Host, tuple[int, int]] = weakref.WeakKeyDictionary()
 """Per host: (connection generation, the undefine flags its driver took)."""
 
