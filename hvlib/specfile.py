@@ -34,6 +34,39 @@ carrying the file, the line, the field (as a path into the document: ``disks[1].
 ``hosts[0].mac``) and the rule. Unknown and duplicate keys are errors. A key set to null means
 "not given" (the field's default). Across all files, a domain name, a network name and a
 volume (pool and name) may each be declared once, and a directory pool with one ``dir``.
+A file with no document at all (empty, or only comments) is an error too: ``up`` would
+otherwise succeed having done nothing, which is never what an empty file meant.
+
+Reading is bounded (:mod:`hvlib.specyaml` keeps the limits while it composes the YAML, so a
+hostile file costs at most about a second and a few tens of MiB before it is refused; each
+limit is an error naming the file, the line and the column where it was crossed):
+
+=====================  =========  ==============================================================
+limit                  value      why this number
+=====================  =========  ==============================================================
+file size              1 MiB      real spec files are a few KiB; a fleet of 300 domains is
+                                  about 150 KiB. Pure-Python YAML reads ~1 MiB/s.
+nodes, through aliases 50,000     a domain is ~20-150 nodes, so this is hundreds of domains per
+                                  file; an alias counts as every node it stands for, so the
+                                  463-byte alias bomb that took 4.3 GB is refused at once.
+characters, through    1 MiB      what a file of the largest size could hold written out; an
+aliases                           alias of a long value counts as all of its characters.
+aliases (``*name``)    1,000      anchors are for sharing a disk or a nic list, a few per file.
+nesting depth,         32         the deepest real document is 5 (``disks[0].volume.pool``,
+through aliases                   ``idmap.uids[0].count``); Python's recursion limit is far.
+one value              65,536     ``description`` takes 64 KiB, no other field more than 4,096.
+                       chars
+one key                64 chars   hvlib's longest key has 14 characters.
+one list               1,024      items of disks, nics, DHCP reservations, cpu features,
+                       items      xml_edits...: more than PCI slots allow; checks that compare
+                                  each item with the others stay well under a second.
+an integer             64 bits    the largest any field takes is below 2**33; longer literals
+                                  are refused unread (Python refuses 4,300-digit ones).
+=====================  =========  ==============================================================
+
+A character YAML refuses (NUL, other control characters), bytes that are not UTF-8, and
+every YAML syntax error are errors with their line and column; so is a value an explicit
+tag cannot read (``!!int x``, ``!!bool maybe``, ``!!timestamp 2001-13-45``).
 
 Must not: talk to libvirt (nor import it: :mod:`hvlib.network` and :mod:`hvlib.storage` are
 imported only when a document of theirs is read), render XML, read anything but the files it
@@ -407,10 +440,10 @@ class _Document:
 
         Raises:
             SpecFileError: not a scalar; a value its tag cannot read (PyYAML's constructors
-                raise ValueError, KeyError, IndexError... on explicitly tagged nonsense such
-                as ``!!int x`` or ``!!bool maybe``, and ValueError on an integer of more than
-                4300 digits: all of them are reported, with the tag); an integer beyond
-                MAX_INT_BITS bits.
+                raise ValueError, KeyError, IndexError, AttributeError... on explicitly
+                tagged nonsense such as ``!!int x``, ``!!bool maybe`` or
+                ``!!timestamp domain``: any exception of theirs is reported, with the tag);
+                an integer beyond MAX_INT_BITS bits.
         """
         if not isinstance(node, yaml.ScalarNode):
             raise self.fail(node, fieldname, "must be a single value, not a list or mapping")
@@ -420,10 +453,12 @@ class _Document:
             value = self.loader.construct_object(node, deep=True)
         except yaml.MarkedYAMLError as e:
             raise self.fail(node, fieldname, f"cannot be read: {e.problem}") from None
-        except (yaml.YAMLError, ValueError, ArithmeticError, LookupError, TypeError) as e:
+        except MemoryError:
+            raise
+        except Exception as e:  # PyYAML's constructors on tagged nonsense: see the docstring
             tag = node.tag.rsplit(":", 1)[-1]
-            rule = f"cannot be read as {tag}: {_one_line(e)}"
-            raise self.fail(node, fieldname, rule, node.value) from None
+            why = f": {_one_line(e)}" if isinstance(e, ValueError | ArithmeticError) else ""
+            raise self.fail(node, fieldname, f"is not a valid {tag}{why}", node.value) from None
         if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
             raise self.fail(node, fieldname, f"is too large (more than {MAX_INT_BITS} bits)")
         return value

@@ -34,6 +34,9 @@ MAX_FILE_BYTES = 1024 * 1024
 """The largest spec file read (1 MiB)."""
 MAX_NODES = 50_000
 """The most YAML nodes one file may hold, counting each alias as all the nodes it stands for."""
+MAX_CHARS = 1024 * 1024
+"""The most characters of keys and values one file may hold, aliases counted as every
+character they stand for (what a file of MAX_FILE_BYTES could hold written out)."""
 MAX_ALIASES = 1_000
 """The most aliases (``*name``) one file may use."""
 MAX_DEPTH = 32
@@ -42,7 +45,7 @@ MAX_SCALAR_CHARS = 65_536
 """The longest single value (a description may be this long, nothing else comes close)."""
 MAX_KEY_CHARS = 64
 """The longest mapping key (hvlib's longest key has 14 characters)."""
-MAX_ITEMS = 4_096
+MAX_ITEMS = 1_024
 """The most items in one list (disks, nics, DHCP reservations, cpu features...)."""
 MAX_INT_BITS = 64
 """Integers must fit in 64 bits (the largest any field takes is below 2**33)."""
@@ -217,11 +220,13 @@ class BoundedLoader(yaml.SafeLoader):
         self.path = path
         self.nodes = 0
         """Nodes of the file so far, each alias counted as the nodes it stands for."""
+        self.chars = 0
+        """Characters of keys and values so far, each alias counted as those it stands for."""
         self.aliases = 0
         self._depth = 0
         self._deepest = 0
-        self._done: dict[str, tuple[int, int]] = {}
-        """Anchors of this document whose node is complete: (nodes, height)."""
+        self._done: dict[str, tuple[int, int, int]] = {}
+        """Anchors of this document whose node is complete: (nodes, characters, height)."""
 
     def compose_document(self) -> yaml.Node | None:
         self._done = {}
@@ -233,13 +238,13 @@ class BoundedLoader(yaml.SafeLoader):
         event = self._next_event()
         self._depth += 1
         self._count(1, event.start_mark)
-        before, outer = self.nodes, self._deepest
+        before, chars, outer = self.nodes, self.chars, self._deepest
         self._deepest = self._depth
         node = super().compose_node(parent, index)
         height = self._deepest - self._depth + 1
         anchor = event.anchor
         if anchor is not None:
-            self._done[anchor] = (self.nodes - before + 1, height)
+            self._done[anchor] = (self.nodes - before + 1, self.chars - chars, height)
         self._deepest = max(outer, self._deepest)
         self._depth -= 1
         return node
@@ -255,12 +260,13 @@ class BoundedLoader(yaml.SafeLoader):
         self.aliases += 1
         if self.aliases > MAX_ALIASES:
             raise self.refuse(event.start_mark, f"more than {MAX_ALIASES} aliases")
-        nodes, height = self._done[anchor]
+        nodes, chars, height = self._done[anchor]
         reached = self._depth + height
         if reached > MAX_DEPTH:
             raise self.refuse(event.start_mark, _too_deep(f" through alias *{anchor}"))
         self._deepest = max(self._deepest, reached)
         self._count(nodes, event.start_mark)
+        self._count_chars(chars, event.start_mark)
         return node
 
     def _next_event(self) -> yaml.NodeEvent:
@@ -278,11 +284,21 @@ class BoundedLoader(yaml.SafeLoader):
             )
             raise self.refuse(mark, rule)
 
+    def _count_chars(self, chars: int, mark: _Mark | None) -> None:
+        self.chars += chars
+        if self.chars > MAX_CHARS:
+            rule = (
+                f"expands to more than {MAX_CHARS} characters of keys and values (aliases "
+                "count as every character they stand for): split it into several files"
+            )
+            raise self.refuse(mark, rule)
+
     def compose_scalar_node(self, anchor: dict[object, yaml.Node]) -> yaml.ScalarNode:
         node = super().compose_scalar_node(anchor)
         if len(node.value) > MAX_SCALAR_CHARS:
             rule = f"a value longer than {MAX_SCALAR_CHARS} characters"
             raise self.refuse(node.start_mark, rule, len(node.value))
+        self._count_chars(len(node.value), node.start_mark)
         return node
 
     def compose_sequence_node(self, anchor: dict[object, yaml.Node]) -> yaml.SequenceNode:
