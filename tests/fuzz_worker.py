@@ -8,7 +8,8 @@ through what ``hvlib render`` and ``hvlib up --check --uri test:///default`` run
 entry points. The parent waits :data:`TIME_LIMIT` seconds, then kills it.
 
 A verdict is ``(outcome, detail)``: outcome ``"ok"`` (every step ended as allowed), or
-``"bad"`` with what went wrong. Allowed: success, a SpecError whose message starts with
+``"bad"`` with what went wrong (mode ``load``: ``"ok"`` or ``"refused"``, see
+:func:`load_only`). Allowed: success, a SpecError whose message starts with
 ``FILE:LINE:`` (or ``FILE:LINE:COL:``), or "pending"; in the commands, exit 0 or 2 for
 render and 0, 2 or 3 for ``up --check``, every ``hvlib:`` line on stderr naming FILE:LINE
 when the exit is 2, and never a traceback. Anything else is bad: another exception (a
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import multiprocessing
 import os
 import re
@@ -88,7 +90,7 @@ def run_isolated(path: str, *, mode: str = "judge") -> Verdict:
 def _child(path: str, mode: str, conn: Connection) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     try:
-        verdict = allocate_past_the_limit() if mode == "allocate" else judge(path)
+        verdict = {"allocate": allocate_past_the_limit, "load": load_only}.get(mode, judge)(path)
     except BaseException:  # the verdict: anything that escapes is what the fuzz looks for
         verdict = ("bad", traceback.format_exc())
     try:
@@ -97,13 +99,26 @@ def _child(path: str, mode: str, conn: Connection) -> None:
         os._exit(0)  # no atexit handlers, no waiting on hvlib's event-loop thread
 
 
-def allocate_past_the_limit() -> Verdict:
+def allocate_past_the_limit(_path: str = "") -> Verdict:
     """Proof that the limit applies: 1.5 GiB cannot be had."""
     try:
         block = bytearray(3 * MEMORY_LIMIT // 2)
     except MemoryError:
         return "ok", "MemoryError"
     return "bad", f"allocated {len(block)} bytes under RLIMIT_AS"
+
+
+def load_only(path: str) -> Verdict:
+    """``specfile.load_all([path])`` alone: ``("ok", "")``, or ``("refused", JSON)`` of the
+    SpecFileError's path, line, column, field, rule and message."""
+    from hvlib import specfile
+
+    try:
+        specfile.load_all([path])
+    except specfile.SpecFileError as e:
+        keys = ("path", "line", "column", "field", "rule")
+        return "refused", json.dumps({**{k: getattr(e, k) for k in keys}, "message": str(e)})
+    return "ok", ""
 
 
 # -- the judge -----------------------------------------------------------------------------

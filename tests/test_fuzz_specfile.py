@@ -377,7 +377,7 @@ class Emitter:
         return self.scalar(key)
 
     def scalar(self, value: Any) -> str:
-        if isinstance(value, str) and self.chance(6):
+        if isinstance(value, str) and self.chance(20):
             return value  # unquoted as written: often not YAML at all
         text = yaml.safe_dump(value, default_flow_style=True, width=10**9, allow_unicode=True)
         text = text.removesuffix("\n").removesuffix("\n...").replace("\n", " ")
