@@ -488,7 +488,10 @@ class _Document:
 
     def string(self, node: Node, fieldname: str) -> str:
         """A string field's value. An unquoted scalar is taken as written: YAML 1.1 would
-        read ``52:54:00:00:00:01`` as a number and ``no`` as false, never what is meant."""
+        read ``52:54:00:00:00:01`` as a number and ``no`` as false, never what is meant.
+        (An integer is not even read: a string field takes any number of digits.)"""
+        if isinstance(node, yaml.ScalarNode) and node.tag == _INT_TAG:
+            return str(node.value)
         value = self.scalar(node, fieldname)
         if isinstance(value, str):
             return value

@@ -126,9 +126,9 @@ def read_text(path: str | Path) -> str:
     leading byte-order mark is dropped).
 
     Raises:
-        SpecFileError: ``path`` is not a path, or the file cannot be read (line 0), is too
-            large (at the line where the limit is crossed), or is not UTF-8 (at the first
-            bad byte).
+        SpecError: ``path`` is neither a str nor a Path (an int would open that descriptor).
+        SpecFileError: the file cannot be read (line 0: the file as a whole), is too large
+            (at the line where the limit is crossed), or is not UTF-8 (at the first bad byte).
     """
     if not isinstance(path, str | Path):
         raise SpecError("path", "must be a str or a Path", path)
@@ -154,7 +154,11 @@ def read_text(path: str | Path) -> str:
 
 
 def check_text_size(text: str, path: str) -> None:
-    """Refuse ``text`` longer than :data:`MAX_FILE_BYTES` characters (for :func:`loads`)."""
+    """Refuse ``text`` longer than :data:`MAX_FILE_BYTES` characters (for :func:`loads`).
+
+    Raises:
+        SpecError: ``text`` is not a str. SpecFileError: it is too long.
+    """
     if not isinstance(text, str):
         raise SpecError("text", "must be a str", type(text).__name__)
     if len(text) > MAX_FILE_BYTES:

@@ -19,8 +19,9 @@ cycles, bad tags...), each run first. Add a file there for every input the fuzz 
 Bounded: :data:`MAX_EXAMPLES` examples. Measured on a 2-core machine: 14-20 s within
 ``pytest tests`` (load ~1.5), 35 s pinned to one core shared with a busy loop. Should a
 machine be slower still, the examples after :data:`BUDGET` seconds pass unjudged (with a
-warning saying how many), so the test ends within BUDGET plus one example's 10 s. ``HVLIB_FUZZ_EXAMPLES=N`` runs N examples,
-with shrinking, for a longer local hunt.
+warning saying how many), so the test ends within BUDGET plus one example's 10 s.
+``HVLIB_FUZZ_EXAMPLES=N`` runs N random (not derandomized) examples, with shrinking and no
+time budget, for a longer local hunt.
 """
 
 from __future__ import annotations
