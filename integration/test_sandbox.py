@@ -253,8 +253,12 @@ def test_start_interrupted_midway_leaves_nothing(monkeypatch: pytest.MonkeyPatch
 # ---- an owner interrupted or killed ------------------------------------------------------------
 
 CHILD = """
-import sys, time, libvirt
+import signal, sys, time, libvirt
 from hvlib.testkit.sandbox import SandboxHost
+# Ctrl-C raises KeyboardInterrupt, as in a program started from a terminal, even when this
+# test runs under a shell's background job (bash gives those SIGINT ignored, and Python then
+# keeps it ignored): the cause of this test's 60 s hangs in fresh-clone runs.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 name, lxc, qemu = sys.argv[1:4]
 started = time.monotonic()
 with SandboxHost(name) as sb:
@@ -277,6 +281,14 @@ a teardown step may legitimately wait out libvirtd's 10 s SIGTERM grace."""
 OWNER_DEATH_GONE = 30.0
 """Seconds from the owner's death (SIGTERM or SIGKILL) until its watcher removed everything.
 Measured: 0.9-1.6 s alone, up to 3.5 s with a CPU hog; ~8x margin for a loaded machine."""
+
+
+def catches(pid: int, sig: signal.Signals) -> bool:
+    """True if process pid has a handler installed for sig (``SigCgt`` in its status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
 
 
 def process_report(pid: int) -> str:
@@ -368,6 +380,7 @@ def owner_process(tmp_path: Path) -> Iterator[Owner]:
 def test_ctrl_c_in_owner_cleans_up(tmp_path: Path) -> None:
     with owner_process(tmp_path) as owner:
         assert len(owner.pids) >= 4  # libvirtd, dnsmasq, libvirt_lxc + container init, QEMU
+        assert catches(owner.proc.pid, signal.SIGINT), process_report(owner.proc.pid)
         owner.proc.send_signal(signal.SIGINT)
         took = owner.wait_exit(CTRL_C_EXIT, "after its SIGINT")
         print(f"owner exited {took:.2f} s after SIGINT")
