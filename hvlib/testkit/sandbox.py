@@ -116,6 +116,7 @@ _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _PATH_RE = re.compile(r"/[A-Za-z0-9_./-]+")  # the socket path goes into a URI unescaped
 _SOCKET_MAX = 107  # sun_path holds 108 bytes with the NUL
 _MARKER = ".hvlib-sandbox"
+_WATCHER_EXIT = 5.0  # the watcher exits on SIGTERM at once (it only waits in poll)
 _START_TIMEOUT = 90.0  # a cold QEMU capability probe takes ~8 s on 2 idle cores
 _QEMU_CONF: dict[str, str | int] = {
     "stdio_handler": "file",
@@ -419,6 +420,8 @@ class _Record:
     libvirtd_pid: int | None = None
     libvirtd_start: int | None = None
     cgroups: list[str] = dataclasses.field(default_factory=list)
+    watcher_pid: int | None = None
+    """The process that tears the sandbox down when its owner dies (``_reaper --watch``)."""
     stop_attempted: bool = False
     """Set by ``stop()`` before it tears down: leftovers of such a sandbox are a failed
     cleanup (after Ctrl-C, say), not an owner killed before it could clean up (SIGKILL)."""
@@ -670,16 +673,50 @@ def leftovers(*, state_dir: Path = STATE_DIR) -> list[str]:
 
 def reap_stale(*, state_dir: Path = STATE_DIR) -> list[str]:
     """Remove what :func:`leftovers` reports; return what was removed. Raises nothing
-    (failures are logged, and what stays is reported by the next ``leftovers()``)."""
+    (failures are logged, and what stays is reported by the next ``leftovers()``).
+
+    A sandbox whose owner dies is torn down by its watcher within seconds (see
+    :func:`reap_entry`); this is for what outlives the watcher too (a reboot, a killed
+    watcher, a teardown step that failed)."""
     lines = []
     for entry in _stale_entries(state_dir):
-        rec = _read_record(entry)
-        removed = _teardown(rec) if rec else []
-        if rec is None or not _describe(rec):
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(f"state entry {entry}")
-        lines += [f"sandbox {rec.name if rec else entry.name}: {r}" for r in removed]
+        lines += _reap_locked(entry)
     return lines
+
+
+def _reap_locked(entry: Path) -> list[str]:
+    """Tear down the sandbox registered at entry (whose lock the caller holds); remove the
+    entry if nothing of it is left. Returns what was removed, each line ``sandbox NAME: ...``."""
+    rec = _read_record(entry)
+    removed = _teardown(rec) if rec else []
+    if rec is None or not _describe(rec):
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(f"state entry {entry}")
+    return [f"sandbox {rec.name if rec else entry.name}: {r}" for r in removed]
+
+
+def reap_entry(entry: Path, *, lock_wait: float = 5.0) -> list[str]:
+    """Tear down the one sandbox registered at entry once its lock is free (its owner gone):
+    what the owner's watcher runs when it sees the owner die. Waits up to ``lock_wait`` s for
+    the lock (the kernel drops a dead owner's lock as it closes its files); [] if the entry
+    is gone or another process holds the lock throughout. Raises nothing."""
+    deadline = time.monotonic() + lock_wait
+    while (fd := _try_lock(entry)) is None:
+        if not entry.is_dir():
+            return []
+        if time.monotonic() >= deadline:
+            log.warning("sandbox %s: lock held after %.1f s; not reaping", entry.name, lock_wait)
+            return []
+        time.sleep(0.02)
+    try:
+        return _reap_locked(entry)
+    finally:
+        os.close(fd)
+
+
+def watcher_argv(owner_pid: int, entry: Path) -> list[str]:
+    """argv of the watcher that reaps entry when process owner_pid ends (any signal)."""
+    return [sys.executable, "-m", "hvlib.testkit._reaper", "--watch", str(owner_pid), str(entry)]
 
 
 # ---- host network snapshots ----------------------------------------------------------------
@@ -801,6 +838,7 @@ class SandboxHost:
         self.lxc_uri = self._rec.uri("lxc")
         self._entry = STATE_DIR / self.name
         self._lock_fd: int | None = None
+        self._watcher: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:
         return f"SandboxHost({self.name!r}, root={str(self.root)!r})"
@@ -843,6 +881,7 @@ class SandboxHost:
             raise SandboxError(f"sandbox root {self.root} exists and is not empty")
         self._lock_fd = _register(self._entry, self._rec)
         try:
+            self._start_watcher()
             self._make_tree()
             self._add_netns()
             self._launch_libvirtd()
@@ -866,10 +905,48 @@ class SandboxHost:
         try:
             _teardown(self._rec)
         finally:
+            self._stop_watcher()
             if not _describe(self._rec):
                 shutil.rmtree(self._entry, ignore_errors=True)
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    @property
+    def watcher_pid(self) -> int | None:
+        """The pid of the process that tears this sandbox down if its owner dies (None when
+        the sandbox is not started)."""
+        return self._watcher.pid if self._watcher is not None else None
+
+    def _start_watcher(self) -> None:
+        """Start the watcher: a child in its own session that waits for this process to end
+        (a pidfd: whatever the signal, SIGKILL included) and then reaps the sandbox at once
+        (:func:`reap_entry`). :meth:`stop` ends it. Raises SandboxError if it cannot start."""
+        with open(self._entry / "watch.log", "ab") as out:
+            try:
+                self._watcher = subprocess.Popen(
+                    watcher_argv(os.getpid(), self._entry),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    start_new_session=True,
+                )
+            except OSError as e:
+                raise SandboxError(f"sandbox {self.name}: cannot start its watcher: {e}") from e
+        self._rec.watcher_pid = self._watcher.pid
+        _write_record(self._entry, self._rec)
+
+    def _stop_watcher(self) -> None:
+        """End the watcher (its owner is doing the teardown itself); bounded, idempotent."""
+        proc, self._watcher = self._watcher, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.wait(_WATCHER_EXIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(_WATCHER_EXIT)
 
     def kill_libvirtd(self, sig: signal.Signals = signal.SIGKILL) -> None:
         """Kill the daemon as a crash would; guests keep running. For fault tests.
