@@ -18,7 +18,7 @@ from typing import Any
 
 from bench import stats
 from bench.stats import Row, Target
-from hvlib.domain import INIT_WAITS
+from hvlib.virt.domain import INIT_WAITS
 
 B9_BLOCK_NOISE = 100
 """Python memory blocks the B9 process may gain over its second half and still count as not
@@ -387,7 +387,7 @@ def b3(plan: Plan, say: Progress) -> list[Row]:
         "-",
         len(total),
         stats.same_count(total),
-        f"counted by tests/counting.py's proxy as hvlib._virt.libvirt: {detail}",
+        f"counted by tests/counting.py's proxy as hvlib.virt._virt.libvirt: {detail}",
     )
     extra = Row(
         "B3+",

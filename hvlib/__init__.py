@@ -26,12 +26,12 @@ from hvlib.errors import (
     Unsupported,
     WaitTimeout,
 )
-from hvlib.render import render, validate
-from hvlib.spec import Cpu, Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, XmlEdit
+from hvlib.model.render import render, validate
+from hvlib.model.spec import Cpu, Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, XmlEdit
 
 if TYPE_CHECKING:
-    from hvlib.accel import Acceleration
-    from hvlib.access import (
+    from hvlib.fleet import Fleet, HostCapacity, Inventory, Placement, PlacementError
+    from hvlib.guest.access import (
         CommandResult,
         CommandTimeout,
         ConnectionLost,
@@ -42,14 +42,14 @@ if TYPE_CHECKING:
         SshConfig,
         TransferError,
     )
-    from hvlib.addresses import AddressSource
-    from hvlib.domain import Domain, ShutdownResult
-    from hvlib.ensure import Change, ChangeHow, EnsureResult
-    from hvlib.events import DomainEvent, EventKind
-    from hvlib.fleet import Fleet, HostCapacity, Inventory, Placement, PlacementError
-    from hvlib.host import Host
-    from hvlib.migration import MigrationError, MigrationTimeout
-    from hvlib.snapshot import Snapshot, SnapshotKind
+    from hvlib.model.addresses import AddressSource
+    from hvlib.model.plan import Change, ChangeHow, EnsureResult
+    from hvlib.virt.accel import Acceleration
+    from hvlib.virt.domain import Domain, ShutdownResult
+    from hvlib.virt.events import DomainEvent, EventKind
+    from hvlib.virt.host import Host
+    from hvlib.virt.migration import MigrationError, MigrationTimeout
+    from hvlib.virt.snapshot import Snapshot, SnapshotKind
 
 __all__ = [
     "Acceleration",
@@ -107,44 +107,44 @@ __all__ = [
 ]
 
 _LAZY = {
-    "Domain": "hvlib.domain",
-    "ShutdownResult": "hvlib.domain",
-    "Host": "hvlib.host",
-    "DomainEvent": "hvlib.events",
-    "EventKind": "hvlib.events",
-    "AddressSource": "hvlib.addresses",
-    "Change": "hvlib.ensure",
-    "ChangeHow": "hvlib.ensure",
-    "EnsureResult": "hvlib.ensure",
-    "CommandResult": "hvlib.access",
-    "CommandTimeout": "hvlib.access",
-    "ConnectionLost": "hvlib.access",
-    "GuestAccessError": "hvlib.access",
-    "HostKeyError": "hvlib.access",
-    "Ready": "hvlib.access",
-    "RemoteCommandError": "hvlib.access",
-    "SshConfig": "hvlib.access",
-    "TransferError": "hvlib.access",
+    "Domain": "hvlib.virt.domain",
+    "ShutdownResult": "hvlib.virt.domain",
+    "Host": "hvlib.virt.host",
+    "DomainEvent": "hvlib.virt.events",
+    "EventKind": "hvlib.virt.events",
+    "AddressSource": "hvlib.model.addresses",
+    "Change": "hvlib.model.plan",
+    "ChangeHow": "hvlib.model.plan",
+    "EnsureResult": "hvlib.model.plan",
+    "CommandResult": "hvlib.guest.access",
+    "CommandTimeout": "hvlib.guest.access",
+    "ConnectionLost": "hvlib.guest.access",
+    "GuestAccessError": "hvlib.guest.access",
+    "HostKeyError": "hvlib.guest.access",
+    "Ready": "hvlib.guest.access",
+    "RemoteCommandError": "hvlib.guest.access",
+    "SshConfig": "hvlib.guest.access",
+    "TransferError": "hvlib.guest.access",
     "Fleet": "hvlib.fleet",
     "HostCapacity": "hvlib.fleet",
     "Inventory": "hvlib.fleet",
     "Placement": "hvlib.fleet",
     "PlacementError": "hvlib.fleet",
-    "MigrationError": "hvlib.migration",
-    "MigrationTimeout": "hvlib.migration",
-    "Snapshot": "hvlib.snapshot",
-    "SnapshotKind": "hvlib.snapshot",
-    "Acceleration": "hvlib.accel",
+    "MigrationError": "hvlib.virt.migration",
+    "MigrationTimeout": "hvlib.virt.migration",
+    "Snapshot": "hvlib.virt.snapshot",
+    "SnapshotKind": "hvlib.virt.snapshot",
+    "Acceleration": "hvlib.virt.accel",
 }
 
 
 def connect(uri: str, **kwargs: Any) -> Host:
-    """Open a :class:`Host` on ``uri``; see :func:`hvlib.host.connect` for the options.
+    """Open a :class:`Host` on ``uri``; see :func:`hvlib.virt.host.connect` for the options.
 
     Raises:
         HostError: the daemon cannot be reached or refused the connection.
     """
-    from hvlib.host import connect as _connect
+    from hvlib.virt.host import connect as _connect
 
     return _connect(uri, **kwargs)
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import hvlib
 from hvlib import DomainSpec, Filesystem, Nic, State, VirtType
-from hvlib.domain import Domain
+from hvlib.virt.domain import Domain
 
 T = TypeVar("T")
 READY_PATTERN = r"hvlib-guest: ready"

@@ -1,6 +1,6 @@
 """hvlib's exception tree: every error a caller of hvlib can see.
 
-libvirt's own ``libvirtError`` never escapes hvlib: :mod:`hvlib._virt` translates each one,
+libvirt's own ``libvirtError`` never escapes hvlib: :mod:`hvlib.virt._virt` translates each one,
 once, into this tree (keeping libvirt's error code and the original exception as ``__cause__``).
 This module holds no policy and imports nothing from libvirt.
 

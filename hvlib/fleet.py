@@ -16,7 +16,7 @@ reports free now (running guests already use part of it). So a host full of defi
 stopped domains is as full as one where they run.
 
 SSH pins (``known_hosts=``, ``keyfile=``, ``host_ssh=``) are applied to each URI here with
-:func:`hvlib.remote.remote_uri`. Only :mod:`hvlib.host` calls are made (through
+:func:`hvlib.virt.remote.remote_uri`. Only :mod:`hvlib.virt.host` calls are made (through
 ``Host.call``); XML is read with lxml. Nothing here is shared between processes: two
 processes placing the same new name at once may pick different hosts.
 """
@@ -32,16 +32,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from hvlib.enums import State, VirtType
 from hvlib.errors import HostError, HvlibError, InvalidState, SpecError
-from hvlib.remote import SSH_TRANSPORTS, remote_uri, transport_of
-from hvlib.render import render
-from hvlib.spec import DomainSpec
-from hvlib.uri import check_uri
-from hvlib.xmlmodel import parse
+from hvlib.model.render import render
+from hvlib.model.spec import DomainSpec
+from hvlib.model.uri import check_uri
+from hvlib.model.xmlmodel import parse
+from hvlib.virt.remote import SSH_TRANSPORTS, remote_uri, transport_of
 
 if TYPE_CHECKING:
-    from hvlib.domain import Domain
-    from hvlib.ensure import EnsureResult
-    from hvlib.host import Host
+    from hvlib.model.plan import EnsureResult
+    from hvlib.virt.domain import Domain
+    from hvlib.virt.host import Host
 
 log = logging.getLogger("hvlib")
 T = TypeVar("T")
@@ -213,7 +213,7 @@ class Fleet:
 
     ``connect_kwargs`` go to :func:`hvlib.connect` for every host (``reconnect_timeout``
     defaults to :data:`DEFAULT_RECONNECT_TIMEOUT` here); ``known_hosts``, ``keyfile`` and
-    ``host_ssh`` pin SSH host keys as in :func:`hvlib.remote.remote_uri`, for the URIs with
+    ``host_ssh`` pin SSH host keys as in :func:`hvlib.virt.remote.remote_uri`, for the URIs with
     an SSH transport (the others are opened as they are). ``timeout`` bounds
     each host's answer to one fleet call. Use as a context manager, or call :meth:`close`.
 
@@ -280,7 +280,7 @@ class Fleet:
         Raises:
             SpecError: a URI was refused (a risky option): that is bad input, not a host down.
         """
-        from hvlib.host import connect
+        from hvlib.virt.host import connect
 
         missing = [u for u in self.uris if u not in self.hosts]
         results = self._each(
@@ -399,7 +399,7 @@ class Fleet:
         (``result.domain.host`` is where it is).
 
         The domain is looked for on every host first: where it exists, it is converged there
-        (``kwargs`` as in :meth:`hvlib.host.Domains.ensure`); where it exists nowhere, it is
+        (``kwargs`` as in :meth:`hvlib.virt.host.Domains.ensure`); where it exists nowhere, it is
         placed (:meth:`place`) and made there. ``State.ABSENT`` removes it from every host
         that has it. A second call with the same spec changes nothing and creates no copy.
 
@@ -407,7 +407,7 @@ class Fleet:
             HostError: a host is down, so the domain might exist there (nothing is created).
             InvalidState: the name is defined on more than one host.
             PlacementError: it exists nowhere and no host can run it.
-            SpecError, Unsupported, WaitTimeout: as :meth:`hvlib.host.Domains.ensure`.
+            SpecError, Unsupported, WaitTimeout: as :meth:`hvlib.virt.host.Domains.ensure`.
         """
         render(spec)
         found = self.find(spec.name)
@@ -428,7 +428,7 @@ class Fleet:
     def _remove_everywhere(
         self, spec: DomainSpec, found: dict[str, Domain], **kwargs: Any
     ) -> EnsureResult:
-        from hvlib.ensure import EnsureResult
+        from hvlib.model.plan import EnsureResult
 
         targets = list(found) or [next(iter(self.hosts))]
         results = [self.hosts[u].domains.ensure(spec, State.ABSENT, **kwargs) for u in targets]
@@ -479,7 +479,7 @@ def _pinned(uri: str, pins: dict[str, Any]) -> str:
     """``uri`` with the fleet's SSH pins applied if it is an SSH transport, else as it is.
 
     Raises:
-        SpecError: a malformed pin (see :func:`hvlib.remote.remote_uri`).
+        SpecError: a malformed pin (see :func:`hvlib.virt.remote.remote_uri`).
     """
     if not pins or transport_of(uri) not in SSH_TRANSPORTS:
         return uri
@@ -546,7 +546,7 @@ def _domain_claims(host: Host) -> Iterator[tuple[int, int, bool]]:
             out.append((int(state), int(max_kib), int(vcpus)))
         return out
 
-    from hvlib import _virt
+    from hvlib.virt import _virt
 
     for state, max_kib, vcpus in host.call(read, safe=True):
         yield max_kib // 1024, vcpus, _virt.state_of(state).is_active

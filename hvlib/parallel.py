@@ -18,7 +18,7 @@ connections=1`` is the same code run serially (what the benchmarks compare again
 >>> with HostPool("qemu:///system", connections=2) as pool:                  # doctest: +SKIP
 ...     domains = pool.start_all(specs, workers=4)                           # handles stay usable
 
-This module does not import libvirt; it calls :mod:`hvlib.host` only.
+This module does not import libvirt; it calls :mod:`hvlib.virt.host` only.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from hvlib.domain import Domain
-from hvlib.ensure import ENSURE_STATES, EnsureResult
 from hvlib.enums import State
 from hvlib.errors import AlreadyExists, HvlibError, SpecError
-from hvlib.host import Host, connect
-from hvlib.spec import DomainSpec
+from hvlib.model.plan import ENSURE_STATES, EnsureResult
+from hvlib.model.spec import DomainSpec
+from hvlib.virt.domain import Domain
+from hvlib.virt.host import Host, connect
 
 __all__ = [
     "DEFAULT_CONNECTIONS",
@@ -221,7 +221,7 @@ class HostPool:
             SpecError: two specs share a name, bad ``workers``, or ``state`` is not one
                 ``ensure`` takes (nothing was done).
             ParallelError: some specs failed (``.errors`` by domain name; each error is what
-                :meth:`hvlib.host.Domains.ensure` raised); the others were ensured.
+                :meth:`hvlib.virt.host.Domains.ensure` raised); the others were ensured.
         """
         if state not in ENSURE_STATES:
             raise SpecError("state", "must be RUNNING, SHUT_OFF, PAUSED or ABSENT", state)
@@ -247,7 +247,7 @@ class HostPool:
         Raises:
             SpecError: two specs share a name, or bad ``workers``.
             ParallelError: some specs failed (``.errors`` by domain name: what
-                :meth:`hvlib.host.Domains.define` or :meth:`hvlib.Domain.start` raised).
+                :meth:`hvlib.virt.host.Domains.define` or :meth:`hvlib.Domain.start` raised).
         """
         names = unique_names(specs)
         return self.map(

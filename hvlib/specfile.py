@@ -14,30 +14,30 @@ says what it describes:
         xml_edits:   [{set: XPATH, value: V}, {remove: XPATH}]
 
 ``kind: network``
-    keys are :class:`hvlib.network.NetworkSpec`'s field names (``name``, ``ipv4``, ``mode``,
+    keys are :class:`hvlib.virt.network.NetworkSpec`'s field names (``name``, ``ipv4``, ``mode``,
     ``dhcp_range``, ``hosts``, ``bridge``, ``autostart``); ``dhcp_range`` is a
-    ``[first, last]`` pair and each of ``hosts`` a :class:`~hvlib.network.DhcpHost` mapping
+    ``[first, last]`` pair and each of ``hosts`` a :class:`~hvlib.virt.network.DhcpHost` mapping
     (``{mac: M, ip: A, name: N}``, ``name`` optional).
 
 ``kind: volume``
-    keys are the parameters of :meth:`hvlib.storage.Volumes.ensure`: ``pool``, ``name``,
+    keys are the parameters of :meth:`hvlib.virt.storage.Volumes.ensure`: ``pool``, ``name``,
     ``size_mib``, ``format`` (``raw``, ``qcow2``) and ``backing`` (``{pool: P, name: N}``:
     a qcow2 overlay on that volume). ``pool`` is a pool's name (it must exist), or
     ``{name: P, dir: PATH}``: a directory pool that ``hvlib up`` makes exist first
-    (:meth:`hvlib.storage.Pools.ensure_dir`, started and autostarted). ``data`` (bytes to
+    (:meth:`hvlib.virt.storage.Pools.ensure_dir`, started and autostarted). ``data`` (bytes to
     upload) has no spelling in a file: upload through the library.
 
 Validation is the library's own (the real DomainSpec and NetworkSpec are constructed, then
-the per-type checks of :func:`hvlib.profiles.check`; a volume document gets the checks
+the per-type checks of :func:`hvlib.model.profiles.check`; a volume document gets the checks
 ``Volumes.ensure`` makes before calling libvirt); every error is a :class:`SpecFileError`
 carrying the file, the line, the field (as a path into the document: ``disks[1].target``,
 ``hosts[0].mac``) and the rule. Unknown and duplicate keys are errors. A key set to null means
 "not given" (the field's default). Across all files, a domain name, a network name and a
 volume (pool and name) may each be declared once, and a directory pool with one ``dir``.
 
-Must not: talk to libvirt (nor import it: :mod:`hvlib.network` and :mod:`hvlib.storage` are
-imported only when a document of theirs is read), render XML, read anything but the files it
-is given, or accept a key it does not know.
+Must not: talk to libvirt (nor import it: :mod:`hvlib.virt.network` and :mod:`hvlib.virt.storage`
+are imported only when a document of theirs is read), render XML, read anything but the files it is
+given, or accept a key it does not know.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-from hvlib import profiles
 from hvlib.errors import SpecError, Unsupported
-from hvlib.spec import (
+from hvlib.model import profiles
+from hvlib.model.spec import (
     Disk,
     DiskKind,
     DomainSpec,
@@ -68,7 +68,7 @@ from hvlib.spec import (
 )
 
 if TYPE_CHECKING:
-    from hvlib.network import DhcpHost, NetworkSpec
+    from hvlib.virt.network import DhcpHost, NetworkSpec
 
 KINDS = ("domain", "network", "volume")
 """The ``kind:`` values a document may have (``domain`` when absent)."""
@@ -182,7 +182,7 @@ class DomainDocument(_Located):
 
 @dataclass(frozen=True)
 class NetworkDocument(_Located):
-    """One ``kind: network`` document: the validated :class:`~hvlib.network.NetworkSpec`
+    """One ``kind: network`` document: the validated :class:`~hvlib.virt.network.NetworkSpec`
     (what ``host.networks.apply`` takes) and where each field was written."""
 
     spec: NetworkSpec
@@ -521,7 +521,7 @@ class _Document:
     # -- network and volume documents --
 
     def network(self, keys: dict[str, Node]) -> NetworkDocument:
-        from hvlib.network import NetworkSpec  # imports libvirt: only once a network is read
+        from hvlib.virt.network import NetworkSpec  # imports libvirt: only once a network is read
 
         given = self.given(keys, NETWORK_KEYS, "name", "ipv4")
         kwargs = {name: self.network_value(name, node) for name, node in given.items()}
@@ -542,7 +542,7 @@ class _Document:
         return self.string(node, name)
 
     def dhcp_host(self, node: Node, where: str) -> DhcpHost:
-        from hvlib.network import DhcpHost
+        from hvlib.virt.network import DhcpHost
 
         keys = self.mapping(node, where)
         self.check_keys(keys, ("mac", "ip", "name"), where)
@@ -717,7 +717,7 @@ def _join(where: str, name: str) -> str:
 
 
 def _blame(message: str, keys: Mapping[str, Node]) -> str:
-    """The document key an Unsupported message of :func:`hvlib.profiles.check` is about: the
+    """The document key an Unsupported message of :func:`hvlib.model.profiles.check` is about: the
     first of its words that the document has, else ``virt`` (the type refused it)."""
     for word, key in _UNSUPPORTED_BLAME:
         if word in message and key in keys:
@@ -746,7 +746,10 @@ def _check_volume(doc: VolumeDocument) -> None:
 
 
 def _check_volume_shape(doc: VolumeDocument) -> None:
-    from hvlib.storage import FORMATS, SIZE_MIB_MAX  # imports libvirt: only once a volume is read
+    from hvlib.virt.storage import (  # imports libvirt: only once a volume is read
+        FORMATS,
+        SIZE_MIB_MAX,
+    )
 
     if doc.format is not None and doc.format not in FORMATS:
         raise SpecError("format", "must be 'raw' or 'qcow2'", doc.format)

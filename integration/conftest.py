@@ -18,10 +18,7 @@ from pathlib import Path
 import pytest
 
 import hvlib
-from hvlib import DomainSpec, VirtType, accel
-from hvlib.domain import Domain
-from hvlib.host import Host
-from hvlib.remote import remote_uri
+from hvlib import DomainSpec, VirtType
 from hvlib.testkit import sandbox as sandbox_mod
 from hvlib.testkit.guestkit import (
     FLAG_COUNTER,
@@ -31,6 +28,10 @@ from hvlib.testkit.guestkit import (
     kernel_cmdline,
 )
 from hvlib.testkit.sandbox import NetSnapshot, SandboxHost, SshLink, ssh_linked
+from hvlib.virt import accel
+from hvlib.virt.domain import Domain
+from hvlib.virt.host import Host
+from hvlib.virt.remote import remote_uri
 
 LEFTOVERS_AT_START: list[str] = []
 NET_AT_START: list[NetSnapshot] = []

@@ -1,4 +1,4 @@
-"""The container exec path (hvlib.lxcexec + the hvlib._nsexec helper) without libvirt.
+"""The container exec path (hvlib.guest.container + the hvlib.guest._nsexec helper) without libvirt.
 
 libvirt's ``lxcOpenNamespace`` is replaced by descriptors of this process's own namespaces
 (user, ipc, uts, net, pid, mnt, in libvirt's order): the helper really runs, really calls
@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from hvlib import lxcexec
-from hvlib.access import CommandTimeout, ConnectionLost, GuestAccessError, OutputSink
 from hvlib.errors import InvalidState
+from hvlib.guest import container as lxcexec
+from hvlib.guest.access import CommandTimeout, ConnectionLost, GuestAccessError, OutputSink
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="setns needs root"),

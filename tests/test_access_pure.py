@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hvlib import access, ssh
-from hvlib.access import (
+from hvlib.errors import HvlibError, SpecError
+from hvlib.guest import access, ssh
+from hvlib.guest.access import (
     CommandResult,
     CommandTimeout,
     HostKeyError,
@@ -32,7 +33,6 @@ from hvlib.access import (
     RemoteCommandError,
     SshConfig,
 )
-from hvlib.errors import HvlibError, SpecError
 
 ARGV_DUMP = [sys.executable, "-c", "import json, sys; print(json.dumps(sys.argv[1:]))"]
 

@@ -20,10 +20,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from hvlib import cli, connect
-from hvlib.access import CommandResult
 from hvlib.cli import _guests
-from hvlib.host import Host
-from hvlib.storage import MIB
+from hvlib.guest.access import CommandResult
+from hvlib.virt.host import Host
+from hvlib.virt.storage import MIB
 
 URI = "test:///default"
 REPO = Path(__file__).resolve().parent.parent
@@ -656,7 +656,7 @@ def test_exit_status_of_a_command(status: int, expected: int) -> None:
 
 
 def test_exec_passes_output_and_exit_status_through(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hvlib.domain import Domain
+    from hvlib.virt.domain import Domain
 
     seen: dict[str, object] = {}
 

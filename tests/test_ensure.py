@@ -1,5 +1,5 @@
 """ensure(): desired state on libvirt's real test:/// driver, with every libvirt call counted
-by a proxy around hvlib._virt.libvirt (so no call escapes the count)."""
+by a proxy around hvlib.virt._virt.libvirt (so no call escapes the count)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import libvirt
 import pytest
 
 import hvlib
-from hvlib import Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, State, VirtType, _virt
-from hvlib.ensure import ChangeHow
-from hvlib.host import Host
+from hvlib import Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, State, VirtType
+from hvlib.model.plan import ChangeHow
+from hvlib.virt import _virt
+from hvlib.virt.host import Host
 from tests.counting import CountingLibvirt
 
 

@@ -11,7 +11,6 @@ import pytest
 
 import hvlib
 from hvlib import DomainSpec, Nic, SpecError, State, VirtType
-from hvlib.host import Host
 from hvlib.parallel import (
     DEFAULT_CONNECTIONS,
     MAX_REQUESTS_PER_CONNECTION,
@@ -21,6 +20,7 @@ from hvlib.parallel import (
     ensure_all,
     start_all,
 )
+from hvlib.virt.host import Host
 
 URI = "test:///default"
 

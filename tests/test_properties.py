@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import hvlib
 from hvlib import Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, SpecError, VirtType
-from hvlib.domxml import DomainXML
+from hvlib.model.domxml import DomainXML
 
 NASTY = st.one_of(
     st.text(max_size=80),

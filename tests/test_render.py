@@ -10,10 +10,10 @@ from lxml import etree
 
 import hvlib
 from hvlib import Disk, DomainSpec, IdMap, SpecError, VirtType, XmlEdit
-from hvlib.domxml import DomainXML
-from hvlib.ensure import merge
-from hvlib.render import load_template, render_tree, template_text
-from hvlib.xmlmodel import XmlNode
+from hvlib.model.domxml import DomainXML
+from hvlib.model.plan import merge
+from hvlib.model.render import load_template, render_tree, template_text
+from hvlib.model.xmlmodel import XmlNode
 from tests.golden_specs import GOLDEN_SPECS
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -16,8 +16,7 @@ import pytest
 import hvlib
 from hvlib import Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, VirtType, XmlEdit
 from hvlib.errors import SpecError
-from hvlib.network import DhcpHost, NetworkSpec
-from hvlib.spec import Cpu
+from hvlib.model.spec import Cpu
 from hvlib.specfile import (
     DOMAIN_KEYS,
     NETWORK_KEYS,
@@ -28,7 +27,8 @@ from hvlib.specfile import (
     load_all,
     loads,
 )
-from hvlib.storage import Volumes
+from hvlib.virt.network import DhcpHost, NetworkSpec
+from hvlib.virt.storage import Volumes
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 README_SECTION = "## Command line and spec files"
@@ -529,7 +529,7 @@ def test_networks_volumes_and_pool_dirs_are_declared_once_across_files(tmp_path:
 
 
 def test_reading_domains_does_not_import_libvirt() -> None:
-    # hvlib.network and hvlib.storage load libvirt: only a network or volume document does
+    # hvlib.virt.network and hvlib.virt.storage load libvirt: only a network or volume document does
     code = (
         "import sys; from hvlib.specfile import loads; loads('name: v\\nkernel: /k\\n'); "
         "print('libvirt' in sys.modules)"

@@ -12,11 +12,12 @@ import libvirt
 import pytest
 
 import hvlib
-from hvlib import InvalidState, NotFound, SpecError, Unsupported, _virt
-from hvlib.domxml import DomainXML
-from hvlib.host import Host
-from hvlib.storage import MIB, Pool, Pools, Volume, Volumes, _source
-from hvlib.storxml import PoolXML, VolumeXML, dir_pool_doc, volume_doc
+from hvlib import InvalidState, NotFound, SpecError, Unsupported
+from hvlib.model.domxml import DomainXML
+from hvlib.model.storxml import PoolXML, VolumeXML, dir_pool_doc, volume_doc
+from hvlib.virt import _virt
+from hvlib.virt.host import Host
+from hvlib.virt.storage import MIB, Pool, Pools, Volume, Volumes, _source
 from tests.counting import WRITE_CALLS, CountingLibvirt
 
 WRITES = WRITE_CALLS | {"storagePoolDefineXML", "build", "delete", "upload", "resize"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import hvlib
-from hvlib.uri import check_uri, is_remote
+from hvlib.model.uri import check_uri, is_remote
 
 
 @pytest.mark.parametrize(

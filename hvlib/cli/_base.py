@@ -16,9 +16,9 @@ from hvlib.enums import State, VirtType
 from hvlib.errors import HvlibError, SpecError
 
 if TYPE_CHECKING:
-    from hvlib.domain import Domain
-    from hvlib.ensure import Change, ChangeReport
-    from hvlib.host import Host
+    from hvlib.model.plan import Change, ChangeReport
+    from hvlib.virt.domain import Domain
+    from hvlib.virt.host import Host
 
 
 T = TypeVar("T")

@@ -31,7 +31,7 @@ from hvlib.cli._base import (
 from hvlib.errors import HvlibError, SpecError
 
 if TYPE_CHECKING:
-    from hvlib.domain import Domain
+    from hvlib.virt.domain import Domain
 
 
 # -- ls ------------------------------------------------------------------------------------
@@ -87,8 +87,8 @@ def ls(uris: tuple[str, ...], netns: str | None, as_json: bool) -> None:
 
 def _row(dom: Domain) -> Row | None:
     """``dom`` as a row (None if it vanished meanwhile)."""
-    from hvlib.domain import virt_of
     from hvlib.errors import DomainNotFound
+    from hvlib.virt.domain import virt_of
 
     try:
         state = dom.state
@@ -198,7 +198,7 @@ def exec_(
     (--ssh-key with --host-key or --known-hosts). Exit 124: timed out; 125: hvlib could not
     run it (no such domain, not running, unreachable, not ready within --wait).
     """
-    from hvlib.access import CommandTimeout
+    from hvlib.guest.access import CommandTimeout
 
     try:
         config = _ssh_config(**ssh)
@@ -266,7 +266,7 @@ def _ssh_config(
     """An SshConfig when any SSH option was given, else None (the host's default)."""
     if ssh_key is None and known_hosts is None and host_key is None:
         return None
-    from hvlib.access import SshConfig
+    from hvlib.guest.access import SshConfig
 
     return SshConfig(user=ssh_user, key=ssh_key, known_hosts=known_hosts, host_key=host_key)
 
@@ -304,8 +304,8 @@ def _follow_console(dom: Domain, timeout: float | None) -> None:
         InvalidState: the domain is not running.
         Exit(1): libvirt has no console stream for it (the test driver) or refused one.
     """
-    from hvlib.console import ConsoleCapture
     from hvlib.errors import InvalidState
+    from hvlib.virt.console import ConsoleCapture
 
     if not dom.state.is_active:
         raise InvalidState(

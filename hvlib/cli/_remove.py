@@ -27,10 +27,10 @@ from hvlib.cli._base import (
 from hvlib.errors import HvlibError, WaitTimeout
 
 if TYPE_CHECKING:
-    from hvlib.domain import Domain
-    from hvlib.domxml import DiskXML
-    from hvlib.host import Host
-    from hvlib.storage import Volume
+    from hvlib.model.domxml import DiskXML
+    from hvlib.virt.domain import Domain
+    from hvlib.virt.host import Host
+    from hvlib.virt.storage import Volume
 
 
 # -- down, rm ------------------------------------------------------------------------------

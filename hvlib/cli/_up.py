@@ -34,9 +34,9 @@ from hvlib.enums import State
 from hvlib.errors import HvlibError, SpecError
 
 if TYPE_CHECKING:
-    from hvlib.ensure import Change, ChangeReport
-    from hvlib.host import Host
-    from hvlib.spec import DomainSpec
+    from hvlib.model.plan import Change, ChangeReport
+    from hvlib.model.spec import DomainSpec
+    from hvlib.virt.host import Host
 
 
 # -- up ------------------------------------------------------------------------------------
@@ -459,7 +459,7 @@ def _report(
 def comparable(result: R) -> R:
     """``result`` with both XML documents serialised alike (libvirt writes ``'`` where lxml
     writes ``"``), so that its diff shows only what differs."""
-    from hvlib.xmlmodel import parse, tostring
+    from hvlib.model.xmlmodel import parse, tostring
 
     def same_form(xml: str) -> str:
         return tostring(parse(xml)) if xml.strip() else ""
@@ -499,7 +499,7 @@ def _ensure_pool(host: Host, name: str, path: str, check: bool) -> ChangeReport:
         InvalidState: a pool ``name`` exists but is not a directory pool at ``path``.
         LibvirtError: libvirt could not build or start the pool.
     """
-    from hvlib.ensure import ChangeReport
+    from hvlib.model.plan import ChangeReport
 
     changes = host.pools.plan_dir(name, path)
     if changes and not check:
@@ -515,7 +515,7 @@ def _ensure_volume(host: Host, doc: specfile.VolumeDocument, check: bool) -> Cha
         InvalidState: the volume exists with another format or backing image.
         NotFound: the backing volume is gone. LibvirtError: libvirt could not create it.
     """
-    from hvlib.ensure import ChangeReport
+    from hvlib.model.plan import ChangeReport
 
     changes = _volume_changes(host, doc)
     if changes and not check:
@@ -526,8 +526,8 @@ def _ensure_volume(host: Host, doc: specfile.VolumeDocument, check: bool) -> Cha
 def _volume_changes(host: Host, doc: specfile.VolumeDocument) -> list[Change]:
     """``host.volumes.plan`` of ``doc``; a volume whose pool or backing volume ``up`` has
     not made yet (``--check``) is simply new."""
-    from hvlib.ensure import Change, ChangeHow
-    from hvlib.storage import describe_volume
+    from hvlib.model.plan import Change, ChangeHow
+    from hvlib.virt.storage import describe_volume
 
     pool = host.pools.find(doc.pool)
     if pool is None or host.volumes.find(pool, doc.name) is None:

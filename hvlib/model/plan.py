@@ -4,7 +4,7 @@ Pure planning, no libvirt: :func:`merge` lays the spec over the domain's current
 definition (keeping uuid, MAC addresses, device addresses and everything the spec does not
 own), :func:`owned` projects a definition onto the fields a spec owns, and :func:`plan`
 classifies each difference by how it can be applied (:class:`ChangeHow`). The Host layer
-(:meth:`hvlib.host.Domains.ensure`) carries the plan out.
+(:meth:`hvlib.virt.host.Domains.ensure`) carries the plan out.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import secrets
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from hvlib import profiles
-from hvlib.cpu import cpu_key_of
-from hvlib.domxml import ID_KINDS, DiskXML, DomainXML, IdRanges, InterfaceXML
 from hvlib.enums import State
-from hvlib.render import (
+from hvlib.model import profiles
+from hvlib.model.cpu import cpu_key_of
+from hvlib.model.domxml import ID_KINDS, DiskXML, DomainXML, IdRanges, InterfaceXML
+from hvlib.model.render import (
     apply_caller_changes,
     apply_fields,
     disk_node,
@@ -30,11 +30,11 @@ from hvlib.render import (
     nic_node,
     set_rng,
 )
-from hvlib.spec import DomainSpec
-from hvlib.xmlmodel import XmlNode
+from hvlib.model.spec import DomainSpec
+from hvlib.model.xmlmodel import XmlNode
 
 if TYPE_CHECKING:
-    from hvlib.domain import Domain
+    from hvlib.virt.domain import Domain
 
 
 class ChangeHow(enum.Enum):
@@ -95,7 +95,7 @@ _RECREATE_FIELDS = ("virt",)
 
 def owned(doc: DomainXML, spec: DomainSpec) -> dict[str, Any]:
     """The fields ``spec`` owns, as ``doc`` has them (devices keyed by target or MAC)."""
-    from hvlib.domain import virt_of
+    from hvlib.virt.domain import virt_of
 
     vcpu = doc.vcpu or 1
     view: dict[str, Any] = {
@@ -300,7 +300,7 @@ ENSURE_STATES = (State.RUNNING, State.SHUT_OFF, State.PAUSED, State.ABSENT)
 class Converger:
     """Carries one ``ensure`` out on a host's domain collection."""
 
-    domains: Any  # hvlib.host.Domains
+    domains: Any  # hvlib.virt.host.Domains
     spec: DomainSpec
     state: State
     check: bool
@@ -309,7 +309,7 @@ class Converger:
     shutdown_timeout: float = 60.0
 
     def run(self) -> EnsureResult:
-        """Plan and (unless ``check``) apply; see :meth:`hvlib.host.Domains.ensure`."""
+        """Plan and (unless ``check``) apply; see :meth:`hvlib.virt.host.Domains.ensure`."""
         dom = self.domains.find(self.spec.name)
         if self.state is State.ABSENT:
             return self._absent(dom)
@@ -329,7 +329,7 @@ class Converger:
 
     def _create(self) -> EnsureResult:
         from hvlib.errors import AlreadyExists
-        from hvlib.render import render
+        from hvlib.model.render import render
 
         after = render(self.spec)
         changes = [Change("domain", None, "defined", ChangeHow.STATE)]

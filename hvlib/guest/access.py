@@ -4,10 +4,10 @@
 :meth:`~GuestAccess.wait_ready`, :meth:`~GuestAccess.exec`, :meth:`~GuestAccess.put` and
 :meth:`~GuestAccess.get`, over one of two transports chosen by the virtualization type:
 
-- VMs (KVM, QEMU, Xen): SSH (:mod:`hvlib.ssh`, paramiko) to an address of the guest found
+- VMs (KVM, QEMU, Xen): SSH (:mod:`hvlib.guest.ssh`, paramiko) to an address of the guest found
   through the domain's address API, the socket opened inside the host's network namespace
   when it has one. Host keys are checked strictly against :class:`SshConfig`.
-- LXC: the command runs inside the container's namespaces (:mod:`hvlib.lxcexec`), through
+- LXC: the command runs inside the container's namespaces (:mod:`hvlib.guest.container`), through
   libvirt's LXC API; no network, no credentials.
 
 This module also holds what both transports share: :class:`SshConfig`, :class:`CommandResult`,
@@ -49,11 +49,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeAlias
 
-from hvlib._parts import DomainParts
 from hvlib.errors import HvlibError, InvalidState, SpecError, WaitTimeout
+from hvlib.virt._parts import DomainParts
 
 if TYPE_CHECKING:
-    from hvlib.ssh import SshSession
+    from hvlib.guest.ssh import SshSession
 
 log = logging.getLogger("hvlib")
 
@@ -828,7 +828,7 @@ class GuestAccess(DomainParts):
 
     def _probe_ssh(self, progress: _Progress, deadline: float, ssh: SshConfig | None) -> None:
         """One SSH readiness attempt; a passing one leaves its session open for exec."""
-        from hvlib import ssh as sshmod
+        from hvlib.guest import ssh as sshmod
 
         def left(low: float, high: float) -> float:
             return max(low, min(high, deadline - time.monotonic()))
@@ -904,7 +904,7 @@ class GuestAccess(DomainParts):
         self._require_running("run a command in it")
         sink = OutputSink(on_stdout, on_stderr)
         if self.virt.is_container:
-            from hvlib import lxcexec
+            from hvlib.guest import container as lxcexec
 
             result = lxcexec.run(
                 self.handle, cmd, input=input, timeout=timeout, sink=sink, name=self.name
@@ -921,7 +921,7 @@ class GuestAccess(DomainParts):
         sink: OutputSink,
         ssh: SshConfig | None,
     ) -> CommandResult:
-        from hvlib import ssh as sshmod
+        from hvlib.guest import ssh as sshmod
 
         config = self._ssh_config(ssh)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -1047,7 +1047,7 @@ class GuestAccess(DomainParts):
         Raises:
             GuestAccessError: no time left, or the connection failed.
         """
-        from hvlib import ssh as sshmod
+        from hvlib.guest import ssh as sshmod
 
         address = self._ssh_address(config)
         cache = self._sessions()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from hvlib.host import Host
+    from hvlib.virt.host import Host
 
 T = TypeVar("T")
 

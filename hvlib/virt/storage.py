@@ -7,13 +7,13 @@ libvirt streams, so the same calls work against a remote host. A ``backing`` vol
 qcow2 overlay; a base with overlays refuses deletion. A volume whose creation (or first
 upload) fails is removed again, so nothing half-made stays in the pool.
 
-Names are checked with :func:`hvlib.spec.check_name` (no ``/``, no leading ``.``: a volume
-stays inside its pool) and paths with :func:`hvlib.spec.check_path`, before libvirt is called.
-XML is built only through :mod:`hvlib.storxml` (lxml). Calls go through :meth:`hvlib.Host.call`
-(reads retried on transient errors, writes made once, handles looked up again after a
-reconnect); stream transfers run inside :func:`hvlib._virt.translated`. This module never
-imports libvirt and never reads or writes pool files itself (only libvirt does, wherever the
-pool is).
+Names are checked with :func:`hvlib.model.spec.check_name` (no ``/``, no leading ``.``: a volume
+stays inside its pool) and paths with :func:`hvlib.model.spec.check_path`, before libvirt is called.
+XML is built only through :mod:`hvlib.model.storxml` (lxml). Calls go through
+:meth:`hvlib.Host.call` (reads retried on transient errors, writes made once, handles looked up
+again after a reconnect); stream transfers run inside :func:`hvlib.virt._virt.translated`. This
+module never imports libvirt and never reads or writes pool files itself (only libvirt does,
+wherever the pool is).
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
 
-from hvlib import _virt
-from hvlib.ensure import Change, ChangeHow
 from hvlib.errors import AlreadyExists, HvlibError, InvalidState, NotFound, SpecError
-from hvlib.handle import HostObject
-from hvlib.spec import Disk, DiskKind, check_name, check_path
-from hvlib.storxml import PoolXML, VolumeXML, dir_pool_doc, volume_doc
+from hvlib.model.plan import Change, ChangeHow
+from hvlib.model.spec import Disk, DiskKind, check_name, check_path
+from hvlib.model.storxml import PoolXML, VolumeXML, dir_pool_doc, volume_doc
+from hvlib.virt import _virt
+from hvlib.virt.handle import HostObject
 
 if TYPE_CHECKING:
-    from hvlib.host import Host
+    from hvlib.virt.host import Host
 
 T = TypeVar("T")
 MIB = 1024 * 1024

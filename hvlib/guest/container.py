@@ -2,10 +2,10 @@
 
 What it does: asks libvirt for descriptors of the container's namespaces
 (``libvirt_lxc.lxcOpenNamespace``, in this process), hands them to a fresh helper process
-(:mod:`hvlib._nsexec`, started with :class:`subprocess.Popen` and ``pass_fds``) which joins the
-namespaces, forks the command inside the container's PID namespace and relays its exit status.
+(:mod:`hvlib.guest._nsexec`, started with :class:`subprocess.Popen` and ``pass_fds``) which joins
+the namespaces, forks the command inside the container's PID namespace and relays its exit status.
 stdin is fed from ``input``; stdout and stderr are streamed to an
-:class:`hvlib.access.OutputSink`. At a timeout the helper is told (SIGTERM) to SIGKILL the
+:class:`hvlib.guest.access.OutputSink`. At a timeout the helper is told (SIGTERM) to SIGKILL the
 command's whole process group inside the container.
 
 What it must not do: run Python code between ``fork`` and ``exec`` in hvlib's own process
@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from hvlib._virt import lxc_open_namespace
-from hvlib.access import (
+from hvlib.errors import InvalidState
+from hvlib.guest.access import (
     CHUNK,
     CommandResult,
     CommandTimeout,
@@ -43,7 +43,7 @@ from hvlib.access import (
     OutputSink,
     shell_argv,
 )
-from hvlib.errors import InvalidState
+from hvlib.virt._virt import lxc_open_namespace
 
 log = logging.getLogger("hvlib")
 

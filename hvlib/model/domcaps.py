@@ -4,7 +4,7 @@ against it (CPU mode, model and features, machine, firmware, vcpu count).
 :class:`DomainCapabilities` and :class:`HostCpu` are parsed with lxml from the XML of
 ``virConnectGetDomainCapabilities`` and ``virConnectGetCapabilities``. The checks are pure: the
 one question only libvirt can answer (which features of a CPU the hypervisor cannot provide)
-comes in as a ``compare`` callable that :mod:`hvlib.hostfit` backs with
+comes in as a ``compare`` callable that :mod:`hvlib.virt.hostfit` backs with
 ``virConnectCompareHypervisorCPU``. No libvirt here.
 """
 
@@ -14,10 +14,10 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from hvlib.cpu import CpuRequest
 from hvlib.errors import SpecError, Unsupported
-from hvlib.spec import DomainSpec
-from hvlib.xmlmodel import Element, parse
+from hvlib.model.cpu import CpuRequest
+from hvlib.model.spec import DomainSpec
+from hvlib.model.xmlmodel import Element, parse
 
 Compare = Callable[[CpuRequest], frozenset[str]]
 """Features of a CPU request the hypervisor cannot provide (empty: it can run it as asked).

@@ -13,7 +13,7 @@ file, or an :class:`hvlib.SshConfig` with ``known_hosts`` or ``host_key``), hvli
 :func:`pin_host_keys` is that rewrite, pure. :func:`remote_uri` is what :func:`hvlib.connect`
 calls: it also turns an ``SshConfig.host_key`` line into a known_hosts file (libvirt reads
 host keys from a file only), written once per key under ``~/.cache/hvlib/known_hosts/``.
-No libvirt here; :mod:`hvlib.uri` then checks the result like any other URI.
+No libvirt here; :mod:`hvlib.model.uri` then checks the result like any other URI.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from hvlib.errors import SpecError
-from hvlib.spec import check_path
+from hvlib.model.spec import check_path
 
 if TYPE_CHECKING:
-    from hvlib.access import SshConfig
+    from hvlib.guest.access import SshConfig
 
 log = logging.getLogger("hvlib")
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from hvlib.enums import VirtType
 from hvlib.errors import SpecError, Unsupported
-from hvlib.spec import DomainSpec
+from hvlib.model.spec import DomainSpec
 
 NESTED_TCG_FEATURES = ("svm", "npt")
 """What software emulation's CPU gets for ``nested=True``: AMD SVM with nested paging (a

@@ -3,7 +3,7 @@
 Name, uuid and virt type are cached identity; ``state`` is read live. Lifecycle calls are
 idempotent where the goal is already reached (start a running domain, destroy a stopped one,
 undefine an absent one). Waits block on libvirt's lifecycle events (see
-:mod:`hvlib.events`) with a polling fallback. Only this module and :mod:`hvlib.host` call
+:mod:`hvlib.virt.events`) with a polling fallback. Only this module and :mod:`hvlib.virt.host` call
 libvirt, always through :meth:`hvlib.Host.call` (translated, retried only when safe).
 """
 
@@ -18,12 +18,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from hvlib import _virt
-from hvlib import addresses as addrs
-from hvlib.access import GuestAccess
-from hvlib.addresses import AddressSource
-from hvlib.console import ConsoleCapture
-from hvlib.domxml import DomainXML
 from hvlib.enums import State, VirtType
 from hvlib.errors import (
     CallTimeout,
@@ -35,12 +29,18 @@ from hvlib.errors import (
     Unsupported,
     WaitTimeout,
 )
-from hvlib.handle import HostObject
-from hvlib.migration import Mobility
-from hvlib.render import HVLIB_NS
+from hvlib.guest.access import GuestAccess
+from hvlib.model import addresses as addrs
+from hvlib.model.addresses import AddressSource
+from hvlib.model.domxml import DomainXML
+from hvlib.model.render import HVLIB_NS
+from hvlib.virt import _virt
+from hvlib.virt.console import ConsoleCapture
+from hvlib.virt.handle import HostObject
+from hvlib.virt.migration import Mobility
 
 if TYPE_CHECKING:
-    from hvlib.host import Host
+    from hvlib.virt.host import Host
 
 log = logging.getLogger("hvlib")
 T = TypeVar("T")

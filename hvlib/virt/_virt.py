@@ -1,9 +1,9 @@
 """The one module that imports libvirt: connections, error translation, states, the event loop.
 
-Everything above this module sees hvlib's own exceptions, enums and objects. Every libvirt
-call made by :mod:`hvlib.host` and :mod:`hvlib.domain` runs inside :func:`translated`, which is
-the single place where ``libvirt.libvirtError`` becomes an :mod:`hvlib.errors` exception (the
-original kept as ``__cause__`` and its code as ``.code``). Nothing here holds policy.
+Everything above this module sees hvlib's own exceptions, enums and objects. Every libvirt call made
+by :mod:`hvlib.virt.host` and :mod:`hvlib.virt.domain` runs inside :func:`translated`, which is the
+single place where ``libvirt.libvirtError`` becomes an :mod:`hvlib.errors` exception (the original
+kept as ``__cause__`` and its code as ``.code``). Nothing here holds policy.
 
 Tests may replace the module attribute ``libvirt`` with a counting proxy: every connection
 and every call goes through it.

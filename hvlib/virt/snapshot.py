@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
-from hvlib import _virt
 from hvlib.enums import State
 from hvlib.errors import (
     AlreadyExists,
@@ -39,12 +38,13 @@ from hvlib.errors import (
     NotFound,
     Unsupported,
 )
-from hvlib.spec import check_name, check_path, check_text
-from hvlib.xmlmodel import parse
+from hvlib.model.spec import check_name, check_path, check_text
+from hvlib.model.xmlmodel import parse
+from hvlib.virt import _virt
 
 if TYPE_CHECKING:
-    from hvlib.domain import Domain
-    from hvlib.domxml import DiskXML
+    from hvlib.model.domxml import DiskXML
+    from hvlib.virt.domain import Domain
 
 log = logging.getLogger("hvlib")
 
@@ -294,7 +294,7 @@ class Snapshots:
         """Where a disk's overlay goes: libvirt's own choice for a file disk (``IMAGE.SNAP``),
         the same naming next to the volume's file for a volume disk (libvirt names none)."""
         if disk.source_pool and disk.source_volume:
-            from hvlib.storage import Volumes
+            from hvlib.virt.storage import Volumes
 
             path = Volumes(self.domain.host).get(disk.source_pool, disk.source_volume).path
             return f"{path}.{snapshot}"

@@ -5,7 +5,8 @@ then resumed, so not a byte of the boot is lost) and keeps everything the guest 
 to a bound, in memory. The stream is non-blocking and driven by libvirt's event loop: a
 blocking read on a thread was seen to make a later ``destroy()`` hang (FIELD-NOTES).
 Waiters block on a condition until a line matches. This module is part of the Domain layer:
-it is handed libvirt objects by :mod:`hvlib.domain` and uses :mod:`hvlib._virt` for the rest.
+it is handed libvirt objects by :mod:`hvlib.virt.domain` and uses :mod:`hvlib.virt._virt` for
+the rest.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hvlib import _virt
 from hvlib.errors import WaitTimeout
+from hvlib.virt import _virt
 
 log = logging.getLogger("hvlib")
 MAX_BYTES = 8 * 1024 * 1024

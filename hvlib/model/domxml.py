@@ -1,7 +1,7 @@
-"""The libvirt domain XML, modelled field by field on top of :mod:`hvlib.xmlmodel`.
+"""The libvirt domain XML, modelled field by field on top of :mod:`hvlib.model.xmlmodel`.
 
 These classes hold no policy (no defaults, no checks of what a virt type allows: that is
-:mod:`hvlib.profiles`) and never call libvirt. They read templates, rendered documents and
+:mod:`hvlib.model.profiles`) and never call libvirt. They read templates, rendered documents and
 live ``XMLDesc()`` output alike, keeping every element they do not model.
 """
 
@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from lxml import etree
 
-from hvlib.xmlmodel import (
+from hvlib.model.xmlmodel import (
     Attr,
     Element,
     Flag,

@@ -7,9 +7,9 @@ a host on a spec: a network that is already right gets no write call; reservatio
 DHCP range change live (libvirt's ``networkUpdate``, on the running network and its persistent
 definition at once) without restarting the network; forward mode, address and bridge changes
 need a restart, done only with ``allow_restart`` (else written to the persistent definition and
-reported as pending). Every report is a :class:`NetworkResult` of :class:`hvlib.ensure.Change`.
+reported as pending). Every report is a :class:`NetworkResult` of :class:`hvlib.model.plan.Change`.
 
-This module builds XML only through :mod:`hvlib.netxml` (lxml) and calls libvirt only through
+This module builds XML only through :mod:`hvlib.model.netxml` (lxml) and calls libvirt only through
 :meth:`hvlib.Host.call` (reads retried on transient errors, writes made once, handles looked up
 again after a reconnect); it never imports libvirt, never touches the host's own network
 configuration outside libvirt, and never restarts a network it was not allowed to.
@@ -26,16 +26,16 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from lxml import etree
 
-from hvlib import _virt
-from hvlib.ensure import Change, ChangeHow, ChangeReport
 from hvlib.errors import HvlibError, NotFound, SpecError
-from hvlib.handle import HostObject
-from hvlib.netxml import DhcpHostXML, IpXML, NetworkXML
-from hvlib.spec import check_name, check_text
-from hvlib.xmlmodel import ensure_path, tostring
+from hvlib.model.netxml import DhcpHostXML, IpXML, NetworkXML
+from hvlib.model.plan import Change, ChangeHow, ChangeReport
+from hvlib.model.spec import check_name, check_text
+from hvlib.model.xmlmodel import ensure_path, tostring
+from hvlib.virt import _virt
+from hvlib.virt.handle import HostObject
 
 if TYPE_CHECKING:
-    from hvlib.host import Host
+    from hvlib.virt.host import Host
 
 T = TypeVar("T")
 NetworkMode = Literal["nat", "isolated"]

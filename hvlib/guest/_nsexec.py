@@ -1,10 +1,10 @@
 """Helper program: enter a container's namespaces and run one command there.
 
-Run by :mod:`hvlib.lxcexec` as a fresh process (``python -I -S _nsexec.py STATUS_FD NS_FDS --
-ARGV...``), never imported by hvlib: hvlib's own process has libvirt's event-loop thread, so no
-Python code may run there between ``fork`` and ``exec``. This program is single-threaded and
-imports only the standard library, all of it before entering the container (the host's Python
-library is not visible in the container's mount namespace: no import may happen after setns).
+Run by :mod:`hvlib.guest.container` as a fresh process (``python -I -S _nsexec.py STATUS_FD NS_FDS
+-- ARGV...``), never imported by hvlib: hvlib's own process has libvirt's event-loop thread, so no
+Python code may run there between ``fork`` and ``exec``. This program is single-threaded and imports
+only the standard library, all of it before entering the container (the host's Python library is not
+visible in the container's mount namespace: no import may happen after setns).
 
 Steps: ``setns`` into each namespace descriptor it inherited (in the order given; the user
 namespace of a container without an id map refuses with EINVAL and is skipped; once in a user

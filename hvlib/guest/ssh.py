@@ -1,10 +1,10 @@
 """SSH transport to VM guests: paramiko over a socket opened in the host's network namespace.
 
 What it does: opens a TCP connection (inside ``host.netns`` when set, through
-:func:`hvlib.netns.create_connection`), checks the guest's host key strictly against
-:class:`hvlib.access.SshConfig` (pinned ``host_key`` and/or ``known_hosts``; an unknown key only
-with the explicit ``accept_unknown_host_key``), logs in with a private key, and runs commands on
-session channels with streamed, binary-exact output, stdin input, a deadline and exit status.
+:func:`hvlib.guest.netns.create_connection`), checks the guest's host key strictly against
+:class:`hvlib.guest.access.SshConfig` (pinned ``host_key`` and/or ``known_hosts``; an unknown key
+only with the explicit ``accept_unknown_host_key``), logs in with a private key, and runs commands
+on session channels with streamed, binary-exact output, stdin input, a deadline and exit status.
 
 Each command is wrapped so that it runs in its own process group (``setsid``) and reports its
 pid first on stderr (that line is removed from the output). At a timeout hvlib kills that group
@@ -30,8 +30,8 @@ from pathlib import Path
 
 import paramiko
 
-from hvlib import netns as netnsmod
-from hvlib.access import (
+from hvlib.guest import netns as netnsmod
+from hvlib.guest.access import (
     CHUNK,
     CommandResult,
     CommandTimeout,

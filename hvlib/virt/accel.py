@@ -36,15 +36,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from hvlib import _virt
-from hvlib.console import ConsoleCapture
 from hvlib.enums import State, VirtType
 from hvlib.errors import HostError, HvlibError, WaitTimeout
-from hvlib.render import render
-from hvlib.spec import DomainSpec
+from hvlib.model.render import render
+from hvlib.model.spec import DomainSpec
+from hvlib.virt import _virt
+from hvlib.virt.console import ConsoleCapture
 
 if TYPE_CHECKING:
-    from hvlib.host import Host
+    from hvlib.virt.host import Host
 
 log = logging.getLogger("hvlib")
 
@@ -259,7 +259,7 @@ def build_report(host: Host, guest: ProbeGuest | None) -> Acceleration:
         runs = Finding(
             None,
             "no probe guest was run (pass probe_kernel= to acceleration(), call "
-            f"hvlib.accel.set_probe_guest(), or set {ENV_PROBE['kernel']})",
+            f"hvlib.virt.accel.set_probe_guest(), or set {ENV_PROBE['kernel']})",
         )
         return Acceleration(host.uri, present, openable, runs, nested)
     openable, runs, seconds = probe(host, guest)

@@ -1,10 +1,10 @@
 """From a DomainSpec to libvirt domain XML, through the per-type templates and lxml.
 
 :func:`render_tree` loads the type's skeleton from ``templates/`` (shipped in the wheel as
-``hvlib.templates``) and sets the spec's values through :mod:`hvlib.domxml`; no string is ever
+``hvlib.templates``) and sets the spec's values through :mod:`hvlib.model.domxml`; no string is ever
 formatted into XML, so any name or path is escaped by lxml. For kvm and qemu it also sets the
 machine type, the firmware (UEFI through libvirt's autoselection), the CPU
-(:mod:`hvlib.cpu`) and the virtio RNG (``<rng>``); for a container, its user-namespace id map
+(:mod:`hvlib.model.cpu`) and the virtio RNG (``<rng>``); for a container, its user-namespace id map
 (``<idmap>``). The caller's
 :class:`XmlEdit` list and ``xml_hook`` run last.
 :func:`validate` checks a document against libvirt's own RelaxNG schema. This module does not
@@ -21,13 +21,13 @@ from pathlib import Path
 
 from lxml import etree
 
-from hvlib import profiles
-from hvlib.cpu import HVLIB_CPU_NS, cpu_node, cpu_request, request_of
-from hvlib.domxml import DiskXML, DomainXML, FilesystemXML, IdRanges, InterfaceXML, RngXML
 from hvlib.errors import SpecError
-from hvlib.profiles import Profile, machine_family
-from hvlib.spec import Disk, DiskKind, DomainSpec, Filesystem, IdRange, Nic, XmlEdit
-from hvlib.xmlmodel import XmlNode, parse
+from hvlib.model import profiles
+from hvlib.model.cpu import HVLIB_CPU_NS, cpu_node, cpu_request, request_of
+from hvlib.model.domxml import DiskXML, DomainXML, FilesystemXML, IdRanges, InterfaceXML, RngXML
+from hvlib.model.profiles import Profile, machine_family
+from hvlib.model.spec import Disk, DiskKind, DomainSpec, Filesystem, IdRange, Nic, XmlEdit
+from hvlib.model.xmlmodel import XmlNode, parse
 
 SCHEMA_DIR = Path("/usr/share/libvirt/schemas")
 RNG_SOURCE = "/dev/urandom"
@@ -82,7 +82,7 @@ def render_tree(spec: DomainSpec) -> DomainXML:
 
 def apply_caller_changes(doc: DomainXML, spec: DomainSpec) -> None:
     """Apply the spec's XPath edits, then its lxml hook (the escape hatches), to ``doc``; then
-    record the CPU the document now asks for in its metadata (see :mod:`hvlib.cpu`)."""
+    record the CPU the document now asks for in its metadata (see :mod:`hvlib.model.cpu`)."""
     apply_edits(doc, spec.xml_edits)
     if spec.xml_hook is not None:
         spec.xml_hook(doc.el)

@@ -2,8 +2,8 @@
 
 Every check here runs before libvirt is called, so a bad spec never half-defines a domain.
 A failed check raises :class:`hvlib.SpecError` naming the field and the rule. Checks that
-depend on the virtualization type (a cdrom on LXC, say) live in :mod:`hvlib.profiles`;
-checks that need a host (does that network exist?) live in :mod:`hvlib.host`.
+depend on the virtualization type (a cdrom on LXC, say) live in :mod:`hvlib.model.profiles`;
+checks that need a host (does that network exist?) live in :mod:`hvlib.virt.host`.
 This module neither renders XML nor talks to libvirt.
 """
 

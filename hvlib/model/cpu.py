@@ -6,17 +6,17 @@ makes two definitions comparable whatever libvirt added (``check``, ``match``, `
 its default ``qemu64``). A running guest's ``<cpu>`` is libvirt's expansion (host-model becomes
 a named model with every feature), so the key is also recorded in the domain's ``<metadata>``
 under its own namespace and read from there for running guests. XML only through
-:mod:`hvlib.domxml`; no libvirt here.
+:mod:`hvlib.model.domxml`; no libvirt here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hvlib.domxml import CpuXML, DomainXML
 from hvlib.enums import VirtType
-from hvlib.profiles import NESTED_TCG_FEATURES, Profile
-from hvlib.spec import DomainSpec
+from hvlib.model.domxml import CpuXML, DomainXML
+from hvlib.model.profiles import NESTED_TCG_FEATURES, Profile
+from hvlib.model.spec import DomainSpec
 
 HVLIB_CPU_NS = "https://hvlib.dev/xmlns/hvlib-cpu/1"
 """Namespace of the CPU request recorded in ``<metadata>`` (libvirt keeps one metadata element
@@ -59,7 +59,7 @@ def cpu_request(spec: DomainSpec, profile: Profile) -> CpuRequest | None:
     ``nested`` under software emulation adds svm and npt (the default model becomes
     ``qemu64``); under KVM the default becomes ``host-passthrough``, which passes the host's
     vmx or svm through (for host-model or a named model the host's extension is added when
-    the spec is fitted to a host: :func:`hvlib.hostfit.fit`)."""
+    the spec is fitted to a host: :func:`hvlib.virt.hostfit.fit`)."""
     cpu = spec.cpu
     if cpu is None and not spec.nested:
         return None

@@ -1,11 +1,11 @@
-"""libvirt's virtual network XML, modelled field by field on :mod:`hvlib.xmlmodel`.
+"""libvirt's virtual network XML, modelled field by field on :mod:`hvlib.model.xmlmodel`.
 
 :class:`NetworkXML` reads what libvirt returns and what hvlib sends: forward mode, bridge,
 the IPv4 ``<ip>`` with its DHCP range and reservations (``<host>``). Everything it does not
 model (``<mac>``, ``<dns>``, ``<domain>``, IPv6 ``<ip>`` elements) stays in the tree untouched,
 so a definition read, edited and written back keeps it.
 
-This module holds no policy (what a valid network is lives in :mod:`hvlib.network`), never
+This module holds no policy (what a valid network is lives in :mod:`hvlib.virt.network`), never
 formats XML as text and never calls libvirt.
 """
 
@@ -15,7 +15,7 @@ import ipaddress
 
 from lxml import etree
 
-from hvlib.xmlmodel import Attr, IntAttr, Text, XmlNode, ensure_path
+from hvlib.model.xmlmodel import Attr, IntAttr, Text, XmlNode, ensure_path
 
 
 class DhcpHostXML(XmlNode):

@@ -35,16 +35,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hvlib import _virt
-from hvlib._parts import DomainParts
 from hvlib.enums import State
 from hvlib.errors import AlreadyExists, DomainNotFound, HvlibError, SpecError, Unsupported
-from hvlib.remote import display_uri
-from hvlib.snapshot import Snapshots
+from hvlib.virt import _virt
+from hvlib.virt._parts import DomainParts
+from hvlib.virt.remote import display_uri
+from hvlib.virt.snapshot import Snapshots
 
 if TYPE_CHECKING:
-    from hvlib.domain import Domain
-    from hvlib.host import Host
+    from hvlib.virt.domain import Domain
+    from hvlib.virt.host import Host
 
 log = logging.getLogger("hvlib")
 
@@ -116,11 +116,11 @@ class Mobility(DomainParts):
 
     @property
     def snapshots(self) -> Snapshots:
-        """This domain's snapshots (see :class:`hvlib.snapshot.Snapshots`)."""
+        """This domain's snapshots (see :class:`hvlib.virt.snapshot.Snapshots`)."""
         return Snapshots(self._self())
 
     def _self(self) -> Domain:
-        from hvlib.domain import Domain
+        from hvlib.virt.domain import Domain
 
         assert isinstance(self, Domain)
         return self
@@ -169,7 +169,7 @@ class Mobility(DomainParts):
         return self._run(dest, plan, state, timeout, progress, poll_interval)
 
     def _already_there(self, dest: Host) -> Domain:
-        from hvlib.domain import Domain
+        from hvlib.virt.domain import Domain
 
         try:
             handle = dest.call(lambda c: c.lookupByUUIDString(self.uuid), name=self.name, safe=True)
@@ -323,7 +323,7 @@ class Mobility(DomainParts):
         Raises:
             MigrationError: it arrived but could not be resumed (it is paused there).
         """
-        from hvlib.domain import Domain
+        from hvlib.virt.domain import Domain
 
         there = Domain(dest, handle, self.virt)
         there.ssh = getattr(self, "ssh", None)
@@ -433,7 +433,7 @@ def reconcile(source: Domain, dest: Host, dest_conn: Any, *, was: State) -> str 
 
 def _dest_copy(dest: Host, dest_conn: Any, uuid: str) -> Domain | None:
     """The destination's domain of that uuid, or None (also when it cannot be asked)."""
-    from hvlib.domain import Domain
+    from hvlib.virt.domain import Domain
 
     if not _alive(dest_conn):
         return None

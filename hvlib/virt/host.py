@@ -3,7 +3,7 @@
 ``hvlib.connect(uri)`` returns a Host. ``host.domains`` defines, finds, lists and reports
 statistics of domains with one bulk libvirt call per list, whatever the number of domains.
 Checks that need the host (does a network exist?) run here, before anything is defined.
-Only this module and :mod:`hvlib.domain` call libvirt, always through :mod:`hvlib._virt`.
+Only this module and :mod:`hvlib.virt.domain` call libvirt, always through :mod:`hvlib.virt._virt`.
 """
 
 from __future__ import annotations
@@ -15,23 +15,23 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from hvlib import _virt, accel
-from hvlib.connection import Connection
-from hvlib.console import ConsoleCapture
-from hvlib.domain import Domain
-from hvlib.ensure import ENSURE_STATES, Converger, EnsureResult
 from hvlib.enums import State
 from hvlib.errors import AlreadyExists, DomainNotFound, NotFound, SpecError, Unsupported
-from hvlib.events import Callback, DomainEvent, EventHub, EventKind, Subscription
-from hvlib.hostfit import fit
-from hvlib.remote import PathArg, remote_uri
-from hvlib.render import render
-from hvlib.spec import DiskKind, DomainSpec
-from hvlib.uri import check_uri
+from hvlib.model.plan import ENSURE_STATES, Converger, EnsureResult
+from hvlib.model.render import render
+from hvlib.model.spec import DiskKind, DomainSpec
+from hvlib.model.uri import check_uri
+from hvlib.virt import _virt, accel
+from hvlib.virt.connection import Connection
+from hvlib.virt.console import ConsoleCapture
+from hvlib.virt.domain import Domain
+from hvlib.virt.events import Callback, DomainEvent, EventHub, EventKind, Subscription
+from hvlib.virt.hostfit import fit
+from hvlib.virt.remote import PathArg, remote_uri
 
 if TYPE_CHECKING:
-    from hvlib.network import Networks
-    from hvlib.storage import Pools, Volumes
+    from hvlib.virt.network import Networks
+    from hvlib.virt.storage import Pools, Volumes
 
 log = logging.getLogger("hvlib")
 T = TypeVar("T")
@@ -86,22 +86,22 @@ class Host:
 
     @functools.cached_property
     def pools(self) -> Pools:
-        """The storage pools of this host (:class:`hvlib.storage.Pools`)."""
-        from hvlib.storage import Pools  # imported on first use: a faster ``import hvlib``
+        """The storage pools of this host (:class:`hvlib.virt.storage.Pools`)."""
+        from hvlib.virt.storage import Pools  # imported on first use: a faster ``import hvlib``
 
         return Pools(self)
 
     @functools.cached_property
     def volumes(self) -> Volumes:
-        """The storage volumes of this host (:class:`hvlib.storage.Volumes`)."""
-        from hvlib.storage import Volumes
+        """The storage volumes of this host (:class:`hvlib.virt.storage.Volumes`)."""
+        from hvlib.virt.storage import Volumes
 
         return Volumes(self)
 
     @functools.cached_property
     def networks(self) -> Networks:
-        """The virtual networks of this host (:class:`hvlib.network.Networks`)."""
-        from hvlib.network import Networks
+        """The virtual networks of this host (:class:`hvlib.virt.network.Networks`)."""
+        from hvlib.virt.network import Networks
 
         return Networks(self)
 
@@ -138,7 +138,7 @@ class Host:
         timeout: float | None = None,
     ) -> T:
         """Run ``fn(conn)``, translated, retried on transient errors only if ``safe``, bounded
-        by ``timeout`` or ``call_timeout``: see :meth:`hvlib.connection.Connection.call`."""
+        by ``timeout`` or ``call_timeout``: see :meth:`hvlib.virt.connection.Connection.call`."""
         return self.connection.call(fn, name=name, safe=safe, timeout=timeout)
 
     def close(self) -> None:
@@ -192,7 +192,7 @@ class Host:
     ) -> accel.Acceleration:
         """Whether KVM works here: present, openable by QEMU, boots a real Linux kernel (the
         probe guest ``probe_kernel``/``probe_initrd`` to its ready line ``probe_ready``, else
-        the one set by :func:`hvlib.accel.set_probe_guest` or ``HVLIB_PROBE_KERNEL``), nested
+        the one set by :func:`hvlib.virt.accel.set_probe_guest` or ``HVLIB_PROBE_KERNEL``), nested
         allowed; each "no" says why. Cached per host; "not probed" on ``test:///``.
 
         Raises:
@@ -429,7 +429,7 @@ def connect(
     (read-only or idempotent) calls are retried on transient errors. ``call_timeout`` (off by
     default) bounds every libvirt call: past it, :class:`hvlib.CallTimeout`. URI options
     that make libvirt run commands or skip host-key checks are refused unless named in
-    ``allow_uri_options`` (see :mod:`hvlib.uri`). ``allow_emulation`` (else the environment's
+    ``allow_uri_options`` (see :mod:`hvlib.model.uri`). ``allow_emulation`` (else the environment's
     ``HVLIB_ALLOW_EMULATION=1``) lets a ``kvm`` spec run as ``qemu`` (software emulation) on a
     host whose acceleration report says KVM does not work (see :meth:`Host.acceleration`).
     ``known_hosts``/``keyfile`` (or ``host_ssh``, an :class:`hvlib.SshConfig` whose

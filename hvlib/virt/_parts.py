@@ -1,5 +1,5 @@
-"""What the Domain mix-ins (:class:`hvlib.access.GuestAccess`, :class:`hvlib.migration.Mobility`)
-may use of the :class:`hvlib.Domain` they are mixed into, declared once for type checkers.
+"""What the Domain mix-in :class:`hvlib.virt.migration.Mobility` may use of the
+:class:`hvlib.Domain` it is mixed into, declared once for type checkers.
 
 At run time :class:`DomainParts` is an empty class; :class:`hvlib.Domain` provides every member.
 """
@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import ipaddress
 
-    from hvlib.console import ConsoleCapture
     from hvlib.enums import State, VirtType
-    from hvlib.host import Host
+    from hvlib.virt.console import ConsoleCapture
+    from hvlib.virt.host import Host
 
 
 class DomainParts:

@@ -2,13 +2,13 @@
 
 :func:`fit` answers "how will this host run this spec, and can it?":
 
-- a ``kvm`` spec on a host whose acceleration report (:mod:`hvlib.accel`) says KVM does not
+- a ``kvm`` spec on a host whose acceleration report (:mod:`hvlib.virt.accel`) says KVM does not
   work raises :class:`hvlib.Unsupported` quoting the report, unless the host was opened with
   ``allow_emulation=True`` (or ``HVLIB_ALLOW_EMULATION=1``): then the fitted spec is a ``qemu``
   one (software emulation), which is what gets defined, what ``dom.virt`` reports and what
   ``ensure`` compares against, so a second ``ensure`` finds nothing to change;
 - the CPU (mode, model, features, nested virtualization), machine type, firmware and vcpu
-  count are checked against the host's domain capabilities (:mod:`hvlib.domcaps`) and, for
+  count are checked against the host's domain capabilities (:mod:`hvlib.model.domcaps`) and, for
   features, libvirt's own CPU comparison; a model the hypervisor cannot fully provide passes
   with a logged warning naming what it lacks;
 - ``nested=True`` under KVM gets the host's extension (vmx or svm, by the host CPU's vendor)
@@ -24,9 +24,11 @@ import logging
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from hvlib import _virt, accel, profiles
-from hvlib.cpu import CpuRequest, cpu_request, cpu_xml
-from hvlib.domcaps import (
+from hvlib.enums import VirtType
+from hvlib.errors import LibvirtError, SpecError, Unsupported
+from hvlib.model import profiles
+from hvlib.model.cpu import CpuRequest, cpu_request, cpu_xml
+from hvlib.model.domcaps import (
     Compare,
     DomainCapabilities,
     HostCpu,
@@ -35,13 +37,12 @@ from hvlib.domcaps import (
     check_platform,
     unknown_name_in,
 )
-from hvlib.enums import VirtType
-from hvlib.errors import LibvirtError, SpecError, Unsupported
-from hvlib.profiles import VIRT_EXTENSIONS
-from hvlib.spec import DomainSpec
+from hvlib.model.profiles import VIRT_EXTENSIONS
+from hvlib.model.spec import DomainSpec
+from hvlib.virt import _virt, accel
 
 if TYPE_CHECKING:
-    from hvlib.host import Host
+    from hvlib.virt.host import Host
 
 log = logging.getLogger("hvlib")
 
@@ -69,7 +70,7 @@ def fit(host: Host, spec: DomainSpec) -> Fit:
     Raises:
         SpecError: a field the host cannot honour (an unknown CPU model or feature, a
             required feature it cannot provide, an unknown machine, too many vcpus).
-        Unsupported: the spec's type cannot do it (see :func:`hvlib.profiles.check`), KVM
+        Unsupported: the spec's type cannot do it (see :func:`hvlib.model.profiles.check`), KVM
             does not work here and emulation was not allowed (the report is quoted), the CPU
             mode is unsupported, no (secure-boot) UEFI firmware, no nested virtualization.
         HostError: the connection failed.

@@ -18,8 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from hvlib import _virt
 from hvlib.errors import CallTimeout, HostError, HvlibError
+from hvlib.virt import _virt
 
 log = logging.getLogger("hvlib")
 T = TypeVar("T")

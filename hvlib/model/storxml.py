@@ -1,16 +1,16 @@
-"""libvirt's storage pool and volume XML, modelled field by field on :mod:`hvlib.xmlmodel`.
+"""libvirt's storage pool and volume XML, modelled field by field on :mod:`hvlib.model.xmlmodel`.
 
 :class:`PoolXML` and :class:`VolumeXML` read what libvirt returns (``XMLDesc()``) and build
 what hvlib sends (:func:`dir_pool_doc`, :func:`volume_doc`), keeping every element they do not
 model. Sizes are read and written in bytes whatever ``unit`` libvirt used.
 
-This module holds no policy (no name or path checks: that is :mod:`hvlib.storage`), never
+This module holds no policy (no name or path checks: that is :mod:`hvlib.virt.storage`), never
 formats XML as text and never calls libvirt.
 """
 
 from __future__ import annotations
 
-from hvlib.xmlmodel import Attr, Text, XmlNode, ensure_path
+from hvlib.model.xmlmodel import Attr, Text, XmlNode, ensure_path
 
 # libvirt's scaled-integer units (basictypes.rng), as multiples of one byte.
 _UNITS_BYTES = {
