@@ -16,13 +16,22 @@ from hvlib.enums import State, VirtType
 from hvlib.errors import (
     AlreadyExists,
     CallTimeout,
+    CommandTimeout,
+    ConnectionLost,
     DomainNotFound,
+    GuestAccessError,
     HostError,
+    HostKeyError,
     HvlibError,
     InvalidState,
     LibvirtError,
+    MigrationError,
+    MigrationTimeout,
     NotFound,
+    PlacementError,
+    RemoteCommandError,
     SpecError,
+    TransferError,
     Unsupported,
     WaitTimeout,
 )
@@ -30,25 +39,16 @@ from hvlib.model.render import render, validate
 from hvlib.model.spec import Cpu, Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, XmlEdit
 
 if TYPE_CHECKING:
-    from hvlib.fleet import Fleet, HostCapacity, Inventory, Placement, PlacementError
-    from hvlib.guest.access import (
-        CommandResult,
-        CommandTimeout,
-        ConnectionLost,
-        GuestAccessError,
-        HostKeyError,
-        Ready,
-        RemoteCommandError,
-        SshConfig,
-        TransferError,
-    )
+    from hvlib.fleet import Fleet, HostCapacity, Inventory, Placement
+    from hvlib.guest.config import CommandResult, SshConfig
+    from hvlib.guest.ready import Ready
     from hvlib.model.addresses import AddressSource
-    from hvlib.model.plan import Change, ChangeHow, EnsureResult
+    from hvlib.model.plan import Change, ChangeHow
     from hvlib.virt.accel import Acceleration
+    from hvlib.virt.converge import EnsureResult
     from hvlib.virt.domain import Domain, ShutdownResult
     from hvlib.virt.events import DomainEvent, EventKind
     from hvlib.virt.host import Host
-    from hvlib.virt.migration import MigrationError, MigrationTimeout
     from hvlib.virt.snapshot import Snapshot, SnapshotKind
 
 __all__ = [
@@ -115,23 +115,14 @@ _LAZY = {
     "AddressSource": "hvlib.model.addresses",
     "Change": "hvlib.model.plan",
     "ChangeHow": "hvlib.model.plan",
-    "EnsureResult": "hvlib.model.plan",
-    "CommandResult": "hvlib.guest.access",
-    "CommandTimeout": "hvlib.guest.access",
-    "ConnectionLost": "hvlib.guest.access",
-    "GuestAccessError": "hvlib.guest.access",
-    "HostKeyError": "hvlib.guest.access",
-    "Ready": "hvlib.guest.access",
-    "RemoteCommandError": "hvlib.guest.access",
-    "SshConfig": "hvlib.guest.access",
-    "TransferError": "hvlib.guest.access",
+    "EnsureResult": "hvlib.virt.converge",
+    "CommandResult": "hvlib.guest.config",
+    "SshConfig": "hvlib.guest.config",
+    "Ready": "hvlib.guest.ready",
     "Fleet": "hvlib.fleet",
     "HostCapacity": "hvlib.fleet",
     "Inventory": "hvlib.fleet",
     "Placement": "hvlib.fleet",
-    "PlacementError": "hvlib.fleet",
-    "MigrationError": "hvlib.virt.migration",
-    "MigrationTimeout": "hvlib.virt.migration",
     "Snapshot": "hvlib.virt.snapshot",
     "SnapshotKind": "hvlib.virt.snapshot",
     "Acceleration": "hvlib.virt.accel",

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hvlib.enums import State, VirtType
-from hvlib.errors import HostError, HvlibError, InvalidState, SpecError
+from hvlib.errors import HostError, HvlibError, InvalidState, PlacementError, SpecError
 from hvlib.model.render import render
 from hvlib.model.spec import DomainSpec
 from hvlib.model.uri import check_uri
@@ -39,7 +39,7 @@ from hvlib.model.xmlmodel import parse
 from hvlib.virt.remote import SSH_TRANSPORTS, remote_uri, transport_of
 
 if TYPE_CHECKING:
-    from hvlib.model.plan import EnsureResult
+    from hvlib.virt.converge import EnsureResult
     from hvlib.virt.domain import Domain
     from hvlib.virt.host import Host
 
@@ -61,14 +61,6 @@ _VIRT_BY_CAPS = {
     ("xenpvh", "xen"): VirtType.XEN_PVH,
     ("exe", "lxc"): VirtType.LXC,
 }
-
-
-class PlacementError(HvlibError):
-    """No host of the fleet can run the spec. ``reasons`` maps each URI to why not."""
-
-    def __init__(self, message: str, reasons: dict[str, str], *, name: str | None = None):
-        super().__init__(message, name=name)
-        self.reasons = reasons
 
 
 def virt_types_of(capabilities_xml: str) -> frozenset[VirtType]:
@@ -428,7 +420,7 @@ class Fleet:
     def _remove_everywhere(
         self, spec: DomainSpec, found: dict[str, Domain], **kwargs: Any
     ) -> EnsureResult:
-        from hvlib.model.plan import EnsureResult
+        from hvlib.virt.converge import EnsureResult
 
         targets = list(found) or [next(iter(self.hosts))]
         results = [self.hosts[u].domains.ensure(spec, State.ABSENT, **kwargs) for u in targets]

@@ -31,9 +31,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from hvlib.enums import State
-from hvlib.errors import AlreadyExists, HvlibError, SpecError
-from hvlib.model.plan import ENSURE_STATES, EnsureResult
+from hvlib.errors import AlreadyExists, ParallelError, SpecError
+from hvlib.model.plan import ENSURE_STATES
 from hvlib.model.spec import DomainSpec
+from hvlib.virt.converge import EnsureResult
 from hvlib.virt.domain import Domain
 from hvlib.virt.host import Host, connect
 
@@ -56,25 +57,6 @@ DEFAULT_WORKERS = 4
 """Threads provisioning at once (``ensure_all``, ``start_all``, :meth:`HostPool.map`)."""
 DEFAULT_CONNECTIONS = 2
 """Connections in a pool: the pool size."""
-
-
-class ParallelError(HvlibError):
-    """Some items of a parallel run failed; the others ran to the end.
-
-    Attributes:
-        errors: the exception of each failed item, keyed by its label (the domain name).
-        results: per item, in input order, its result, or None where it failed.
-    """
-
-    def __init__(self, errors: dict[str, BaseException], results: list[Any]) -> None:
-        first = next(iter(errors.items()))
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        super().__init__(
-            f"{len(errors)} of {len(results)} failed; {first[0]}: {first[1]}{more}",
-            name=first[0],
-        )
-        self.errors = errors
-        self.results = results
 
 
 def check_sizes(workers: int, connections: int) -> None:

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-from hvlib.errors import SpecError, Unsupported
+from hvlib.errors import Location, SpecError, SpecFileError, Unsupported
 from hvlib.model import profiles
 from hvlib.model.spec import (
     Disk,
@@ -117,36 +117,6 @@ _UNSUPPORTED_BLAME = (
 
 Node = yaml.Node
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Location:
-    """A place in a spec file: the path as given and a 1-based line."""
-
-    path: str
-    line: int
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}"
-
-
-class SpecFileError(SpecError):
-    """A spec file is unreadable or says something hvlib refuses.
-
-    ``str()`` is ``FILE:LINE: FIELD: RULE (got VALUE)``. Attributes: ``path``, ``line``,
-    ``field`` (a path into the document, e.g. ``disks[1].target``), ``rule``, ``value``.
-    """
-
-    def __init__(self, where: Location, field: str, rule: str, value: object = None) -> None:
-        super().__init__(field, rule, value)
-        self.path = where.path
-        self.line = where.line
-        self.args = (f"{where}: {self.args[0]}",)
-
-    @property
-    def location(self) -> Location:
-        """Where the error is."""
-        return Location(self.path, self.line)
 
 
 class _Located:

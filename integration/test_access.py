@@ -21,18 +21,18 @@ import pytest
 
 import hvlib
 from hvlib import DomainSpec, Filesystem, Nic, VirtType
-from hvlib.guest.access import (
+from hvlib.errors import (
     CommandTimeout,
     ConnectionLost,
-    GuestAccess,
     HostKeyError,
-    Ready,
     RemoteCommandError,
-    SshConfig,
     key_fingerprint,
-    pick_address,
 )
+from hvlib.guest.access import GuestAccess
+from hvlib.guest.config import SshConfig
+from hvlib.guest.ready import Ready
 from hvlib.guest.ssh import SshSession
+from hvlib.guest.sshtransport import pick_address
 from hvlib.testkit import guestkit
 from hvlib.testkit.guestkit import GuestKit
 from hvlib.testkit.sandbox import SandboxHost

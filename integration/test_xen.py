@@ -26,11 +26,11 @@ from hvlib import Disk, Domain, DomainSpec, Nic, State
 from hvlib.fleet import virt_types_of
 from hvlib.model import render
 from hvlib.model.domxml import DomainXML
+from hvlib.model.render import virt_of
 from hvlib.testkit import guestkit as gk
 from hvlib.testkit.forward import LOOPBACK, LoopbackForwarder, free_loopback_port, in_netns
 from hvlib.testkit.sandbox import SandboxHost
 from hvlib.testkit.xenhost import XenHost, dom0_domain_xml
-from hvlib.virt.domain import virt_of
 from tests.golden_specs import GOLDEN_SPECS
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]

@@ -27,19 +27,20 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hvlib.enums import State, VirtType
-from hvlib.errors import InvalidState, WaitTimeout
-from hvlib.guest.access import (
-    PROBE_CONNECT_TIMEOUTS,
+from hvlib.errors import (
     CommandTimeout,
     ConnectionLost,
-    GuestAccess,
     GuestAccessError,
     HostKeyError,
-    Ready,
+    InvalidState,
     RemoteCommandError,
-    SshConfig,
     TransferError,
+    WaitTimeout,
 )
+from hvlib.guest.access import GuestAccess
+from hvlib.guest.config import SshConfig
+from hvlib.guest.ready import Ready
+from hvlib.guest.sshtransport import PROBE_CONNECT_TIMEOUTS
 from hvlib.virt.console import ConsoleCapture
 
 pytestmark = pytest.mark.timeout(120)

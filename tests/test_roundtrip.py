@@ -11,8 +11,8 @@ from lxml import etree
 
 from hvlib import VirtType
 from hvlib.model.domxml import DomainXML
+from hvlib.model.render import virt_of
 from hvlib.model.xmlmodel import parse
-from hvlib.virt.domain import virt_of
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ALL = sorted(FIXTURES.glob("*.xml"))

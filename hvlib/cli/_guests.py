@@ -88,7 +88,7 @@ def ls(uris: tuple[str, ...], netns: str | None, as_json: bool) -> None:
 def _row(dom: Domain) -> Row | None:
     """``dom`` as a row (None if it vanished meanwhile)."""
     from hvlib.errors import DomainNotFound
-    from hvlib.virt.domain import virt_of
+    from hvlib.model.render import virt_of
 
     try:
         state = dom.state
@@ -198,7 +198,7 @@ def exec_(
     (--ssh-key with --host-key or --known-hosts). Exit 124: timed out; 125: hvlib could not
     run it (no such domain, not running, unreachable, not ready within --wait).
     """
-    from hvlib.guest.access import CommandTimeout
+    from hvlib.errors import CommandTimeout
 
     try:
         config = _ssh_config(**ssh)
@@ -266,7 +266,7 @@ def _ssh_config(
     """An SshConfig when any SSH option was given, else None (the host's default)."""
     if ssh_key is None and known_hosts is None and host_key is None:
         return None
-    from hvlib.guest.access import SshConfig
+    from hvlib.guest.config import SshConfig
 
     return SshConfig(user=ssh_user, key=ssh_key, known_hosts=known_hosts, host_key=host_key)
 

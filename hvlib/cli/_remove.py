@@ -161,7 +161,7 @@ def _disk_volumes(dom: Domain) -> tuple[list[Volume], list[str]]:
     for disk in _disks(dom):
         if disk.device == "cdrom":
             continue
-        vol = _volume_of_disk(dom.host, disk)
+        vol = _volume_of_disk(_host(dom), disk)
         if vol is not None:
             doomed.setdefault((vol.pool.name, vol.name), vol)
         elif disk.kind == "file" and disk.source_file:
@@ -185,6 +185,16 @@ def _disks(dom: Domain) -> list[DiskXML]:
     return disks
 
 
+def _host(dom: Domain) -> Host:
+    """``dom.host`` as the :class:`hvlib.Host` it is (Domain types it by the Protocol
+    :class:`hvlib.virt._parts.HostLike`, which has no collections)."""
+    from hvlib.virt.host import Host
+
+    host = dom.host
+    assert isinstance(host, Host)
+    return host
+
+
 def _volume_of_disk(host: Host, disk: DiskXML) -> Volume | None:
     if disk.kind == "volume" and disk.source_pool and disk.source_volume:
         pool = host.pools.find(disk.source_pool)
@@ -198,7 +208,7 @@ def _shared(dom: Domain, vols: Sequence[Volume]) -> str:
     """Which of ``vols`` other domains of ``dom``'s host use, and who ("" when none)."""
     if not vols:
         return ""
-    others = [(o.name, _disks(o)) for o in dom.host.domains.list() if o.uuid != dom.uuid]
+    others = [(o.name, _disks(o)) for o in _host(dom).domains.list() if o.uuid != dom.uuid]
     found = []
     for vol in vols:
         key, path = (vol.pool.name, vol.name), posixpath.normpath(vol.path)

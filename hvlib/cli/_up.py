@@ -31,7 +31,7 @@ from hvlib.cli._base import (
     verbose_option,
 )
 from hvlib.enums import State
-from hvlib.errors import HvlibError, SpecError
+from hvlib.errors import HvlibError, SpecError, SpecFileError
 
 if TYPE_CHECKING:
     from hvlib.model.plan import Change, ChangeReport
@@ -219,7 +219,7 @@ def _route(
         fits = [u for u in uris if _scheme(u) in drivers]
         if len(fits) != 1:
             why = "no --uri" if not fits else f"several --uri ({', '.join(fits)})"
-            raise specfile.SpecFileError(
+            raise SpecFileError(
                 doc.locate("virt"),
                 "virt",
                 f"{why} can take a {doc.spec.virt.value} domain",

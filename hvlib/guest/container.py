@@ -1,11 +1,12 @@
-"""Run a command inside a running LXC container, through libvirt's LXC API.
+"""Run a command inside a running LXC container: the container transport.
 
-What it does: asks libvirt for descriptors of the container's namespaces
-(``libvirt_lxc.lxcOpenNamespace``, in this process), hands them to a fresh helper process
-(:mod:`hvlib.guest._nsexec`, started with :class:`subprocess.Popen` and ``pass_fds``) which joins
-the namespaces, forks the command inside the container's PID namespace and relays its exit status.
-stdin is fed from ``input``; stdout and stderr are streamed to an
-:class:`hvlib.guest.access.OutputSink`. At a timeout the helper is told (SIGTERM) to SIGKILL the
+What it does: asks the domain for descriptors of the container's namespaces
+(:meth:`hvlib.Domain.container_namespaces`: libvirt's ``lxcOpenNamespace``, in this process;
+this module never imports libvirt), hands them to a fresh helper process
+(:mod:`hvlib.guest._nsexec`, started with :class:`subprocess.Popen` and ``pass_fds``) which
+joins the namespaces, forks the command inside the container's PID namespace and relays its
+exit status. stdin is fed from ``input``; stdout and stderr are streamed to an
+:class:`hvlib.guest.io.OutputSink`. At a timeout the helper is told (SIGTERM) to SIGKILL the
 command's whole process group inside the container.
 
 What it must not do: run Python code between ``fork`` and ``exec`` in hvlib's own process
@@ -28,22 +29,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from hvlib.errors import InvalidState
-from hvlib.guest.access import (
-    CHUNK,
-    CommandResult,
-    CommandTimeout,
-    ConnectionLost,
-    GuestAccessError,
-    Input,
-    InputFeeder,
-    OutputSink,
-    shell_argv,
-)
-from hvlib.virt._virt import lxc_open_namespace
+from hvlib.errors import CommandTimeout, ConnectionLost, GuestAccessError, InvalidState
+from hvlib.guest.config import CommandResult, SshConfig
+from hvlib.guest.io import CHUNK, Input, InputFeeder, OutputSink, shell_argv
+from hvlib.guest.progress import Progress, not_ready
+from hvlib.guest.target import GuestTarget
 
 log = logging.getLogger("hvlib")
 
@@ -58,18 +52,66 @@ INIT_WAIT = 5.0
 _SLICE = 0.2
 
 
-def open_namespaces(handle: Any, name: str | None, wait: float | None = None) -> list[int]:
-    """:func:`lxc_open_namespace`, retried while libvirt says the container's init has not
-    started yet (right after ``start()``), for up to ``wait`` s (default :data:`INIT_WAIT`).
+NamespaceOpener = Callable[[], list[int]]
+"""Returns descriptors of a running container's namespaces (the caller closes them); raises
+InvalidState while its init has not started (:meth:`GuestTarget.container_namespaces`)."""
+
+
+class ContainerTransport:
+    """Commands in an LXC container, inside its namespaces (see the module docstring)."""
+
+    waits_for_address = False
+
+    def run(
+        self,
+        target: GuestTarget,
+        command: str | tuple[str, ...],
+        *,
+        input: Input | None,
+        timeout: float | None,
+        sink: OutputSink,
+        ssh: SshConfig | None,
+    ) -> CommandResult:
+        """:func:`run` in ``target``'s container (``ssh`` does not apply)."""
+        return run(
+            target.container_namespaces,
+            command,
+            input=input,
+            timeout=timeout,
+            sink=sink,
+            name=target.name,
+        )
+
+    def attempt_ready(
+        self, target: GuestTarget, progress: Progress, deadline: float, ssh: SshConfig | None
+    ) -> None:
+        """One readiness try: ``true`` runs inside the container."""
+        progress.reach("command")
+        with not_ready("command"):
+            left = max(0.5, deadline - time.monotonic())
+            result = self.run(
+                target, ("true",), input=None, timeout=left, sink=OutputSink(), ssh=None
+            )
+            result.check(target.name)
+
+    def close(self) -> None:
+        """Nothing is kept open."""
+
+
+def open_namespaces(
+    opener: NamespaceOpener, name: str | None, wait: float | None = None
+) -> list[int]:
+    """``opener()``, retried while libvirt says the container's init has not started yet
+    (right after ``start()``), for up to ``wait`` s (default :data:`INIT_WAIT`).
 
     Raises:
         GuestAccessError: the init pid did not appear in time.
-        HvlibError: any other failure of :func:`lxc_open_namespace`.
+        HvlibError: any other failure of ``opener``.
     """
     deadline = time.monotonic() + (INIT_WAIT if wait is None else wait)
     while True:
         try:
-            return lxc_open_namespace(handle, name)
+            return opener()
         except InvalidState as e:
             if time.monotonic() >= deadline:
                 raise GuestAccessError(f"{name}: cannot enter the container: {e}", name=name) from e
@@ -77,7 +119,7 @@ def open_namespaces(handle: Any, name: str | None, wait: float | None = None) ->
 
 
 def run(
-    handle: Any,
+    opener: NamespaceOpener,
     command: str | tuple[str, ...],
     *,
     input: Input | None = None,
@@ -85,7 +127,7 @@ def run(
     sink: OutputSink | None = None,
     name: str | None = None,
 ) -> CommandResult:
-    """Run ``command`` inside the container of ``handle`` (a string through ``/bin/sh -c``, an
+    """Run ``command`` inside the container ``opener`` opens (a string through ``/bin/sh -c``, an
     argv without a shell), as root in ``/root`` (or ``/``) with a clean environment.
 
     Raises:
@@ -97,7 +139,7 @@ def run(
     sink = sink if sink is not None else OutputSink()
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout
-    proc, status_r = _spawn(handle, shell_argv(command), name)
+    proc, status_r = _spawn(opener, shell_argv(command), name)
     writer = _writer(proc.stdin, input)
     try:
         if not _pump(proc, sink, deadline) or not _wait_exit(proc, deadline):
@@ -122,8 +164,10 @@ def helper_argv(status_fd: int, ns_fds: list[int], argv: list[str]) -> list[str]
     return [sys.executable, "-I", "-S", str(HELPER), str(status_fd), fds, "--", *argv]
 
 
-def _spawn(handle: Any, argv: list[str], name: str | None) -> tuple[subprocess.Popen[bytes], int]:
-    ns_fds = open_namespaces(handle, name)
+def _spawn(
+    opener: NamespaceOpener, argv: list[str], name: str | None
+) -> tuple[subprocess.Popen[bytes], int]:
+    ns_fds = open_namespaces(opener, name)
     status_r, status_w = os.pipe()
     try:
         proc = subprocess.Popen(

@@ -2,7 +2,7 @@
 
 What it does: opens a TCP connection (inside ``host.netns`` when set, through
 :func:`hvlib.guest.netns.create_connection`), checks the guest's host key strictly against
-:class:`hvlib.guest.access.SshConfig` (pinned ``host_key`` and/or ``known_hosts``; an unknown key
+:class:`hvlib.guest.config.SshConfig` (pinned ``host_key`` and/or ``known_hosts``; an unknown key
 only with the explicit ``accept_unknown_host_key``), logs in with a private key, and runs commands
 on session channels with streamed, binary-exact output, stdin input, a deadline and exit status.
 
@@ -30,20 +30,16 @@ from pathlib import Path
 
 import paramiko
 
-from hvlib.guest import netns as netnsmod
-from hvlib.guest.access import (
-    CHUNK,
-    CommandResult,
+from hvlib.errors import (
+    ChannelOpenError,
     CommandTimeout,
     ConnectionLost,
     GuestAccessError,
     HostKeyError,
-    Input,
-    InputFeeder,
-    OutputSink,
-    SshConfig,
-    normalize_command,
 )
+from hvlib.guest import netns as netnsmod
+from hvlib.guest.config import CommandResult, SshConfig
+from hvlib.guest.io import CHUNK, Input, InputFeeder, OutputSink, normalize_command
 
 log = logging.getLogger("hvlib")
 
@@ -60,11 +56,6 @@ _KEEPALIVE = (
     ("TCP_USER_TIMEOUT", 15000),
 )
 _CHANNEL_ERRORS = (paramiko.SSHException, OSError, EOFError)
-
-
-class ChannelOpenError(GuestAccessError):
-    """No session channel could be opened (or the exec request was refused): the command was
-    not started."""
 
 
 # -- the remote command line --------------------------------------------------------------

@@ -4,7 +4,8 @@ Pure planning, no libvirt: :func:`merge` lays the spec over the domain's current
 definition (keeping uuid, MAC addresses, device addresses and everything the spec does not
 own), :func:`owned` projects a definition onto the fields a spec owns, and :func:`plan`
 classifies each difference by how it can be applied (:class:`ChangeHow`). The Host layer
-(:meth:`hvlib.virt.host.Domains.ensure`) carries the plan out.
+(:meth:`hvlib.virt.host.Domains.ensure`, through :mod:`hvlib.virt.converge`) carries the plan
+out.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import difflib
 import enum
 import secrets
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 from hvlib.enums import State
 from hvlib.model import profiles
@@ -29,12 +30,10 @@ from hvlib.model.render import (
     is_spec_rng,
     nic_node,
     set_rng,
+    virt_of,
 )
 from hvlib.model.spec import DomainSpec
 from hvlib.model.xmlmodel import XmlNode
-
-if TYPE_CHECKING:
-    from hvlib.virt.domain import Domain
 
 
 class ChangeHow(enum.Enum):
@@ -81,13 +80,6 @@ class ChangeReport:
         return "".join(lines)
 
 
-@dataclass
-class EnsureResult(ChangeReport):
-    """What a domain ``ensure`` changed; ``domain`` is None for ABSENT."""
-
-    domain: Domain | None = None
-
-
 # Fields whose change a running guest can take without a restart, given its maximums.
 _LIVE_FIELDS = ("memory_mib", "vcpus")
 _RECREATE_FIELDS = ("virt",)
@@ -95,8 +87,6 @@ _RECREATE_FIELDS = ("virt",)
 
 def owned(doc: DomainXML, spec: DomainSpec) -> dict[str, Any]:
     """The fields ``spec`` owns, as ``doc`` has them (devices keyed by target or MAC)."""
-    from hvlib.virt.domain import virt_of
-
     vcpu = doc.vcpu or 1
     view: dict[str, Any] = {
         "virt": virt_of(doc),
@@ -291,176 +281,5 @@ def state_change(current: State, wanted: State) -> Change | None:
     return Change("state", current, wanted, ChangeHow.STATE)
 
 
-# -- carrying a plan out (through Domain and Domains only: no libvirt here) -----------------
-
 ENSURE_STATES = (State.RUNNING, State.SHUT_OFF, State.PAUSED, State.ABSENT)
-
-
-@dataclass
-class Converger:
-    """Carries one ``ensure`` out on a host's domain collection."""
-
-    domains: Any  # hvlib.virt.host.Domains
-    spec: DomainSpec
-    state: State
-    check: bool
-    allow_restart: bool
-    allow_recreate: bool
-    shutdown_timeout: float = 60.0
-
-    def run(self) -> EnsureResult:
-        """Plan and (unless ``check``) apply; see :meth:`hvlib.virt.host.Domains.ensure`."""
-        dom = self.domains.find(self.spec.name)
-        if self.state is State.ABSENT:
-            return self._absent(dom)
-        if dom is None:
-            return self._create()
-        return self._existing(dom)
-
-    def _absent(self, dom: Domain | None) -> EnsureResult:
-        if dom is None:
-            return EnsureResult(False)
-        before = dom.xml(inactive=True)
-        change = Change("state", dom.state, State.ABSENT, ChangeHow.STATE)
-        if not self.check:
-            dom.destroy()
-            dom.undefine()
-        return EnsureResult(True, [change], before_xml=before)
-
-    def _create(self) -> EnsureResult:
-        from hvlib.errors import AlreadyExists
-        from hvlib.model.render import render
-
-        after = render(self.spec)
-        changes = [Change("domain", None, "defined", ChangeHow.STATE)]
-        if self.state is not State.SHUT_OFF:
-            changes.append(Change("state", State.SHUT_OFF, self.state, ChangeHow.STATE))
-        if self.check:
-            return EnsureResult(True, changes, after_xml=after)
-        try:
-            dom = self.domains.define(self.spec)
-        except AlreadyExists:  # another process defined it meanwhile: converge on that one
-            return self.run()
-        self._converge_state(dom)
-        return EnsureResult(True, changes, domain=dom, after_xml=after)
-
-    def _existing(self, dom: Domain) -> EnsureResult:
-        current = DomainXML.from_xml(dom.xml(inactive=True))
-        before_xml = current.to_xml()  # serialised like the merged one, so diff() is minimal
-        merged = merge(DomainXML.from_xml(before_xml), self.spec)
-        running = dom.state.is_active
-        live = DomainXML.from_xml(dom.xml()) if running else current
-        limits = ((live.memory_kib or 0) // 1024, live.vcpu or 1)
-        changes = plan(owned(current, self.spec), owned(merged, self.spec), running, limits)
-        if dom.autostart != self.spec.autostart:
-            changes.append(
-                Change("autostart", dom.autostart, self.spec.autostart, ChangeHow.NEXT_BOOT)
-            )
-        stale = self._stale_live(live, merged, changes) if running else []
-        result = EnsureResult(False, domain=dom, before_xml=before_xml, after_xml=merged.to_xml())
-        self._sort(result, changes, stale)
-        if not self.check:
-            self._apply(dom, live, merged, result)
-        state = state_change(dom.state, self.state)
-        if state is not None:
-            result.changes.append(state)
-            if not self.check:
-                self._converge_state(dom)
-        result.changed = bool(result.changes)
-        return result
-
-    def _stale_live(
-        self, live: DomainXML, merged: DomainXML, changes: list[Change]
-    ) -> list[Change]:
-        """Differences the persistent definition already has but the running guest has not
-        (written by an earlier ensure that was not allowed to restart, or by a hotplug the
-        driver refused). The live balloon size is left out: the guest reports it, and it
-        drifts from the configured size by design."""
-        known = {c.field for c in changes} | {"memory_mib"}
-        stale = plan(owned(live, self.spec), owned(merged, self.spec), True, (0, 0))
-        return [replace(c, how=ChangeHow.RESTART) for c in stale if c.field not in known]
-
-    def _sort(self, result: EnsureResult, changes: list[Change], stale: list[Change]) -> None:
-        """Split into applied and pending. A restart-only change not allowed to restart is
-        still written to the persistent definition (NEXT_BOOT) and listed as pending."""
-        if any(c.how is ChangeHow.RECREATE for c in changes) and not self.allow_recreate:
-            result.pending.extend(changes + stale)  # nothing is applied without the recreate
-            return
-        for c in changes:
-            if c.how is ChangeHow.RESTART and not self.allow_restart:
-                result.changes.append(Change(c.field, c.before, c.after, ChangeHow.NEXT_BOOT))
-                result.pending.append(c)
-            else:
-                result.changes.append(c)
-        (result.changes if self.allow_restart else result.pending).extend(stale)
-
-    def _apply(self, dom: Domain, live: DomainXML, merged: DomainXML, result: EnsureResult) -> None:
-        applied = [c for c in result.changes if c.how is not ChangeHow.STATE]
-        if not applied:
-            return
-        if any(c.how is ChangeHow.RECREATE for c in applied):
-            dom.destroy()
-            dom.undefine()
-            self.domains.define_xml(merged.to_xml())
-        elif any(c.field != "autostart" for c in applied):
-            self.domains.define_xml(merged.to_xml())
-        if any(c.field == "autostart" for c in applied):
-            dom.autostart = self.spec.autostart
-        for c in applied:
-            if c.how is ChangeHow.LIVE:
-                self._apply_live_or_defer(dom, c, live, merged, result)
-        deferred = [c for c in result.pending if c.how is ChangeHow.RESTART]
-        if self.allow_restart and (deferred or any(c.how is ChangeHow.RESTART for c in applied)):
-            dom.shutdown(timeout=self.shutdown_timeout)
-            dom.start()
-            result.changes.extend(deferred)  # the restart applied what hotplug could not
-            result.pending = [c for c in result.pending if c not in deferred]
-
-    def _apply_live_or_defer(
-        self, dom: Domain, c: Change, live: DomainXML, merged: DomainXML, result: EnsureResult
-    ) -> None:
-        """Apply ``c`` live; where the driver cannot hot-plug, it stays a next-boot change
-        (already in the persistent definition) and a pending restart."""
-        from hvlib.errors import Unsupported
-
-        try:
-            self._apply_live(dom, c, live, merged)
-        except Unsupported:
-            result.changes[result.changes.index(c)] = replace(c, how=ChangeHow.NEXT_BOOT)
-            result.pending.append(replace(c, how=ChangeHow.RESTART))
-
-    def _apply_live(self, dom: Domain, c: Change, live: DomainXML, merged: DomainXML) -> None:
-        if c.field == "memory_mib":
-            dom.set_memory_live(c.after * 1024)
-        elif c.field == "vcpus":
-            dom.set_vcpus_live(c.after)
-        else:
-            old, new = _device(live, c.field), _device(merged, c.field)
-            if old is not None:
-                dom.detach_live(old.to_xml())
-            if new is not None:
-                dom.attach_live(new.to_xml())
-
-    def _converge_state(self, dom: Domain) -> None:
-        current = dom.state
-        if self.state is State.SHUT_OFF and current.is_active:
-            dom.shutdown(timeout=self.shutdown_timeout)
-            return
-        if self.state in (State.RUNNING, State.PAUSED):
-            if not current.is_active:
-                dom.start()
-            if self.state is State.PAUSED:
-                dom.suspend()
-            elif dom.state is State.PAUSED:
-                dom.resume()
-            dom.wait_for(self.state, timeout=self.shutdown_timeout)
-
-
-def _device(doc: DomainXML, field_name: str) -> XmlNode | None:
-    kind, _, key = field_name.partition("[")
-    key = key.rstrip("]")
-    if kind == "disks":
-        return next((d for d in doc.disks if d.target_dev == key), None)
-    if kind == "nics":
-        return next((i for i in doc.interfaces if i.mac == key), None)
-    return next((f for f in doc.filesystems if f.target_dir == key), None)
+"""The states ``ensure`` can converge on."""

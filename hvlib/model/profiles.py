@@ -41,6 +41,9 @@ class Profile:
     """Whether the spec's cpu, nested, machine, firmware and rng apply (QEMU-run types)."""
     device_address: str | None = None
     """The address type of virtio devices when the machine has no PCI (``virtio-mmio``)."""
+    transport: str = "ssh"
+    """How commands reach inside the guest (:data:`hvlib.guest.access.TRANSPORTS`): ``ssh``
+    to a VM's address, ``container`` into a container's namespaces."""
 
     def target_prefix(self, cdrom: bool) -> str:
         """The device-name prefix of a disk (or cdrom) on this type's bus (vd, sd, hd, xvd)."""
@@ -119,6 +122,7 @@ PROFILES: dict[VirtType, Profile] = {
         nic_model=None,
         is_container=True,
         console_device="",
+        transport="container",
     ),
 }
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from hvlib.enums import VirtType
 from hvlib.errors import SpecError
 from hvlib.model import profiles
 from hvlib.model.cpu import HVLIB_CPU_NS, cpu_node, cpu_request, request_of
@@ -375,3 +376,21 @@ def validate(xml: str | bytes, schema: str = "domain") -> None:
         raise SpecError(
             "xml", f"does not validate against {schema}.rng: {rng.error_log.last_error}"
         )
+
+
+def virt_of(doc: DomainXML) -> VirtType:
+    """The VirtType a domain document describes (hvlib's metadata first, then its XML)."""
+    recorded = doc.get_metadata(HVLIB_NS, "virt")
+    if recorded:
+        try:
+            return VirtType(recorded)
+        except ValueError:
+            pass
+    dtype = doc.domain_type
+    if dtype == "xen":
+        return {"hvm": VirtType.XEN_HVM, "xenpvh": VirtType.XEN_PVH}.get(
+            doc.os_type or "", VirtType.XEN_PV
+        )
+    if dtype == "lxc" or doc.os_type == "exe":
+        return VirtType.LXC
+    return VirtType.KVM if dtype == "kvm" else VirtType.QEMU

@@ -1,27 +1,75 @@
-"""What the Domain mix-in :class:`hvlib.virt.migration.Mobility` may use of the
-:class:`hvlib.Domain` it is mixed into, declared once for type checkers.
+"""The seams inside the virt layer, declared once for type checkers.
 
-At run time :class:`DomainParts` is an empty class; :class:`hvlib.Domain` provides every member.
+:class:`HostLike` is what a host's objects (domains, networks, pools, volumes) and the helpers
+below :mod:`hvlib.virt.host` (acceleration, fitting, migration, snapshots) use of the
+:class:`hvlib.Host` they belong to: they take it through this Protocol, so none of them
+imports the module that builds them. :class:`DomainParts` is what the Domain mix-in
+:class:`hvlib.virt.migration.Mobility` may use of the :class:`hvlib.Domain` it is mixed into
+(at run time an empty class; :class:`hvlib.Domain` provides every member).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from hvlib.guest.config import SshConfig
+from hvlib.virt.connection import Connection
+from hvlib.virt.console import ConsoleCapture
+from hvlib.virt.events import EventHub
 
 if TYPE_CHECKING:
-    import ipaddress
-
     from hvlib.enums import State, VirtType
-    from hvlib.virt.console import ConsoleCapture
-    from hvlib.virt.host import Host
+    from hvlib.model.domxml import DomainXML
+
+T = TypeVar("T")
+
+
+class HostLike(Protocol):
+    """The connection-level members of :class:`hvlib.Host` (see the module docstring)."""
+
+    uri: str
+    connection: Connection
+    consoles: dict[str, ConsoleCapture]
+    event_hub: EventHub
+    poll_interval: float | None
+    allow_emulation: bool
+
+    @property
+    def netns(self) -> str | None: ...
+
+    @property
+    def ssh(self) -> SshConfig | None: ...
+
+    @property
+    def conn(self) -> Any: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    @property
+    def is_test_driver(self) -> bool: ...
+
+    def call(
+        self,
+        fn: Callable[[Any], T],
+        *,
+        name: str | None = None,
+        safe: bool = False,
+        timeout: float | None = None,
+    ) -> T: ...
+
+    def capabilities(self) -> str: ...
 
 
 class DomainParts:
-    """The members of :class:`hvlib.Domain` that its mix-ins rely on (declarations only)."""
+    """The members of :class:`hvlib.Domain` that its mix-in relies on (declarations only)."""
 
     if TYPE_CHECKING:
-        host: Host
+        host: HostLike
+        ssh: SshConfig | None
+
+        def __init__(self, host: HostLike, handle: Any, virt: VirtType | None = None) -> None: ...
 
         @property
         def name(self) -> str: ...
@@ -41,12 +89,12 @@ class DomainParts:
         @property
         def console(self) -> ConsoleCapture | None: ...
 
-        def addresses(
-            self, *args: Any, **kwargs: Any
-        ) -> Mapping[str, Sequence[ipaddress.IPv4Interface | ipaddress.IPv6Interface]]: ...
+        def xml_doc(self, *, inactive: bool = False) -> DomainXML: ...
 
-        def wait_for_address(self, *args: Any, **kwargs: Any) -> Any: ...
+        def destroy(self) -> None: ...
 
-        def _read(self, fn: Callable[[Any], Any]) -> Any: ...
+        def _capture_console(self) -> None: ...
 
-        def _write(self, fn: Callable[[Any], Any], timeout: float | None = None) -> Any: ...
+        def _read(self, fn: Callable[[Any], T]) -> T: ...
+
+        def _write(self, fn: Callable[[Any], T], timeout: float | None = None) -> T: ...

@@ -44,7 +44,7 @@ from hvlib.virt import _virt
 from hvlib.virt.console import ConsoleCapture
 
 if TYPE_CHECKING:
-    from hvlib.virt.host import Host
+    from hvlib.virt._parts import HostLike
 
 log = logging.getLogger("hvlib")
 
@@ -194,7 +194,7 @@ def allow_emulation_default(value: bool | None, env: dict[str, str] | None = Non
 
 
 def acceleration(
-    host: Host, guest: ProbeGuest | None = None, *, refresh: bool = False
+    host: HostLike, guest: ProbeGuest | None = None, *, refresh: bool = False
 ) -> Acceleration:
     """The acceleration report of ``host``: cached per URI; built (probing with ``guest``, else
     :func:`probe_guest`) on first use, when ``refresh``, or when the cached report has no probe
@@ -242,7 +242,7 @@ def not_probed(uri: str, why: str) -> Acceleration:
     return Acceleration(uri, nothing, nothing, nothing, nothing)
 
 
-def build_report(host: Host, guest: ProbeGuest | None) -> Acceleration:
+def build_report(host: HostLike, guest: ProbeGuest | None) -> Acceleration:
     """Check and probe ``host`` now (uncached).
 
     Raises:
@@ -271,7 +271,7 @@ def is_local(uri: str) -> bool:
     return not urlsplit(uri).hostname
 
 
-def _present(host: Host, local: bool) -> Finding:
+def _present(host: HostLike, local: bool) -> Finding:
     listed = _kvm_listed(host)
     if not local:
         return listed
@@ -281,7 +281,7 @@ def _present(host: Host, local: bool) -> Finding:
     return Finding(True, f"{device.detail}; {listed.detail}")
 
 
-def _kvm_listed(host: Host) -> Finding:
+def _kvm_listed(host: HostLike) -> Finding:
     """Whether libvirt offers domain type kvm (its domain capabilities answer for it)."""
     try:
         host.call(lambda c: c.getDomainCapabilities(None, "x86_64", None, "kvm", 0), safe=True)
@@ -357,7 +357,7 @@ def nested_module(sys_module: str = SYS_MODULE) -> Finding:
 # -- the probe ----------------------------------------------------------------------------------
 
 
-def probe(host: Host, guest: ProbeGuest) -> tuple[Finding, Finding, float]:
+def probe(host: HostLike, guest: ProbeGuest) -> tuple[Finding, Finding, float]:
     """Boot ``guest`` as a transient ``type='kvm'`` domain; destroy it. Returns the openable
     and runs-guests findings and how long it took.
 
@@ -402,7 +402,7 @@ def _start_failed(e: HvlibError) -> tuple[Finding, Finding]:
     return Finding(None, why), Finding(None, why)
 
 
-def _watch(host: Host, handle: Any, name: str, guest: ProbeGuest) -> Finding:
+def _watch(host: HostLike, handle: Any, name: str, guest: ProbeGuest) -> Finding:
     capture = ConsoleCapture(name)
     capture.attach(host.conn, handle)
     try:
@@ -430,7 +430,7 @@ def _watch(host: Host, handle: Any, name: str, guest: ProbeGuest) -> Finding:
 
 
 def _failed(
-    host: Host,
+    host: HostLike,
     handle: Any,
     name: str,
     guest: ProbeGuest,

@@ -33,14 +33,14 @@ from hvlib.guest.access import GuestAccess
 from hvlib.model import addresses as addrs
 from hvlib.model.addresses import AddressSource
 from hvlib.model.domxml import DomainXML
-from hvlib.model.render import HVLIB_NS
+from hvlib.model.render import virt_of
 from hvlib.virt import _virt
 from hvlib.virt.console import ConsoleCapture
 from hvlib.virt.handle import HostObject
 from hvlib.virt.migration import Mobility
 
 if TYPE_CHECKING:
-    from hvlib.virt.host import Host
+    from hvlib.virt._parts import HostLike
 
 log = logging.getLogger("hvlib")
 T = TypeVar("T")
@@ -75,28 +75,16 @@ class ShutdownResult:
     """How many shutdown requests were sent (0: it was already off)."""
 
 
-def virt_of(doc: DomainXML) -> VirtType:
-    """The VirtType a domain document describes (hvlib's metadata first, then its XML)."""
-    recorded = doc.get_metadata(HVLIB_NS, "virt")
-    if recorded:
-        try:
-            return VirtType(recorded)
-        except ValueError:
-            pass
-    dtype = doc.domain_type
-    if dtype == "xen":
-        return {"hvm": VirtType.XEN_HVM, "xenpvh": VirtType.XEN_PVH}.get(
-            doc.os_type or "", VirtType.XEN_PV
-        )
-    if dtype == "lxc" or doc.os_type == "exe":
-        return VirtType.LXC
-    return VirtType.KVM if dtype == "kvm" else VirtType.QEMU
-
-
 class Domain(GuestAccess, Mobility, HostObject):
-    """A libvirt domain on a :class:`hvlib.Host`. Get one from ``host.domains``."""
+    """A libvirt domain on a :class:`hvlib.Host`. Get one from ``host.domains``.
 
-    def __init__(self, host: Host, handle: Any, virt: VirtType | None = None) -> None:
+    ``host`` is the :class:`hvlib.Host` it is on (typed as the Protocol
+    :class:`hvlib.virt._parts.HostLike`: its connection-level members).
+    """
+
+    host: HostLike
+
+    def __init__(self, host: HostLike, handle: Any, virt: VirtType | None = None) -> None:
         super().__init__(host, handle)
         self._virt = virt
 
@@ -239,7 +227,7 @@ class Domain(GuestAccess, Mobility, HostObject):
         deadline = time.monotonic() + wait
         while True:
             try:
-                for fd in _virt.lxc_open_namespace(self.handle, self.name):
+                for fd in self.container_namespaces():
                     os.close(fd)
                 return True
             except InvalidState:
@@ -248,6 +236,17 @@ class Domain(GuestAccess, Mobility, HostObject):
                 time.sleep(INIT_POLL)
             except (Unsupported, LibvirtError):
                 return True
+
+    def container_namespaces(self) -> list[int]:
+        """File descriptors of the namespaces of this running container's init, opened by
+        libvirt in this process (the caller closes them): what the container transport of
+        :meth:`exec` enters.
+
+        Raises:
+            InvalidState: the container is not running, or its init has not started yet.
+            Unsupported: not an LXC domain, or the connection cannot pass descriptors.
+        """
+        return _virt.lxc_open_namespace(self.handle, self.name)
 
     def _capture_console(self) -> None:
         capture = ConsoleCapture(self.name)

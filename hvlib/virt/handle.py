@@ -1,9 +1,9 @@
 """The common base of hvlib's objects on a host (Domain, Network, Pool, Volume).
 
-Each wraps a libvirt object whose handle belongs to one connection: after the Host
-reconnects (libvirtd restarted) the handle is looked up again (by uuid, or by name in its
-pool) on first use. Calls go through :meth:`hvlib.Host.call`: reads retried on transient
-errors, writes made once. Part of the Host layer; no policy here.
+Each wraps a libvirt object whose handle belongs to one connection: after the Host reconnects
+(libvirtd restarted) the handle is looked up again (by uuid, or by name in its pool) on first use.
+Calls go through :meth:`hvlib.Host.call`: reads retried on transient errors, writes made once. Part
+of the virt layer; no policy here. The host is taken as :class:`hvlib.virt._parts.HostLike`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from hvlib.virt.host import Host
+    from hvlib.virt._parts import HostLike
 
 T = TypeVar("T")
 
@@ -20,7 +20,7 @@ T = TypeVar("T")
 class HostObject:
     """A libvirt object on ``host``; subclasses say how to find it again (:meth:`_lookup`)."""
 
-    def __init__(self, host: Host, handle: Any) -> None:
+    def __init__(self, host: HostLike, handle: Any) -> None:
         self.host = host
         self._handle = handle
         self._generation = host.generation

@@ -17,17 +17,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from hvlib.enums import State
 from hvlib.errors import AlreadyExists, DomainNotFound, NotFound, SpecError, Unsupported
-from hvlib.model.plan import ENSURE_STATES, Converger, EnsureResult
+from hvlib.guest.config import PathArg
+from hvlib.model.plan import ENSURE_STATES
 from hvlib.model.render import render
 from hvlib.model.spec import DiskKind, DomainSpec
 from hvlib.model.uri import check_uri
 from hvlib.virt import _virt, accel
 from hvlib.virt.connection import Connection
 from hvlib.virt.console import ConsoleCapture
+from hvlib.virt.converge import Converger, EnsureResult
 from hvlib.virt.domain import Domain
 from hvlib.virt.events import Callback, DomainEvent, EventHub, EventKind, Subscription
 from hvlib.virt.hostfit import fit
-from hvlib.virt.remote import PathArg, remote_uri
+from hvlib.virt.remote import remote_uri
 
 if TYPE_CHECKING:
     from hvlib.virt.network import Networks

@@ -42,7 +42,7 @@ from hvlib.model.spec import DomainSpec
 from hvlib.virt import _virt, accel
 
 if TYPE_CHECKING:
-    from hvlib.virt.host import Host
+    from hvlib.virt._parts import HostLike
 
 log = logging.getLogger("hvlib")
 
@@ -64,7 +64,7 @@ class Fit:
     """True when a ``kvm`` spec runs under software emulation (``allow_emulation``)."""
 
 
-def fit(host: Host, spec: DomainSpec) -> Fit:
+def fit(host: HostLike, spec: DomainSpec) -> Fit:
     """Fit ``spec`` to ``host``; see the module's description.
 
     Raises:
@@ -97,7 +97,7 @@ def _wants_checks(spec: DomainSpec) -> bool:
 # -- acceleration -------------------------------------------------------------------------------
 
 
-def _accelerate(host: Host, spec: DomainSpec, notes: list[str]) -> DomainSpec:
+def _accelerate(host: HostLike, spec: DomainSpec, notes: list[str]) -> DomainSpec:
     """The spec with the virt type this host runs it as (kvm, or qemu under emulation)."""
     if spec.virt is not VirtType.KVM or host.is_test_driver:
         return spec
@@ -127,7 +127,7 @@ def _accelerate(host: Host, spec: DomainSpec, notes: list[str]) -> DomainSpec:
 # -- domain capabilities ------------------------------------------------------------------------
 
 
-def _check_capabilities(host: Host, spec: DomainSpec, notes: list[str]) -> DomainSpec:
+def _check_capabilities(host: HostLike, spec: DomainSpec, notes: list[str]) -> DomainSpec:
     profile = profiles.for_machine(profiles.profile_for(spec.virt), spec.machine)
     caps = domain_capabilities(host, profile.domain_type, profile.machine or "pc")
     if caps is None:
@@ -153,7 +153,7 @@ def _check_capabilities(host: Host, spec: DomainSpec, notes: list[str]) -> Domai
     return spec
 
 
-def _warn_once(host: Host, spec: DomainSpec, text: str) -> None:
+def _warn_once(host: HostLike, spec: DomainSpec, text: str) -> None:
     """Log ``text`` as a warning the first time for this host and domain, then at debug level
     (an ``ensure`` run again and again would repeat it)."""
     key = (host.uri, spec.name, text)
@@ -162,7 +162,9 @@ def _warn_once(host: Host, spec: DomainSpec, text: str) -> None:
     log.log(level, "%s: %s", spec.name, text)
 
 
-def domain_capabilities(host: Host, domain_type: str, machine: str) -> DomainCapabilities | None:
+def domain_capabilities(
+    host: HostLike, domain_type: str, machine: str
+) -> DomainCapabilities | None:
     """The host's domain capabilities for ``domain_type`` on ``machine`` (cached per host
     connection), or None where the driver has none.
 
@@ -188,14 +190,14 @@ def domain_capabilities(host: Host, domain_type: str, machine: str) -> DomainCap
     return caps
 
 
-def _comparer(host: Host, caps: DomainCapabilities) -> Compare:
+def _comparer(host: HostLike, caps: DomainCapabilities) -> Compare:
     def compare(request: CpuRequest) -> frozenset[str]:
         return compare_cpu(host, caps, request)
 
     return compare
 
 
-def compare_cpu(host: Host, caps: DomainCapabilities, request: CpuRequest) -> frozenset[str]:
+def compare_cpu(host: HostLike, caps: DomainCapabilities, request: CpuRequest) -> frozenset[str]:
     """The features of ``request`` the host's hypervisor cannot provide (libvirt's
     ``compareHypervisorCPU``).
 
@@ -237,7 +239,7 @@ def _nested_features(spec: DomainSpec, request: CpuRequest) -> list[str]:
     return [f for f in request.require if f not in asked]
 
 
-def _nested_kvm(host: Host, spec: DomainSpec) -> DomainSpec:
+def _nested_kvm(host: HostLike, spec: DomainSpec) -> DomainSpec:
     """Nested KVM: refuse where the host has no extension or its module forbids nesting;
     require the host's extension on a named or host-model CPU."""
     cpu = HostCpu.from_capabilities(host.capabilities())

@@ -33,18 +33,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Self
 
 from hvlib.enums import State
-from hvlib.errors import AlreadyExists, DomainNotFound, HvlibError, SpecError, Unsupported
+from hvlib.errors import (
+    AlreadyExists,
+    DomainNotFound,
+    HvlibError,
+    MigrationError,
+    MigrationTimeout,
+    SpecError,
+    Unsupported,
+)
 from hvlib.virt import _virt
-from hvlib.virt._parts import DomainParts
+from hvlib.virt._parts import DomainParts, HostLike
 from hvlib.virt.remote import display_uri
 from hvlib.virt.snapshot import Snapshots
-
-if TYPE_CHECKING:
-    from hvlib.virt.domain import Domain
-    from hvlib.virt.host import Host
 
 log = logging.getLogger("hvlib")
 
@@ -57,37 +61,6 @@ ABORT_GRACE = 60.0
 up waiting (only matters when the host has a ``call_timeout``)."""
 _LONG = 365 * 86400.0
 _REFUSALS = (Unsupported, AlreadyExists, SpecError)
-
-
-class MigrationError(HvlibError):
-    """A migration did not complete. The guest runs on one side only, named here.
-
-    Attributes:
-        running_on: the URI of the host where the domain runs (or, for a stopped domain, is
-            defined) now; None if hvlib could not tell (both connections lost).
-        job: the last job reading (``jobStats()``), or None.
-        reason: ``"timeout"``, ``"destination lost"``, ``"resume failed"`` (it arrived,
-            paused, and stays so), or ``"failed"``.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        name: str | None = None,
-        running_on: str | None = None,
-        job: dict[str, Any] | None = None,
-        reason: str = "failed",
-        code: int | None = None,
-    ) -> None:
-        super().__init__(message, name=name, code=code)
-        self.running_on = running_on
-        self.job = job
-        self.reason = reason
-
-
-class MigrationTimeout(MigrationError, TimeoutError):
-    """The migration outlived its ``timeout`` and was aborted; the guest stays on the source."""
 
 
 @dataclass
@@ -117,17 +90,11 @@ class Mobility(DomainParts):
     @property
     def snapshots(self) -> Snapshots:
         """This domain's snapshots (see :class:`hvlib.virt.snapshot.Snapshots`)."""
-        return Snapshots(self._self())
-
-    def _self(self) -> Domain:
-        from hvlib.virt.domain import Domain
-
-        assert isinstance(self, Domain)
-        return self
+        return Snapshots(self)
 
     def migrate(
         self,
-        dest: Host,
+        dest: HostLike,
         *,
         live: bool = True,
         copy_storage: bool = False,
@@ -137,7 +104,7 @@ class Mobility(DomainParts):
         dest_address: str | None = None,
         poll_interval: float = POLL_INTERVAL,
         capture_console: bool = True,
-    ) -> Domain:
+    ) -> Self:
         """Move this domain to host ``dest``; return its Domain there.
 
         A running or paused guest moves live (``live=False``: paused during the move); with
@@ -168,9 +135,7 @@ class Mobility(DomainParts):
         plan = self._plan(state, live, copy_storage, bandwidth_mib, dest_address, capture_console)
         return self._run(dest, plan, state, timeout, progress, poll_interval)
 
-    def _already_there(self, dest: Host) -> Domain:
-        from hvlib.virt.domain import Domain
-
+    def _already_there(self, dest: HostLike) -> Self:
         try:
             handle = dest.call(lambda c: c.lookupByUUIDString(self.uuid), name=self.name, safe=True)
         except DomainNotFound:
@@ -180,7 +145,7 @@ class Mobility(DomainParts):
                 name=self.name,
             ) from None
         log.info("%s is on %s already: nothing to migrate", self.name, display_uri(dest.uri))
-        return Domain(dest, handle)
+        return type(self)(dest, handle)
 
     def _plan(
         self,
@@ -224,13 +189,13 @@ class Mobility(DomainParts):
 
     def _run(
         self,
-        dest: Host,
+        dest: HostLike,
         plan: _Plan,
         state: State,
         timeout: float | None,
         progress: Progress | None,
         poll_interval: float,
-    ) -> Domain:
+    ) -> Self:
         dest_conn = dest.conn
         watch, done = _Watch(), threading.Event()
         watcher = threading.Thread(
@@ -316,16 +281,14 @@ class Mobility(DomainParts):
             return None
         return stats
 
-    def _arrived(self, dest: Host, handle: Any, plan: _Plan, elapsed: float) -> Domain:
+    def _arrived(self, dest: HostLike, handle: Any, plan: _Plan, elapsed: float) -> Self:
         """The destination's Domain: console capture reopened and the guest resumed when it
         was handed over paused; libvirt's figures of the completed job kept on it.
 
         Raises:
             MigrationError: it arrived but could not be resumed (it is paused there).
         """
-        from hvlib.virt.domain import Domain
-
-        there = Domain(dest, handle, self.virt)
+        there = type(self)(dest, handle, self.virt)
         there.ssh = getattr(self, "ssh", None)
         handover = self._hand_over(there) if plan.hand_over_paused else None
         stats: dict[str, Any] | None = None
@@ -346,7 +309,7 @@ class Mobility(DomainParts):
         )
         return there
 
-    def _hand_over(self, there: Domain) -> float:
+    def _hand_over(self, there: Self) -> float:
         """Open the console capture of the paused arrival, then resume it; return the time
         that took (the guest is paused meanwhile).
 
@@ -371,12 +334,12 @@ class Mobility(DomainParts):
         return time.monotonic() - started
 
     def _failed(
-        self, dest: Host, dest_conn: Any, error: HvlibError, watch: _Watch, state: State
+        self, dest: HostLike, dest_conn: Any, error: HvlibError, watch: _Watch, state: State
     ) -> MigrationError:
         """Leave the guest on one side (see :func:`reconcile`) and describe the failure."""
         reason = watch.abort_reason or "failed"
         try:
-            running_on = reconcile(self._self(), dest, dest_conn, was=state)
+            running_on = reconcile(self, dest, dest_conn, was=state)
         except HvlibError as e:
             log.error("%s: after a failed migration, cannot settle where it runs: %s", self.name, e)
             running_on = None
@@ -401,7 +364,7 @@ class Mobility(DomainParts):
         )
 
 
-def reconcile(source: Domain, dest: Host, dest_conn: Any, *, was: State) -> str | None:
+def reconcile(source: Mobility, dest: HostLike, dest_conn: Any, *, was: State) -> str | None:
     """After a failed migration, make the guest run on exactly one side; return that side's
     URI (None if neither side can be asked).
 
@@ -414,7 +377,7 @@ def reconcile(source: Domain, dest: Host, dest_conn: Any, *, was: State) -> str 
     Raises:
         HvlibError: a libvirt call on the source failed.
     """
-    there = _dest_copy(dest, dest_conn, source.uuid)
+    there = _dest_copy(source, dest, dest_conn)
     if there is not None and there.state is State.RUNNING:
         log.warning("%s: it runs on the destination: stopping the stale source copy", source.name)
         source.destroy()
@@ -431,17 +394,15 @@ def reconcile(source: Domain, dest: Host, dest_conn: Any, *, was: State) -> str 
     return source.host.uri
 
 
-def _dest_copy(dest: Host, dest_conn: Any, uuid: str) -> Domain | None:
-    """The destination's domain of that uuid, or None (also when it cannot be asked)."""
-    from hvlib.virt.domain import Domain
-
+def _dest_copy(source: Mobility, dest: HostLike, dest_conn: Any) -> Mobility | None:
+    """The destination's domain of ``source``'s uuid, or None (also when it cannot be asked)."""
     if not _alive(dest_conn):
         return None
     try:
-        handle = dest.call(lambda c: c.lookupByUUIDString(uuid), timeout=10)
+        handle = dest.call(lambda c: c.lookupByUUIDString(source.uuid), timeout=10)
     except HvlibError:
         return None
-    return Domain(dest, handle)
+    return type(source)(dest, handle)
 
 
 def _alive(conn: Any) -> bool:
@@ -463,8 +424,8 @@ def _report(progress: Progress | None, reading: dict[str, Any], name: str) -> No
 
 
 def _check_args(
-    src: Host,
-    dest: Host,
+    src: HostLike,
+    dest: HostLike,
     timeout: float | None,
     bandwidth_mib: int | None,
     poll_interval: float,

@@ -35,7 +35,7 @@ from hvlib.virt import _virt
 from hvlib.virt.handle import HostObject
 
 if TYPE_CHECKING:
-    from hvlib.virt.host import Host
+    from hvlib.virt._parts import HostLike
 
 T = TypeVar("T")
 NetworkMode = Literal["nat", "isolated"]
@@ -347,7 +347,7 @@ class Network(HostObject):
     (None for a handle from ``get``/``find``/``list``).
     """
 
-    def __init__(self, host: Host, handle: Any) -> None:
+    def __init__(self, host: HostLike, handle: Any) -> None:
         super().__init__(host, handle)
         with _virt.translated():
             self.name: str = handle.name()
@@ -470,7 +470,7 @@ class Network(HostObject):
 class Networks:
     """The virtual networks of one host: ``host.networks`` (or ``Networks(host)``)."""
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: HostLike) -> None:
         self.host = host
 
     def ensure(

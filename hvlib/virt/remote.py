@@ -22,18 +22,14 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from hvlib.errors import SpecError
+from hvlib.guest.config import PathArg, SshConfig
 from hvlib.model.spec import check_path
-
-if TYPE_CHECKING:
-    from hvlib.guest.access import SshConfig
 
 log = logging.getLogger("hvlib")
 
-PathArg = str | os.PathLike[str]
 SSH_TRANSPORTS = ("ssh", "libssh", "libssh2")
 """The transports that log in over SSH (``qemu+ssh://``, ``qemu+libssh://``, ...)."""
 _PINS = ("known_hosts", "keyfile", "sshauth")

@@ -44,7 +44,7 @@ from hvlib.virt import _virt
 
 if TYPE_CHECKING:
     from hvlib.model.domxml import DiskXML
-    from hvlib.virt.domain import Domain
+    from hvlib.virt._parts import DomainParts
 
 log = logging.getLogger("hvlib")
 
@@ -156,7 +156,7 @@ def version_text(version: int) -> str:
 class Snapshots:
     """The snapshots of one domain: ``dom.snapshots``."""
 
-    def __init__(self, domain: Domain) -> None:
+    def __init__(self, domain: DomainParts) -> None:
         self.domain = domain
 
     def __repr__(self) -> str:

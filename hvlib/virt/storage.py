@@ -35,7 +35,7 @@ from hvlib.virt import _virt
 from hvlib.virt.handle import HostObject
 
 if TYPE_CHECKING:
-    from hvlib.virt.host import Host
+    from hvlib.virt._parts import HostLike
 
 T = TypeVar("T")
 MIB = 1024 * 1024
@@ -64,7 +64,7 @@ class PoolInfo:
 class Pool(HostObject):
     """A libvirt storage pool on a :class:`hvlib.Host`. Get one from ``host.pools``."""
 
-    def __init__(self, host: Host, handle: Any) -> None:
+    def __init__(self, host: HostLike, handle: Any) -> None:
         super().__init__(host, handle)
         with _virt.translated():
             self.name: str = handle.name()
@@ -159,7 +159,7 @@ class Pool(HostObject):
 class Pools:
     """The storage pools of one host: ``host.pools`` (or ``Pools(host)``)."""
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: HostLike) -> None:
         self.host = host
 
     def ensure_dir(self, name: str, path: str, *, autostart: bool = True) -> Pool:
@@ -516,7 +516,7 @@ class Volumes:
     A pool is named by a :class:`Pool` or its name; a volume by its pool and name.
     """
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: HostLike) -> None:
         self.host = host
 
     def pool(self, ref: Pool | str) -> Pool:

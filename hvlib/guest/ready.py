@@ -1,0 +1,218 @@
+"""Readiness: the probes of :meth:`hvlib.Domain.wait_ready` and the wait that retries them.
+
+A probe makes one try (:meth:`ReadyProbe.attempt`); :func:`run_probe` retries it until it
+passes or the deadline comes, and a timeout names the furthest stage reached and the last
+reason. What the SSH probe does is the transport's (:mod:`hvlib.guest.transport`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from hvlib.errors import GuestAccessError, HostKeyError, InvalidState, WaitTimeout
+from hvlib.guest.config import SshConfig
+from hvlib.guest.progress import Progress, _NotReady
+from hvlib.guest.target import GuestTarget
+from hvlib.guest.transport import Transport
+
+
+def require_running(dom: GuestTarget, action: str) -> None:
+    """Raises InvalidState (naming ``action``) unless the domain is active."""
+    state = dom.state
+    if not state.is_active:
+        raise InvalidState(
+            f"cannot {action} {dom.name}: it is {state.value}", name=dom.name, state=state
+        )
+
+
+class ReadyProbe:
+    """A way to decide that a guest is ready; see :class:`Ready`."""
+
+    name = "probe"
+    stages: tuple[str, ...] = ("probe",)
+
+    def attempt(
+        self,
+        dom: GuestTarget,
+        via: Transport,
+        progress: Progress,
+        deadline: float,
+        ssh: SshConfig | None,
+    ) -> None:
+        """One try. Raises NotReady (retried) or any other error (propagated at once)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"Ready.{self.name}"
+
+
+class _AccessProbe(ReadyProbe):
+    """The transport's own try: VMs: address, TCP open, SSH banner, login, then ``true`` runs;
+    LXC: ``true`` runs inside the container."""
+
+    name = "SSH"
+    stages = ("address", "tcp", "banner", "login", "command")
+
+    def attempt(
+        self,
+        dom: GuestTarget,
+        via: Transport,
+        progress: Progress,
+        deadline: float,
+        ssh: SshConfig | None,
+    ) -> None:
+        via.attempt_ready(dom, progress, deadline, ssh)
+
+
+class _AddressProbe(ReadyProbe):
+    """The guest has an address (the domain's address API)."""
+
+    name = "ADDRESS"
+    stages = ("address",)
+
+    def attempt(
+        self,
+        dom: GuestTarget,
+        via: Transport,
+        progress: Progress,
+        deadline: float,
+        ssh: SshConfig | None,
+    ) -> None:
+        progress.reach("address")
+        if not any(dom.addresses().values()):
+            raise _NotReady("address", "no address reported yet")
+
+
+class _ConsoleProbe(ReadyProbe):
+    """A console line matching a regular expression (since hvlib started the domain)."""
+
+    stages = ("console",)
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.name = f"CONSOLE({pattern!r})"
+
+    def attempt(
+        self,
+        dom: GuestTarget,
+        via: Transport,
+        progress: Progress,
+        deadline: float,
+        ssh: SshConfig | None,
+    ) -> None:
+        progress.reach("console")
+        capture = dom.console
+        if capture is None:
+            raise InvalidState(
+                f"{dom.name}: no console capture (start the domain with hvlib)", name=dom.name
+            )
+        try:
+            capture.wait_for(self.pattern, max(0.0, deadline - time.monotonic()))
+        except WaitTimeout as e:
+            raise _NotReady("console", f"no line matching {self.pattern!r}") from e
+
+
+class _CallableProbe(ReadyProbe):
+    """A user function ``fn(dom) -> bool``; False, OSError and GuestAccessError mean not yet."""
+
+    stages = ("probe",)
+
+    def __init__(self, fn: Callable[[Any], bool]) -> None:
+        self.fn = fn
+        self.name = getattr(fn, "__name__", "probe")
+
+    def attempt(
+        self,
+        dom: GuestTarget,
+        via: Transport,
+        progress: Progress,
+        deadline: float,
+        ssh: SshConfig | None,
+    ) -> None:
+        progress.reach("probe")
+        try:
+            ok = self.fn(dom)
+        except HostKeyError:
+            raise
+        except (OSError, GuestAccessError) as e:
+            raise _NotReady("probe", f"{type(e).__name__}: {e}") from e
+        if not ok:
+            raise _NotReady("probe", f"{self.name}() returned {ok!r}")
+
+
+class Ready:
+    """Readiness probes for :meth:`hvlib.Domain.wait_ready`.
+
+    - ``Ready.SSH``: a command runs (VMs: TCP open, then the SSH banner, then a login and
+      ``true``; LXC: ``true`` runs inside the container).
+    - ``Ready.ADDRESS``: the guest has an address.
+    - ``Ready.CONSOLE(regex)``: a console line matches ``regex``.
+    - any callable ``fn(dom) -> bool`` (also accepted directly by ``wait_ready``).
+    """
+
+    SSH: ClassVar[ReadyProbe] = _AccessProbe()
+    ADDRESS: ClassVar[ReadyProbe] = _AddressProbe()
+
+    @staticmethod
+    def CONSOLE(pattern: str) -> ReadyProbe:
+        """A probe that waits for a console line matching ``pattern``."""
+        return _ConsoleProbe(pattern)
+
+    @staticmethod
+    def CALLABLE(fn: Callable[[Any], bool]) -> ReadyProbe:
+        """A probe that polls ``fn(dom)`` until it returns True."""
+        return _CallableProbe(fn)
+
+
+def run_probe(
+    dom: GuestTarget,
+    via: Transport,
+    probe: ReadyProbe,
+    timeout: float,
+    interval: float,
+    ssh: SshConfig | None = None,
+) -> tuple[float, str]:
+    """Retry ``probe`` every ``interval`` s until it passes; return (seconds, furthest stage).
+
+    Raises:
+        WaitTimeout: not ready within ``timeout`` s (says the furthest stage and the last
+            reason; ``.last`` is that stage).
+        InvalidState: the domain is not running (checked before each attempt).
+        HostKeyError: the guest's host key was refused (not retried).
+    """
+    import tenacity  # only waits need it; keeps ``import hvlib`` cheap
+
+    progress = Progress(probe.stages, dom.name)
+    started = time.monotonic()
+    deadline = started + timeout
+
+    def once() -> None:
+        require_running(dom, "wait until it is ready")
+        try:
+            probe.attempt(dom, via, progress, deadline, ssh)
+        except _NotReady as e:
+            progress.failed(e)
+            raise
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_delay(timeout),
+        wait=tenacity.wait_fixed(interval),
+        retry=tenacity.retry_if_exception_type(_NotReady),
+        reraise=True,
+        sleep=lambda s: time.sleep(max(0.0, min(s, deadline - time.monotonic()))),
+    )
+    try:
+        retrying(once)
+    except _NotReady:
+        waited = time.monotonic() - started
+        reason = progress.last.reason if progress.last else "no attempt finished"
+        raise WaitTimeout(
+            f"{dom.name} not ready ({probe!r}) within {timeout:g} s: reached stage "
+            f"{progress.furthest!r}; last: {reason}",
+            name=dom.name,
+            waited=waited,
+            last=progress.furthest,
+        ) from progress.last
+    return time.monotonic() - started, progress.furthest
