@@ -294,49 +294,6 @@ class CommandTimeout(RemoteCommandError, TimeoutError):
         )
 
 
-# -- message helpers (pure text) --------------------------------------------------------
-
-
-def display_command(command: Command) -> str:
-    """The command as one line, for messages (argv shell-quoted)."""
-    import shlex
-
-    text = command if isinstance(command, str) else shlex.join(command)
-    return repr(text if len(text) <= 200 else text[:197] + "...")
-
-
-def host_key_message(address: str, offered: str, expected: Sequence[str]) -> str:
-    """The text of a :class:`HostKeyError`: what was offered, what was expected, what to do."""
-    got = f"{address} offered host key {key_fingerprint(offered)}"
-    if not expected:
-        return (
-            f"{got}, which is unknown: no pinned SshConfig.host_key and no known_hosts entry "
-            "for it. Pin the key (SshConfig(host_key=...) or known_hosts=...), or opt in with "
-            "SshConfig(accept_unknown_host_key=True)."
-        )
-    wanted = ", ".join(key_fingerprint(k) for k in expected)
-    return (
-        f"{got}, but expected {wanted}: the key CHANGED (another machine at this address, "
-        "a rebuilt guest, or someone in between). Refusing to connect."
-    )
-
-
-def key_fingerprint(key_line: str) -> str:
-    """``"TYPE SHA256:..."`` (OpenSSH's fingerprint form) of a ``"TYPE BASE64"`` key line."""
-    import base64
-    import hashlib
-
-    fields = key_line.split()
-    if len(fields) < 2:
-        return key_line
-    try:
-        blob = base64.b64decode(fields[1], validate=True)
-    except ValueError:
-        return key_line
-    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-    return f"{fields[0]} SHA256:{digest}"
-
-
 class ChannelOpenError(GuestAccessError):
     """No session channel could be opened (or the exec request was refused): the command was
     not started."""
@@ -401,3 +358,46 @@ class ParallelError(HvlibError):
         )
         self.errors = errors
         self.results = results
+
+
+# -- message helpers (pure text) --------------------------------------------------------
+
+
+def display_command(command: Command) -> str:
+    """The command as one line, for messages (argv shell-quoted)."""
+    import shlex
+
+    text = command if isinstance(command, str) else shlex.join(command)
+    return repr(text if len(text) <= 200 else text[:197] + "...")
+
+
+def host_key_message(address: str, offered: str, expected: Sequence[str]) -> str:
+    """The text of a :class:`HostKeyError`: what was offered, what was expected, what to do."""
+    got = f"{address} offered host key {key_fingerprint(offered)}"
+    if not expected:
+        return (
+            f"{got}, which is unknown: no pinned SshConfig.host_key and no known_hosts entry "
+            "for it. Pin the key (SshConfig(host_key=...) or known_hosts=...), or opt in with "
+            "SshConfig(accept_unknown_host_key=True)."
+        )
+    wanted = ", ".join(key_fingerprint(k) for k in expected)
+    return (
+        f"{got}, but expected {wanted}: the key CHANGED (another machine at this address, "
+        "a rebuilt guest, or someone in between). Refusing to connect."
+    )
+
+
+def key_fingerprint(key_line: str) -> str:
+    """``"TYPE SHA256:..."`` (OpenSSH's fingerprint form) of a ``"TYPE BASE64"`` key line."""
+    import base64
+    import hashlib
+
+    fields = key_line.split()
+    if len(fields) < 2:
+        return key_line
+    try:
+        blob = base64.b64decode(fields[1], validate=True)
+    except ValueError:
+        return key_line
+    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return f"{fields[0]} SHA256:{digest}"

@@ -14,9 +14,9 @@ says what it describes:
         xml_edits:   [{set: XPATH, value: V}, {remove: XPATH}]
 
 ``kind: network``
-    keys are :class:`hvlib.virt.network.NetworkSpec`'s field names (``name``, ``ipv4``, ``mode``,
+    keys are :class:`hvlib.model.netplan.NetworkSpec`'s field names (``name``, ``ipv4``, ``mode``,
     ``dhcp_range``, ``hosts``, ``bridge``, ``autostart``); ``dhcp_range`` is a
-    ``[first, last]`` pair and each of ``hosts`` a :class:`~hvlib.virt.network.DhcpHost` mapping
+    ``[first, last]`` pair and each of ``hosts`` a :class:`~hvlib.model.netplan.DhcpHost` mapping
     (``{mac: M, ip: A, name: N}``, ``name`` optional).
 
 ``kind: volume``
@@ -68,7 +68,7 @@ from hvlib.model.spec import (
 )
 
 if TYPE_CHECKING:
-    from hvlib.virt.network import DhcpHost, NetworkSpec
+    from hvlib.model.netplan import DhcpHost, NetworkSpec
 
 KINDS = ("domain", "network", "volume")
 """The ``kind:`` values a document may have (``domain`` when absent)."""
@@ -152,7 +152,7 @@ class DomainDocument(_Located):
 
 @dataclass(frozen=True)
 class NetworkDocument(_Located):
-    """One ``kind: network`` document: the validated :class:`~hvlib.virt.network.NetworkSpec`
+    """One ``kind: network`` document: the validated :class:`~hvlib.model.netplan.NetworkSpec`
     (what ``host.networks.apply`` takes) and where each field was written."""
 
     spec: NetworkSpec
@@ -491,7 +491,7 @@ class _Document:
     # -- network and volume documents --
 
     def network(self, keys: dict[str, Node]) -> NetworkDocument:
-        from hvlib.virt.network import NetworkSpec  # imports libvirt: only once a network is read
+        from hvlib.model.netplan import NetworkSpec
 
         given = self.given(keys, NETWORK_KEYS, "name", "ipv4")
         kwargs = {name: self.network_value(name, node) for name, node in given.items()}
@@ -512,7 +512,7 @@ class _Document:
         return self.string(node, name)
 
     def dhcp_host(self, node: Node, where: str) -> DhcpHost:
-        from hvlib.virt.network import DhcpHost
+        from hvlib.model.netplan import DhcpHost
 
         keys = self.mapping(node, where)
         self.check_keys(keys, ("mac", "ip", "name"), where)

@@ -23,13 +23,14 @@ import pytest
 import hvlib
 from hvlib import Disk, DomainSpec, InvalidState, Nic, VirtType
 from hvlib.model.cloudinit import seed
+from hvlib.model.netplan import DhcpHost
 from hvlib.model.plan import ChangeHow
 from hvlib.testkit import guestkit
 from hvlib.testkit.guestkit import GuestKit
 from hvlib.testkit.sandbox import SandboxHost
 from hvlib.virt import _virt
 from hvlib.virt.host import Host
-from hvlib.virt.network import DhcpHost, Network, Networks
+from hvlib.virt.network import Network, Networks
 from hvlib.virt.storage import MIB, Pool, Pools, Volumes
 from integration.conftest import MakeDomain
 from tests.counting import WRITE_CALLS, CountingLibvirt

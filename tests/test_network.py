@@ -12,14 +12,8 @@ import pytest
 
 import hvlib
 from hvlib import SpecError
-from hvlib.model.netxml import NetworkXML
-from hvlib.model.plan import ChangeHow
-from hvlib.virt import _virt
-from hvlib.virt.host import Host
-from hvlib.virt.network import (
+from hvlib.model.netplan import (
     DhcpHost,
-    Network,
-    Networks,
     NetworkSpec,
     Update,
     combine,
@@ -28,6 +22,11 @@ from hvlib.virt.network import (
     plan,
     updates,
 )
+from hvlib.model.netxml import NetworkXML
+from hvlib.model.plan import ChangeHow
+from hvlib.virt import _virt
+from hvlib.virt.host import Host
+from hvlib.virt.network import Network, Networks
 from tests.counting import WRITE_CALLS, CountingLibvirt
 
 WRITES = WRITE_CALLS | {"networkDefineXML", "update"}

@@ -16,6 +16,7 @@ import pytest
 import hvlib
 from hvlib import Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, VirtType, XmlEdit
 from hvlib.errors import SpecError
+from hvlib.model.netplan import DhcpHost, NetworkSpec
 from hvlib.model.spec import Cpu
 from hvlib.specfile import (
     DOMAIN_KEYS,
@@ -27,7 +28,6 @@ from hvlib.specfile import (
     load_all,
     loads,
 )
-from hvlib.virt.network import DhcpHost, NetworkSpec
 from hvlib.virt.storage import Volumes
 
 README = Path(__file__).resolve().parent.parent / "README.md"
