@@ -21,7 +21,7 @@ import libvirt
 
 import hvlib
 from hvlib import DomainSpec, Filesystem, Nic, State, VirtType
-from hvlib.guest.access import SshConfig
+from hvlib.guest.config import SshConfig
 from hvlib.parallel import HostPool, ensure_all, start_all
 from hvlib.testkit import guestkit
 from hvlib.testkit.guestkit import GuestKit

@@ -21,11 +21,11 @@ import pytest
 
 import hvlib
 from hvlib import State
+from hvlib.errors import MigrationError, MigrationTimeout
 from hvlib.testkit.guestkit import GuestKit
 from hvlib.testkit.sandbox import SandboxHost, SshLink
 from hvlib.virt.domain import Domain
 from hvlib.virt.host import Host
-from hvlib.virt.migration import MigrationError, MigrationTimeout
 from integration.conftest import counter_guest_spec, linked_pair, pinned_uri
 
 pytestmark = [pytest.mark.integration, pytest.mark.remote, pytest.mark.qemu]

@@ -157,7 +157,8 @@ def test_fleet_places_a_guest_on_the_host_with_room(
 
 def test_snapshot_and_revert_a_guest_on_a_qcow2_disk(host_b: Host, kit: GuestKit) -> None:
     host_b.pools.ensure_dir("images", IMAGES)
-    vol = host_b.volumes.ensure("images", "snap.qcow2", size_mib=64, format="qcow2")
+    vol = host_b.volumes.ensure("images", "snap.qcow2", size_mib=64, format="qcow2").volume
+    assert vol is not None
     dom = host_b.domains.define(counter_guest_spec(kit, "snap", disks=[vol.disk()]))
     try:
         dom.start()

@@ -103,7 +103,8 @@ def test_volume_bytes_round_trip_through_streams(qemu_host: Host, pool: Pool) ->
     print(f"upload {32 / up:.0f} MB/s, download {32 / down:.0f} MB/s (32 MiB)")
     assert back == data
     assert vol.format == "raw" and vol.capacity == len(data)
-    assert vols.ensure(pool, "it-roundtrip.img", data=data).path == vol.path
+    same = vols.ensure(pool, "it-roundtrip.img", data=data)
+    assert not same.changed and same.volume is not None and same.volume.path == vol.path
     vol.upload(b"hvlib" * 10)
     assert vol.download(length=50) == b"hvlib" * 10
     vol.delete()
@@ -117,15 +118,48 @@ def test_volume_ensure_with_data_writes_only_when_the_bytes_differ(
     host, proxy = counted
     vols = Volumes(host)
     first = seed("#cloud-config\n", {"instance-id": "one"})
-    vol = vols.ensure(pool.name, "it-ensure.iso", data=first)
+    vol = vols.ensure(pool.name, "it-ensure.iso", data=first).volume
+    assert vol is not None
     proxy.calls.clear()
-    assert vols.ensure(pool.name, "it-ensure.iso", data=first).path == vol.path
+    same = vols.ensure(pool.name, "it-ensure.iso", data=first)
+    assert not same.changed and same.volume is not None and same.volume.path == vol.path
     assert _writes(proxy) == {}, proxy.calls
     second = seed("#cloud-config\n", {"instance-id": "two"})
     vols.ensure(pool.name, "it-ensure.iso", data=second)
     assert _writes(proxy) == {"delete": 1, "upload": 1, "createXML": 1}, proxy.calls
     assert vols.get(pool.name, "it-ensure.iso").download() == second
     vols.get(pool.name, "it-ensure.iso").delete()
+
+
+def test_a_seed_built_again_later_is_not_rewritten_and_check_mode_writes_nothing(
+    pool: Pool, counted: tuple[Host, CountingLibvirt], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 17: ``volumes.ensure(data=seed(...))`` run again (the seed built anew, a day
+    later) makes no write call; a changed seed is reported (content, sha256 before -> after)
+    and, in check mode, not written."""
+    host, proxy = counted
+    vols = Volumes(host)
+    user, meta = "#cloud-config\n", {"instance-id": "it-again", "local-hostname": "again"}
+    made = vols.ensure(pool.name, "it-again.iso", data=seed(user, meta))
+    assert made.changed and [c.field for c in made.changes] == ["volume"]
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 86400)
+    proxy.calls.clear()
+    again = vols.ensure(pool.name, "it-again.iso", data=seed(user, meta))
+    assert (again.changed, again.changes) == (False, [])
+    assert vols.ensure(pool.name, "it-again.iso", data=seed(user, meta), check=True).changes == []
+    assert _writes(proxy) == {}, proxy.calls
+    other = seed(user, {**meta, "instance-id": "it-again-2"})
+    check = vols.ensure(pool.name, "it-again.iso", data=other, check=True)
+    assert _writes(proxy) == {}, proxy.calls
+    [content] = [c for c in check.changes if c.field == "content"]
+    assert content.before.startswith("sha256:") and content.after.startswith("sha256:")
+    assert content.before != content.after and content.how is ChangeHow.RECREATE
+    applied = vols.ensure(pool.name, "it-again.iso", data=other)
+    assert applied.changes == check.changes
+    assert applied.volume is not None and applied.volume.download() == other
+    assert not vols.ensure(pool.name, "it-again.iso", data=other).changed
+    applied.volume.delete()
 
 
 def test_overlay_resize_clone_and_base_refuses_deletion(qemu_host: Host, pool: Pool) -> None:
@@ -209,8 +243,10 @@ def test_guest_on_overlay_and_seed_gets_its_reserved_address(
 ) -> None:
     assert net.result is not None and net.result.changed and net.active
     vols = Volumes(qemu_host)
-    base = vols.ensure(pool, "it-guest-base.img", size_mib=8)
-    overlay = vols.ensure(pool, "it-guest.qcow2", backing=base)
+    base = vols.ensure(pool, "it-guest-base.img", size_mib=8).volume
+    assert base is not None
+    overlay = vols.ensure(pool, "it-guest.qcow2", backing=base).volume
+    assert overlay is not None
     started = time.perf_counter()
     image = seed(
         "#cloud-config\n" + guestkit.SEED_MARKER_DIRECTIVE + "seed-ok\n",
@@ -218,7 +254,8 @@ def test_guest_on_overlay_and_seed_gets_its_reserved_address(
         {"version": 2, "ethernets": {"eth0": {"dhcp4": True}}},
     )
     print(f"seed built in {1000 * (time.perf_counter() - started):.1f} ms ({len(image)} bytes)")
-    seed_vol = vols.ensure(pool, "it-seed.iso", data=image)
+    seed_vol = vols.ensure(pool, "it-seed.iso", data=image).volume
+    assert seed_vol is not None
     dom = make_domain(
         qemu_host,
         DomainSpec(

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from hvlib import cli, connect
+from hvlib import State, cli, connect
 from hvlib.cli import _guests
-from hvlib.guest.access import CommandResult
+from hvlib.guest.config import CommandResult
 from hvlib.virt.host import Host
 from hvlib.virt.storage import MIB
 
@@ -252,7 +252,18 @@ def test_ls_table() -> None:
     assert res.returncode == 0, res.stderr
     head, row = res.stdout.splitlines()
     assert head.split() == ["NAME", "TYPE", "STATE", "VCPUS", "MEMORY", "ADDRESSES", "HOST"]
-    assert row.split() == ["test", "qemu", "running", "2", "2048", "MiB", "192.168.122.3", URI]
+    # the test driver's own domain is <domain type='test'>: shown as that, not as qemu
+    assert row.split() == ["test", "test", "running", "2", "2048", "MiB", "192.168.122.3", URI]
+
+
+def test_ls_shows_hvlib_s_type_for_the_domains_it_models(
+    tdhost: Host, unique: str, tmp_path: Path
+) -> None:
+    spec = write(tmp_path, f"name: {unique}-kvm\nvirt: kvm\nmemory_mib: 64\nkernel: /k\n")
+    assert run("up", "--uri", URI, "--state", "shut-off", str(spec)).exit_code == 0
+    rows = {r["name"]: r["type"] for r in json.loads(run("ls", "--uri", URI, "--json").stdout)}
+    assert (rows["test"], rows[f"{unique}-kvm"]) == ("test", "kvm")
+    assert tdhost.domains.get("test").virt.value == "qemu", "driven with the QEMU profile"
 
 
 def test_ls_json_over_several_hosts_reports_the_unreachable_one() -> None:
@@ -263,7 +274,7 @@ def test_ls_json_over_several_hosts_reports_the_unreachable_one() -> None:
     (row,) = json.loads(res.stdout)
     assert {k: v for k, v in row.items() if k != "uuid"} == {
         "name": "test",
-        "type": "qemu",
+        "type": "test",
         "state": "running",
         "vcpus": 2,
         "memory_mib": 2048,
@@ -293,7 +304,25 @@ def test_down_at_the_deadline_fails_unless_forced() -> None:
     assert "test did not shut down within 0 s and is still running" in res.stderr
     res = hvlib("down", "--uri", URI, "--timeout", "0", "--force", "test")
     assert res.returncode == 0, res.stderr
-    assert "test: powered off (forced at the deadline)" in res.stdout
+    assert res.stdout.startswith(
+        "test: FORCED: powered off at the deadline (not shut down within 0 s), after "
+    )
+
+
+def test_down_json_says_forced_and_graceful() -> None:
+    res = hvlib("down", "--uri", URI, "--timeout", "0", "--force", "--json", "test", "gone")
+    assert res.returncode == 0, res.stderr
+    forced, gone = json.loads(res.stdout)
+    assert (forced["name"], forced["outcome"], forced["forced"]) == ("test", "forced", True)
+    assert (gone["outcome"], gone["forced"], gone["host"]) == ("not-found", False, None)
+    res = hvlib("down", "--uri", URI, "--json", "test")
+    assert res.returncode == 0, res.stderr
+    [graceful] = json.loads(res.stdout)
+    assert (graceful["outcome"], graceful["forced"], graceful["host"]) == ("graceful", False, URI)
+    res = hvlib("down", "--uri", URI, "--timeout", "0", "--json", "test")
+    assert res.returncode == 1
+    assert json.loads(res.stdout)[0]["outcome"] == "timed-out"
+    assert res.stderr.count("\n") == 1 and "is still running (pass --force" in res.stderr
 
 
 def test_rm_refuses_a_running_domain_unless_forced() -> None:
@@ -675,3 +704,96 @@ def test_exec_passes_output_and_exit_status_through(monkeypatch: pytest.MonkeyPa
     assert (res.exit_code, res.output) == (7, "out\n")
     assert seen["command"] == ["ls", "-l"] and seen["timeout"] == 5.0
     assert seen["input"] is None and seen["ssh"] is None
+
+
+# -- up and down: one rule for a guest still running at the deadline (item 16) --------------
+# The test driver shuts a guest down the instant it is asked, so only --timeout 0 reaches the
+# deadline there: the request is never sent, and the guest is still running when time is up.
+
+
+def guest(tmp_path: Path, name: str, memory: int = 64) -> Path:
+    return write(tmp_path, f"name: {name}\nvirt: qemu\nmemory_mib: {memory}\nkernel: /k\n")
+
+
+def test_up_without_force_leaves_a_guest_running_at_the_deadline_and_exits_1(
+    tdhost: Host, unique: str, tmp_path: Path
+) -> None:
+    spec = guest(tmp_path, f"{unique}-vm")
+    assert run("up", "--uri", URI, str(spec)).exit_code == 0
+    res = run("up", "--uri", URI, "--state", "shut-off", "--timeout", "0", str(spec))
+    assert res.exit_code == 1
+    assert res.stderr.splitlines() == [
+        f"hvlib: error: {unique}-vm ({spec}:1): {unique}-vm did not shut down within 0 s and "
+        "is still running (pass --force to power it off at the deadline)"
+    ]
+    assert tdhost.domains.get(f"{unique}-vm").state is State.RUNNING
+
+
+def test_up_with_force_powers_off_at_the_deadline_and_says_so(
+    tdhost: Host, unique: str, tmp_path: Path
+) -> None:
+    spec = guest(tmp_path, f"{unique}-vm")
+    assert run("up", "--uri", URI, str(spec)).exit_code == 0
+    args = ("up", "--uri", URI, "--state", "shut-off", "--timeout", "0", "--force")
+    res = run(*args, str(spec))
+    assert res.exit_code == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert f"{unique}-vm: FORCED: powered off at the deadline (not shut down within 0 s)" in lines
+    assert "FORCED off at the deadline" in lines[-1]
+    assert tdhost.domains.get(f"{unique}-vm").state is State.SHUT_OFF
+    run("up", "--uri", URI, str(spec))
+    [record] = json.loads(run(*args, "--json", str(spec)).stdout)
+    assert (record["kind"], record["outcome"], record["forced"]) == ("domain", "ok", True)
+    assert {"field": "state", "before": "running", "after": "shut-off", "how": "state"} in (
+        record["changes"]
+    )
+
+
+def test_up_graceful_stop_is_not_forced(tdhost: Host, unique: str, tmp_path: Path) -> None:
+    spec = guest(tmp_path, f"{unique}-vm")
+    assert run("up", "--uri", URI, str(spec)).exit_code == 0
+    res = run("up", "--uri", URI, "--state", "shut-off", "--json", "--force", str(spec))
+    assert res.exit_code == 0, res.stderr
+    [record] = json.loads(res.stdout)
+    assert record["forced"] is False and record["changed"] is True
+    assert "FORCED" not in run("up", "--uri", URI, "--state", "shut-off", str(spec)).stdout
+
+
+def test_a_restart_follows_the_same_rule(tdhost: Host, unique: str, tmp_path: Path) -> None:
+    spec = guest(tmp_path, f"{unique}-vm")
+    assert run("up", "--uri", URI, str(spec)).exit_code == 0
+    bigger = guest(tmp_path, f"{unique}-vm", memory=128)  # above the running maximum: restart
+    args = ("up", "--uri", URI, "--allow-restart", "--timeout", "0", str(bigger))
+    res = run(*args)
+    assert res.exit_code == 1
+    assert res.stderr.splitlines()[-1].endswith(
+        "did not shut down within 0 s and is still running (pass --force to power it off at "
+        "the deadline)"
+    )
+    res = run(*args, "--force")
+    assert res.exit_code == 0, res.stderr
+    assert f"{unique}-vm: FORCED: powered off at the deadline" in res.stdout
+    assert tdhost.domains.get(f"{unique}-vm").state is State.RUNNING
+
+
+def test_up_json_lists_every_document_it_ensured(tdhost: Host, unique: str, tmp_path: Path) -> None:
+    spec = write(tmp_path, stack(unique))
+    res = run("up", "--uri", URI, "--check", "--json", str(spec))
+    assert res.exit_code == 3, res.stderr
+    checked = json.loads(res.stdout)
+    assert [(r["kind"], r["outcome"]) for r in checked] == [
+        ("network", "ok"),
+        ("pool", "ok"),
+        ("volume", "ok"),
+        ("volume", "ok"),
+    ]
+    assert all(r["changed"] and not r["forced"] and r["host"] == URI for r in checked)
+    first = json.loads(run("up", "--uri", URI, "--json", str(spec)).stdout)
+    assert [r["changes"] for r in first] == [r["changes"] for r in checked]
+    again = json.loads(run("up", "--uri", URI, "--json", str(spec)).stdout)
+    assert [(r["name"], r["changed"], r["changes"]) for r in again] == [
+        (f"{unique}-net", False, []),
+        (f"{unique}-pool", False, []),
+        (f"{unique}-pool/base.img", False, []),
+        (f"{unique}-pool/over.qcow2", False, []),
+    ]

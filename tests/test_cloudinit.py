@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pycdlib
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hvlib import SpecError
 from hvlib.model.cloudinit import LABEL, SEED_MAX, seed
@@ -123,3 +125,73 @@ def test_blkid_reads_the_label(tmp_path: Path) -> None:
     ).stdout
     fields = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     assert fields["TYPE"] == "iso9660" and fields["LABEL"] == LABEL
+
+
+# -- a seed is deterministic (item 17): same inputs, same bytes, at any time, in any zone --
+
+
+def later(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """The clock everyone reads jumps ``seconds`` ahead (as if the build ran later)."""
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + seconds)
+
+
+def test_the_same_inputs_built_later_and_elsewhere_give_the_same_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = seed(USER, {"instance-id": "i-1", "b": 1, "a": 2}, NET)
+    later(monkeypatch, 86400 * 400 + 3.7)
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # +05:30: a different local date and offset
+    time.tzset()
+    try:
+        again = seed(USER, {"a": 2, "b": 1, "instance-id": "i-1"}, NET)  # keys in other order
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert again == first
+
+
+def test_seeds_repeat_across_a_real_second() -> None:
+    first = seed(USER, META)
+    time.sleep(1.1)
+    assert seed(USER, META) == first
+
+
+def test_every_date_in_the_image_is_the_seed_time() -> None:
+    iso = read_back(seed(USER, META, NET))
+    try:
+        for vd in (iso.pvd, iso.joliet_vd):
+            assert vd.volume_creation_date.record().startswith(b"2000010100000000")
+        for rec in iso.list_children(rr_path="/"):
+            assert (rec.date.years_since_1900, rec.date.month, rec.date.day_of_month) == (
+                100,
+                1,
+                1,
+            )
+            assert rec.date.gmtoffset == 0
+    finally:
+        iso.close()
+
+
+@given(
+    user=st.text(max_size=40) | st.binary(max_size=40),
+    meta=st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=8), max_size=4),
+    other=st.text(min_size=1, max_size=8),
+)
+@settings(max_examples=25, deadline=None, derandomize=True)
+def test_seed_is_a_function_of_its_inputs(
+    user: str | bytes, meta: dict[str, object], other: str
+) -> None:
+    assert seed(user, meta) == seed(user, dict(reversed(list(meta.items()))))
+    changed = {**meta, "instance-id": f"{meta.get('instance-id', '')}{other}"}
+    assert seed(user, changed) != seed(user, meta)
+
+
+def test_pycdlib_outside_a_seed_still_reads_the_real_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    seed(USER, META)  # the seed clock is installed now
+    from pycdlib import dates
+
+    later(monkeypatch, 86400 * 365 * 10)
+    d = dates.VolumeDescriptorDate()
+    d.new(dates.time.time())
+    assert d.year >= 2030

@@ -12,14 +12,8 @@ from lxml import etree
 
 import hvlib
 from hvlib import DomainSpec, HostError, SpecError, State, VirtType
-from hvlib.fleet import (
-    Fleet,
-    HostCapacity,
-    PlacementError,
-    choose,
-    spec_memory_mib,
-    virt_types_of,
-)
+from hvlib.errors import PlacementError
+from hvlib.fleet import Fleet, HostCapacity, choose, spec_memory_mib, virt_types_of
 from hvlib.model.uri import check_uri
 from hvlib.virt.remote import known_hosts_line, pin_host_keys, remote_uri, write_known_hosts
 
@@ -401,3 +395,49 @@ def test_ssh_server_pins_its_key_for_the_forwarded_port() -> None:
     server = SshServer("10.231.0.2", 22, KEY, 1)  # netns
     assert server.known_hosts_line() == f"10.231.0.2 {KEY}"  # netns
     assert server.known_hosts_line("127.0.0.1", 40000) == f"[127.0.0.1]:40000 {KEY}"
+
+
+# -- README's Fleet example, on the test-driver host hvlib.testkit ships ---------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_fleet_example() -> str:
+    section = README.read_text().split("### Several hosts: `hvlib.fleet.Fleet`", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_s_fleet_example_places_on_the_shipped_test_host(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import hvlib.testkit as testkit
+
+    scope: dict[str, object] = {}
+    exec(compile(readme_fleet_example(), "README.md (Fleet example)", "exec"), scope)
+    placement, result = scope["placement"], scope["result"]
+    uri = testkit.test_host_uri()
+    assert placement.uri == uri and placement.capacity.headroom_mib == 65536  # type: ignore[attr-defined]
+    assert result.changed and result.domain is not None  # type: ignore[attr-defined]
+    out = capsys.readouterr().out
+    assert f"{uri}: up, 16 CPUs, 65536 MiB" in out and f"web-1 -> {uri}: changed=True" in out
+
+
+def test_the_stock_test_driver_places_nothing_as_readme_says() -> None:
+    web = spec("web-1", memory=2048)
+    with (
+        Fleet(["test:///default"], poll_interval=None) as f,
+        pytest.raises(PlacementError, match="headroom is -5120 MiB"),
+    ):
+        f.plan(web)
+
+
+def test_copies_of_the_test_host_are_independent_hosts(tmp_path: Path) -> None:
+    import hvlib.testkit as testkit
+
+    uris = [testkit.test_host_uri(), testkit.test_host_uri(copy_to=tmp_path / "b c.xml")]
+    with Fleet(uris, poll_interval=None) as f:
+        assert list(f.inventory().hosts) == uris
+        first = f.ensure(spec("one", memory=40000), State.SHUT_OFF)
+        second = f.ensure(spec("two", memory=40000), State.SHUT_OFF)
+        assert first.domain is not None and second.domain is not None
+        assert {first.domain.host.uri, second.domain.host.uri} == set(uris)

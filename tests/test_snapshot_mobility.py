@@ -14,9 +14,10 @@ import pytest
 from lxml import etree
 
 from hvlib import DomainNotFound, DomainSpec, SpecError, State, Unsupported, VirtType
+from hvlib.errors import MigrationError, MigrationTimeout
 from hvlib.virt.domain import Domain
 from hvlib.virt.host import Host, connect
-from hvlib.virt.migration import MigrationError, MigrationTimeout, Mobility, _Watch, reconcile
+from hvlib.virt.migration import Mobility, _Watch, reconcile
 
 
 @pytest.fixture(autouse=True)

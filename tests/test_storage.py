@@ -17,7 +17,7 @@ from hvlib.model.domxml import DomainXML
 from hvlib.model.storxml import PoolXML, VolumeXML, dir_pool_doc, volume_doc
 from hvlib.virt import _virt
 from hvlib.virt.host import Host
-from hvlib.virt.storage import MIB, Pool, Pools, Volume, Volumes, _source
+from hvlib.virt.storage import MIB, Pool, Pools, Volume, VolumeResult, Volumes, _source
 from tests.counting import WRITE_CALLS, CountingLibvirt
 
 WRITES = WRITE_CALLS | {"storagePoolDefineXML", "build", "delete", "upload", "resize"}
@@ -285,16 +285,58 @@ def test_volume_ensure_creates_then_writes_nothing(
     host, proxy = counted
     pool = Pools(host).ensure_dir(f"p{unique}", f"/srv/hvlib-test/{unique}")
     vols = Volumes(host)
-    base = vols.ensure(pool, "base.img", size_mib=8)
-    over = vols.ensure(pool, "over.qcow2", backing=base)
+    made = vols.ensure(pool, "base.img", size_mib=8)
+    assert made.changed and [c.field for c in made.changes] == ["volume"]
+    base = ensured(made)
+    over = ensured(vols.ensure(pool, "over.qcow2", backing=base))
     proxy.calls.clear()
-    assert vols.ensure(pool, "base.img", size_mib=8).path == base.path
-    assert vols.ensure(pool, "base.img", size_mib=2).capacity == 8 * MIB, "never shrinks"
-    assert vols.ensure(pool.name, "over.qcow2", backing=(pool.name, "base.img")).path == over.path
+    again = vols.ensure(pool, "base.img", size_mib=8)
+    assert (again.changed, again.changes, ensured(again).path) == (False, [], base.path)
+    assert ensured(vols.ensure(pool, "base.img", size_mib=2)).capacity == 8 * MIB, "no shrink"
+    same = vols.ensure(pool.name, "over.qcow2", backing=(pool.name, "base.img"))
+    assert not same.changed and ensured(same).path == over.path
     assert writes(proxy) == {}, proxy.calls
     over.delete()
     base.delete()
     pool.delete()
+
+
+def ensured(result: VolumeResult) -> Volume:
+    assert result.volume is not None, result
+    return result.volume
+
+
+def test_volume_ensure_check_reports_and_writes_nothing(
+    counted: tuple[Host, CountingLibvirt], pool: Pool
+) -> None:
+    """Check mode (item 17): what ensure would change, with no write call; then the same
+    report from the real run, and none from a second one."""
+    host, proxy = counted
+    vols = Volumes(host)
+    proxy.calls.clear()
+    check = vols.ensure(pool, "base.img", size_mib=8, check=True)
+    assert check.changed and check.volume is None
+    [created] = check.changes
+    assert (created.field, created.before, created.after) == ("volume", None, "raw, 8 MiB")
+    assert writes(proxy) == {} and vols.find(pool, "base.img") is None
+    real = vols.ensure(pool, "base.img", size_mib=8)
+    assert real.changes == check.changes and real.volume is not None
+    grow = vols.ensure(pool, "base.img", size_mib=16, check=True)
+    assert [(c.field, c.before, c.after, c.how.value) for c in grow.changes] == [
+        ("size_mib", 8, 16, "live")
+    ]
+    assert grow.volume is not None and grow.volume.capacity == 8 * MIB
+    proxy.calls.clear()
+    assert not vols.ensure(pool, "base.img", size_mib=8).changed
+    assert not vols.ensure(pool, "base.img", size_mib=8, check=True).changed
+    assert writes(proxy) == {}, proxy.calls
+
+
+def test_qcow2_data_takes_its_size_from_its_header(host: Host, pool: Pool) -> None:
+    with pytest.raises(SpecError, match="size_mib: cannot be combined with qcow2 data"):
+        Volumes(host).ensure(
+            pool, "d.qcow2", data=b"QFI\xfb" + bytes(60), size_mib=8, format="qcow2"
+        )
 
 
 def test_volume_ensure_refuses_another_format_or_backing(host: Host, pool: Pool) -> None:
@@ -360,7 +402,7 @@ def test_volume_plan_matches_ensure_and_writes_nothing(
     (created,) = vols.plan(pool, "base.img", size_mib=8)
     assert (created.field, created.before, created.after) == ("volume", None, "raw, 8 MiB")
     assert writes(proxy) == {} and vols.find(pool, "base.img") is None
-    base = vols.ensure(pool, "base.img", size_mib=8)
+    base = ensured(vols.ensure(pool, "base.img", size_mib=8))
     (overlay,) = vols.plan(pool, "over.qcow2", backing=base)
     assert overlay.after == f"qcow2, overlay on {pool.name}/base.img"
     assert vols.plan(pool, "base.img", size_mib=8) == []

@@ -4,8 +4,9 @@ Commands: ``up`` (ensure the networks, volumes and domains of spec files,
 :mod:`hvlib.specfile`), ``down``, ``rm`` (``--volumes``: also the storage volumes of the
 domain's disks), ``ls``, ``exec``, ``console``, ``render`` and ``demo``. Every command is a
 thin layer over hvlib's public API: parse arguments, call the library, print what it did.
-``up`` reports a pool's or a volume's changes from the library's plans (``plan_dir``,
-``Volumes.plan``: reads only), so that ``--check`` says the same as a real run.
+``up`` reports a pool's or a volume's changes from the library's own reports (``plan_dir``;
+``Volumes.ensure``, with ``check=True`` under ``--check``), so that ``--check`` says the same
+as a real run.
 
 Exit status (the same for every command; ``exec`` passes its command's status through)::
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import enum
 import logging
+import math
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -105,6 +107,20 @@ def _logged_progress(worker: threading.Thread, label: str, started: float) -> No
             note(f"  ... {label} ({time.monotonic() - started:.0f} s)")
 
 
+def still_running(name: str, timeout: float) -> str:
+    """The one line for a guest that did not shut down by the deadline of a command run
+    without --force (it is left running)."""
+    return (
+        f"{name} did not shut down within {timeout:g} s and is still running "
+        "(pass --force to power it off at the deadline)"
+    )
+
+
+def forced_line(name: str, timeout: float) -> str:
+    """What a forced stop is always printed as."""
+    return f"{name}: FORCED: powered off at the deadline (not shut down within {timeout:g} s)"
+
+
 def fmt_value(value: Any) -> str:
     """A change's before/after value, short and readable."""
     if value is None:
@@ -129,6 +145,74 @@ def fmt_change(change: Change, *, pending: bool = False) -> str:
     if pending:
         mark, how = "!", f"pending: needs {NEEDS.get(how, how)}"
     return f"{mark} {change.field}: {what}  [{how}]"
+
+
+# -- numeric options: one validated type ----------------------------------------------------
+
+SECONDS_MAX = 365 * 24 * 3600
+"""The longest time any option may name (a year): longer is a typo, and Python's waits
+refuse timeouts past ``threading.TIMEOUT_MAX`` (an OverflowError, not an answer)."""
+
+
+if TYPE_CHECKING:
+    _NumberBase = click.ParamType[float]  # generic in click >= 8.2 only
+else:
+    _NumberBase = click.ParamType
+
+
+class Number(_NumberBase):
+    """A finite int or float from ``low`` to ``high``: every numeric option of every command
+    (timeouts, intervals, counts, sizes, workers) is one of these, so inf, nan, a negative or
+    a huge value is bad input (exit 2, one line) before the command runs. With
+    ``above_low`` the bound ``low`` itself is out of range (a limit that must be positive)."""
+
+    def __init__(
+        self,
+        kind: type[int] | type[float],
+        low: float,
+        high: float,
+        unit: str,
+        *,
+        above_low: bool = False,
+    ) -> None:
+        self.kind, self.low, self.high, self.unit = kind, low, high, unit
+        self.above_low = above_low
+        self.name = unit
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return self.unit.upper()
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = self._parse(value, param, ctx)
+        low_ok = number > self.low if self.above_low else number >= self.low
+        if not math.isfinite(number) or not low_ok or number > self.high:
+            self.fail(f"{value!r} is not {self.describe()}", param, ctx)
+        return number
+
+    def _parse(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, self.kind) and not isinstance(value, bool):
+            return value
+        try:
+            return self.kind(str(value))
+        except (ValueError, OverflowError):
+            self.fail(f"{value!r} is not {self.describe()}", param, ctx)
+
+    def describe(self) -> str:
+        what = "a whole number" if self.kind is int else "a finite number"
+        high = _plain(self.high)
+        if self.above_low:
+            return f"{what} of {self.unit} above {_plain(self.low)} and at most {high}"
+        return f"{what} of {self.unit} from {_plain(self.low)} to {high}"
+
+
+def _plain(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+SECONDS = Number(float, 0, SECONDS_MAX, "seconds")
+"""Timeouts and waits: a finite number of seconds, 0 to :data:`SECONDS_MAX`."""
+POSITIVE_SECONDS = Number(float, 0, SECONDS_MAX, "seconds", above_low=True)
+"""A limit that must leave some time: more than 0 seconds, up to :data:`SECONDS_MAX`."""
 
 
 # -- options shared by commands ------------------------------------------------------------
@@ -224,11 +308,20 @@ def hostnames(hs: Sequence[Host]) -> str:
 
 
 class Group(click.Group):
-    """Turns hvlib's exceptions into one stderr line and the exit status of the table."""
+    """Turns hvlib's exceptions, and click's usage errors (a bad option value, a missing
+    argument, an unknown command), into one stderr line and the exit status of the table."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:
+            _usage_line(ctx, e)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:
+            _usage_line(ctx, e)
         except Exit as e:
             if e.message:
                 note(e.message)
@@ -239,6 +332,42 @@ class Group(click.Group):
         except HvlibError as e:
             note(f"hvlib: error: {e}")
             ctx.exit(EXIT_FAILED)
+
+
+_HELP_SHOWN = getattr(click.exceptions, "NoArgsIsHelpError", ())
+"""click >= 8.2: ``hvlib`` alone shows the help (exit 2); that is no error line."""
+
+
+def _usage_line(ctx: click.Context, err: click.UsageError) -> NoReturn:
+    """Print ``err`` as one line naming where help is, and exit 2 (``hvlib`` alone: the
+    help, as click shows it)."""
+    if isinstance(err, _HELP_SHOWN):
+        raise err
+    where = err.ctx.command_path if err.ctx is not None else ctx.command_path
+    message = " ".join(err.format_message().split())
+    note(f"hvlib: {message} (see '{where} --help')")
+    ctx.exit(EXIT_BAD_INPUT)
+
+
+def json_value(value: Any) -> Any:
+    """``value`` as JSON can hold it: enums by value, sequences as lists, others as text."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, enum.Enum):
+        return json_value(value.value)
+    if isinstance(value, tuple | list):
+        return [json_value(v) for v in value]
+    return str(value)
+
+
+def change_json(change: Change) -> dict[str, Any]:
+    """One change as ``up --json`` lists it."""
+    return {
+        "field": change.field,
+        "before": json_value(change.before),
+        "after": json_value(change.after),
+        "how": change.how.value,
+    }
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

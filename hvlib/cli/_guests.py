@@ -16,6 +16,8 @@ from hvlib.cli._base import (
     EXIT_EXEC_TIMEOUT,
     EXIT_FAILED,
     EXIT_OK,
+    POSITIVE_SECONDS,
+    SECONDS,
     Exit,
     cli,
     find_one,
@@ -63,6 +65,9 @@ class Row:
 def ls(uris: tuple[str, ...], netns: str | None, as_json: bool) -> None:
     """List the domains of every host: name, type, state, vcpus, memory, addresses, host.
 
+    TYPE is hvlib's virt type (kvm, qemu, xen-pv, xen-pvh, xen-hvm, lxc), or libvirt's own
+    domain type for a domain hvlib does not model (``test``: the test driver's own domains).
+
     A host that cannot be reached is reported on stderr; the others are still listed
     (exit 1).
     """
@@ -88,7 +93,7 @@ def ls(uris: tuple[str, ...], netns: str | None, as_json: bool) -> None:
 def _row(dom: Domain) -> Row | None:
     """``dom`` as a row (None if it vanished meanwhile)."""
     from hvlib.errors import DomainNotFound
-    from hvlib.model.render import virt_of
+    from hvlib.model.render import type_label
 
     try:
         state = dom.state
@@ -101,7 +106,7 @@ def _row(dom: Domain) -> Row | None:
     return Row(
         name=dom.name,
         uuid=dom.uuid,
-        type=virt_of(doc).value,
+        type=type_label(doc),
         state=state.value,
         vcpus=doc.vcpu_current or doc.vcpu,
         memory_mib=None if memory_kib is None else memory_kib // 1024,
@@ -137,13 +142,13 @@ def _table(rows: Sequence[Row]) -> None:
 @netns_option
 @click.option(
     "--timeout",
-    type=float,
+    type=POSITIVE_SECONDS,
     default=None,
     help="Kill the command after this many seconds (exit 124). Default: no limit.",
 )
 @click.option(
     "--wait",
-    type=float,
+    type=SECONDS,
     default=0.0,
     metavar="SECONDS",
     help="First wait up to this long for the guest to take commands (SSH answers, the "
@@ -277,7 +282,7 @@ def _ssh_config(
 @netns_option
 @click.option(
     "--timeout",
-    type=float,
+    type=POSITIVE_SECONDS,
     default=None,
     help="Stop after this many seconds (default: until Ctrl-C or the console closes).",
 )

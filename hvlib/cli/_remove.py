@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, NoReturn
 
 import click
@@ -11,15 +13,18 @@ import click
 from hvlib.cli._base import (
     EXIT_FAILED,
     EXIT_OK,
+    SECONDS,
     Exit,
     cli,
     find_all,
+    forced_line,
     hostnames,
     hosts,
     netns_option,
     note,
     run_with_progress,
     say,
+    still_running,
     uri_list,
     uri_option,
     verbose_option,
@@ -42,7 +47,7 @@ if TYPE_CHECKING:
 @netns_option
 @click.option(
     "--timeout",
-    type=float,
+    type=SECONDS,
     default=60.0,
     show_default=True,
     help="Seconds the guest gets to shut down after the request.",
@@ -50,37 +55,80 @@ if TYPE_CHECKING:
 @click.option(
     "--force",
     is_flag=True,
-    help="Power off whatever is still running at the deadline (--timeout 0 --force: at once).",
+    help="Power off whatever is still running at the deadline, printed as forced "
+    "(--timeout 0 --force: at once). Without it such a guest is left running (exit 1).",
 )
+@click.option("--json", "as_json", is_flag=True, help="A JSON list on stdout, for machines.")
 @verbose_option
 def down(
-    names: tuple[str, ...], uris: tuple[str, ...], netns: str | None, timeout: float, force: bool
+    names: tuple[str, ...],
+    uris: tuple[str, ...],
+    netns: str | None,
+    timeout: float,
+    force: bool,
+    as_json: bool,
 ) -> None:
     """Shut the domains NAMES down gracefully (ACPI, or SIGTERM to a container's init).
 
     With several --uri, a name is shut down on every host that has it. A domain that is
-    absent or already off is left as it is.
+    absent or already off is left as it is. A guest still running at the deadline is
+    powered off only with --force (and then reported as forced, "forced": true in --json);
+    without it, it keeps running and down exits 1.
     """
-    _each(names, uris, netns, lambda dom: _down_one(dom, timeout, force))
+    records: list[Stopped] = []
+
+    def act(dom: Domain) -> bool:
+        record = _down_one(dom, timeout, force, quiet=as_json)
+        records.append(record)
+        return record.outcome != "timed-out"
+
+    def absent(name: str, where: str) -> None:
+        records.append(Stopped(name, None, "not-found"))
+        if not as_json:
+            say(f"{name}: not found on {where} (nothing to do)")
+
+    try:
+        _each(names, uris, netns, act, absent)
+    except Exit:
+        if as_json:
+            say(json.dumps([asdict(r) for r in records], indent=2))
+        raise
 
 
-def _down_one(dom: Domain, timeout: float, force: bool) -> bool:
+@dataclass
+class Stopped:
+    """One domain as ``down --json`` lists it."""
+
+    name: str
+    host: str | None
+    outcome: str
+    """graceful, forced, timed-out (still running), not-found or already-STATE."""
+    forced: bool = False
+    seconds: float | None = None
+
+
+def _down_one(dom: Domain, timeout: float, force: bool, *, quiet: bool) -> Stopped:
+    """Shut ``dom`` down; print what happened (unless ``quiet``); return it as a record."""
+    uri = dom.host.uri
     if not dom.state.is_active:
-        say(f"{dom.name}: already {dom.state.value} ({dom.host.uri})")
-        return True
+        state = dom.state.value
+        if not quiet:
+            say(f"{dom.name}: already {state} ({uri})")
+        return Stopped(dom.name, uri, f"already-{state}", seconds=0.0)
     try:
         res, _ = run_with_progress(
             f"shutting {dom.name} down", lambda: dom.shutdown(timeout, force=force)
         )
-    except WaitTimeout:
-        note(
-            f"hvlib: error: {dom.name} did not shut down within {timeout:g} s and is still "
-            "running (pass --force to power it off at the deadline)"
-        )
-        return False
-    how = "shut down gracefully" if res.graceful else "powered off (forced at the deadline)"
-    say(f"{dom.name}: {how} in {res.elapsed:.2f} s ({dom.host.uri})")
-    return True
+    except WaitTimeout as e:
+        note(f"hvlib: error: {still_running(dom.name, timeout)} ({uri})")
+        return Stopped(dom.name, uri, "timed-out", seconds=round(e.waited, 3))
+    if not quiet and res.graceful:
+        say(f"{dom.name}: shut down gracefully in {res.elapsed:.2f} s ({uri})")
+    elif not quiet:
+        say(f"{forced_line(dom.name, timeout)}, after {res.elapsed:.2f} s ({uri})")
+    outcome = "graceful" if res.graceful else "forced"
+    seconds = round(res.elapsed, 3)
+    return Stopped(dom.name, uri, outcome, forced=not res.graceful, seconds=seconds)
 
 
 @cli.command()
@@ -107,9 +155,14 @@ def rm(
 
 
 def _each(
-    names: Sequence[str], uris: Sequence[str], netns: str | None, act: Callable[[Domain], bool]
+    names: Sequence[str],
+    uris: Sequence[str],
+    netns: str | None,
+    act: Callable[[Domain], bool],
+    absent: Callable[[str, str], None] | None = None,
 ) -> NoReturn:
     """``act`` on every domain called one of ``names`` on every host; exit 1 if one failed.
+    A name no host has is passed to ``absent`` (with the hosts), or printed.
 
     Raises:
         Exit: always (0 when every ``act`` returned True; a missing name is not a failure).
@@ -118,7 +171,9 @@ def _each(
     with hosts(uri_list(uris), netns) as hs:
         for name in names:
             doms = find_all(hs, name)
-            if not doms:
+            if not doms and absent is not None:
+                absent(name, hostnames(hs))
+            elif not doms:
                 say(f"{name}: not found on {hostnames(hs)} (nothing to do)")
             for dom in doms:
                 failed |= not act(dom)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -16,25 +17,29 @@ from hvlib.cli._base import (
     EXIT_OK,
     EXIT_PENDING,
     NEEDS,
+    SECONDS,
     STATES,
     Exit,
     R,
+    change_json,
     cli,
     fmt_change,
+    forced_line,
     hosts,
     netns_option,
     note,
     run_with_progress,
     say,
+    still_running,
     uri_list,
     uri_option,
     verbose_option,
 )
 from hvlib.enums import State
-from hvlib.errors import HvlibError, SpecError, SpecFileError
+from hvlib.errors import HvlibError, SpecError, SpecFileError, WaitTimeout
 
 if TYPE_CHECKING:
-    from hvlib.model.plan import Change, ChangeReport
+    from hvlib.model.plan import ChangeReport
     from hvlib.model.spec import DomainSpec
     from hvlib.virt.host import Host
 
@@ -51,16 +56,55 @@ class UpOptions:
     allow_restart: bool
     allow_recreate: bool
     timeout: float
+    force: bool = False
+
+
+@dataclass
+class Done:
+    """One document as ``up --json`` lists it."""
+
+    kind: str
+    """domain, network, pool or volume."""
+    name: str
+    host: str
+    file: str
+    outcome: str
+    """ok, failed, bad-input, or not-checked (--check: what it uses is not made yet)."""
+    changed: bool = False
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    forced: bool = False
+    """A guest did not shut down by the deadline and was powered off (--force)."""
+    seconds: float | None = None
+    error: str | None = None
+    diff: str | None = None
+    """--check: the XML diff, before -> after."""
 
 
 @dataclass
 class Outcome:
-    """What ``up`` did for all its documents: the worst status wins (2 > 1 > 3 > 0)."""
+    """What ``up`` did for all its documents: the worst status wins (2 > 1 > 3 > 0). With
+    --json the result lines are collected in ``records`` instead of printed."""
 
     bad_input: bool = False
     failed: bool = False
     pending: bool = False
     names: list[str] = field(default_factory=list)
+    as_json: bool = False
+    records: list[Done] = field(default_factory=list)
+
+    def say(self, line: str) -> None:
+        """A result line on stdout (not with --json: the records say it)."""
+        if not self.as_json:
+            say(line)
+
+    def error(self, line: str, record: Done, *, bad_input: bool = False) -> None:
+        """An error line on stderr, and the document's record."""
+        note(line)
+        record.error = line
+        self.records.append(record)
+        self.bad_input |= bad_input
+        self.failed |= not bad_input
 
     @property
     def status(self) -> int:
@@ -101,11 +145,18 @@ class Outcome:
 )
 @click.option(
     "--timeout",
-    type=float,
+    type=SECONDS,
     default=60.0,
     show_default=True,
     help="Seconds a guest gets to shut down or reach its state.",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Power off a guest still running at the deadline of a shutdown (--state shut-off, "
+    "a restart), printed as forced. Without it such a guest is left running (exit 1).",
+)
+@click.option("--json", "as_json", is_flag=True, help="A JSON list on stdout, for machines.")
 @verbose_option
 def up(
     files: tuple[str, ...],
@@ -116,6 +167,8 @@ def up(
     allow_restart: bool,
     allow_recreate: bool,
     timeout: float,
+    force: bool,
+    as_json: bool,
 ) -> None:
     """Make the hosts hold what the spec FILES describe: networks, volumes (and their
     directory pools), then domains (create, change, start).
@@ -126,13 +179,17 @@ def up(
     no domain uses to the first qemu:// (or test://) --uri, else to the first --uri.
     Nothing is changed unless every file is valid and every network, pool and backing
     volume it names exists or is declared in the files.
+
+    A guest that must stop (--state shut-off, or a restart) gets --timeout s to shut down;
+    one still running then is powered off only with --force (reported as forced, "forced":
+    true in --json), else left running (exit 1).
     """
     plan = _plan(specfile.load_all(files), uri_list(uris))
     with hosts(plan.uris, netns) as hs:
         by_uri = {h.uri: h for h in hs}
         _check_host_refs(plan, by_uri)
-        opts = UpOptions(STATES[state], check, allow_restart, allow_recreate, timeout)
-        outcome = Outcome()
+        opts = UpOptions(STATES[state], check, allow_restart, allow_recreate, timeout, force)
+        outcome = Outcome(as_json=as_json)
         missing: dict[str, bool] = {}
         for uri, net in plan.networks:
             _up_network(by_uri[uri], net, opts, outcome, missing)
@@ -142,6 +199,8 @@ def up(
             _up_volume(by_uri[uri], vol, opts, outcome, missing)
         for uri, doc in plan.domains:
             _up_one(by_uri[uri], doc, opts, outcome, missing)
+    if as_json:
+        say(json.dumps([asdict(r) for r in outcome.records], indent=2))
     raise Exit(outcome.status)
 
 
@@ -299,6 +358,7 @@ def _up_network(
 ) -> None:
     """Ensure one network; note in ``missing`` when it failed or (--check) is not there yet."""
     result = _ensure_and_report(
+        Done("network", doc.spec.name, host.uri, str(doc.location), "ok"),
         f"network {doc.spec.name}",
         host,
         doc,
@@ -319,6 +379,7 @@ def _up_pool(
     """Ensure the directory pool ``doc`` declares; note in ``missing`` as for networks."""
     path = doc.pool_dir or ""
     result = _ensure_and_report(
+        Done("pool", doc.pool, host.uri, str(doc.location), "ok"),
         f"pool {doc.pool}",
         host,
         doc,
@@ -348,11 +409,14 @@ def _up_volume(
     missing: dict[str, bool],
 ) -> None:
     """Ensure one volume (unless its pool failed)."""
+    record = Done("volume", doc.key, host.uri, str(doc.location), "failed")
     if missing.get(f"pool {doc.pool}"):
-        note(f"hvlib: error: volume {doc.key} ({doc.location}): pool {doc.pool} failed above")
-        outcome.failed = True
+        line = f"hvlib: error: volume {doc.key} ({doc.location}): pool {doc.pool} failed above"
+        outcome.error(line, record)
         return
+    record.outcome = "ok"
     _ensure_and_report(
+        record,
         f"volume {doc.key}",
         host,
         doc,
@@ -378,6 +442,7 @@ def _up_one(
         return
     verb = "checking" if opts.check else "ensuring"
     _ensure_and_report(
+        Done("domain", spec.name, host.uri, str(doc.location), "ok"),
         spec.name,
         host,
         doc,
@@ -388,6 +453,7 @@ def _up_one(
             allow_restart=opts.allow_restart,
             allow_recreate=opts.allow_recreate,
             shutdown_timeout=opts.timeout,
+            force_shutdown=opts.force,
         ),
         opts,
         outcome,
@@ -403,18 +469,22 @@ def _not_ensured(
     outcome: Outcome,
 ) -> None:
     """Say why a domain is left alone: what it uses failed, or (--check) is not there yet."""
+    record = Done("domain", doc.spec.name, host.uri, str(doc.location), "failed")
     failed = [b for b in blocked if missing[b]]
     if failed:
-        note(f"hvlib: error: {doc.spec.name} ({doc.location}): {', '.join(failed)} failed above")
-        outcome.failed = True
+        line = f"hvlib: error: {doc.spec.name} ({doc.location}): {', '.join(failed)} failed above"
+        outcome.error(line, record)
         return
     what = ", ".join(blocked)
     tail = f"(--check: nothing changed; {host.uri})"
-    say(f"{doc.spec.name}: not checked: up creates {what} first {tail}")
+    outcome.say(f"{doc.spec.name}: not checked: up creates {what} first {tail}")
+    record.outcome = "not-checked"
+    outcome.records.append(record)
     outcome.pending = True
 
 
 def _ensure_and_report(
+    record: Done,
     label: str,
     host: Host,
     doc: specfile.Document,
@@ -424,36 +494,61 @@ def _ensure_and_report(
     progress: str = "",
 ) -> R | None:
     """Run ``work`` (an ensure of ``doc`` on ``host``) showing progress, print each change
-    it reports under ``label``; return the report, or None when it failed (the error is on
-    stderr and in ``outcome``)."""
+    it reports under ``label`` and fill ``record``; return the report, or None when it
+    failed (the error is on stderr and in ``outcome``)."""
     verb = "checking" if opts.check else "ensuring"
     try:
         result, took = run_with_progress(progress or f"{verb} {label} on {host.uri}", work)
     except SpecError as e:
-        note(f"hvlib: {doc.error(e)}")
-        outcome.bad_input = True
+        record.outcome = "bad-input"
+        outcome.error(f"hvlib: {doc.error(e)}", record, bad_input=True)
+        return None
+    except WaitTimeout as e:
+        record.outcome = "failed"
+        outcome.error(f"hvlib: error: {label} ({doc.location}): {_timeout(e, opts)}", record)
         return None
     except HvlibError as e:
-        note(f"hvlib: error: {label} ({doc.location}): {e}")
-        outcome.failed = True
+        record.outcome = "failed"
+        outcome.error(f"hvlib: error: {label} ({doc.location}): {e}", record)
         return None
-    _report(label, host.uri, result, took, opts.check, outcome)
+    _report(label, record, result, took, opts, outcome)
     return result
 
 
+def _timeout(err: WaitTimeout, opts: UpOptions) -> str:
+    """What a timed-out ensure says: a guest left running at its shutdown deadline (no
+    --force) is named as such. Only a shutdown times out with the guest running while the
+    wanted state is shut-off, or while a restart (a shutdown, then a start and a wait for
+    running) may be under way."""
+    last = err.last if isinstance(err.last, State) else None
+    stopping = opts.state is State.SHUT_OFF and last is not None and last.is_active
+    restarting = (opts.allow_restart or opts.allow_recreate) and last is State.RUNNING
+    if not opts.force and err.name and (stopping or restarting):
+        return still_running(err.name, opts.timeout)
+    return str(err)
+
+
 def _report(
-    name: str, uri: str, result: ChangeReport, took: float, check: bool, outcome: Outcome
+    name: str, record: Done, result: ChangeReport, took: float, opts: UpOptions, outcome: Outcome
 ) -> None:
+    check = opts.check
+    forced = bool(getattr(result, "forced", False))
     for change in result.changes:
-        say(f"{name}: {fmt_change(change)}")
+        outcome.say(f"{name}: {fmt_change(change)}")
     for change in result.pending:
-        say(f"{name}: {fmt_change(change, pending=True)}")
-    if check and (result.changes or result.pending):
-        diff = comparable(result).diff()
-        if diff:
-            say(diff.rstrip("\n"))
+        outcome.say(f"{name}: {fmt_change(change, pending=True)}")
+    if forced:
+        outcome.say(forced_line(name, opts.timeout))
+    diff = comparable(result).diff() if check and (result.changes or result.pending) else ""
+    if diff:
+        outcome.say(diff.rstrip("\n"))
     outcome.pending |= bool(result.pending) or (check and bool(result.changes))
-    say(_summary(name, uri, result, took, check))
+    outcome.say(_summary(name, record.host, result, took, check))
+    record.changed, record.forced, record.seconds = result.changed, forced, round(took, 3)
+    record.changes = [change_json(c) for c in result.changes]
+    record.pending = [change_json(c) for c in result.pending]
+    record.diff = diff or None
+    outcome.records.append(record)
 
 
 def comparable(result: R) -> R:
@@ -475,6 +570,8 @@ def _summary(name: str, uri: str, result: ChangeReport, took: float, check: bool
     if p:
         needs = sorted({NEEDS[c.how.value] for c in result.pending if c.how.value in NEEDS})
         parts.append(f"{p} pending (need {' and '.join(needs) or 'a restart'})")
+    if getattr(result, "forced", False):
+        parts.append("FORCED off at the deadline")
     tail = "--check: nothing changed" if check else f"{took:.2f} s"
     return f"{name}: {'; '.join(parts) or 'no changes'} ({tail}; {uri})"
 
@@ -508,29 +605,20 @@ def _ensure_pool(host: Host, name: str, path: str, check: bool) -> ChangeReport:
 
 
 def _ensure_volume(host: Host, doc: specfile.VolumeDocument, check: bool) -> ChangeReport:
-    """``host.volumes.ensure`` of ``doc`` (unless ``check``), reported as its changes: the
-    volume created, or grown to ``size_mib`` (volumes never shrink).
+    """``host.volumes.ensure`` of ``doc`` (``check``: changing nothing), reported as its
+    changes: the volume created, or grown to ``size_mib`` (volumes never shrink). With
+    ``--check``, a volume whose pool (or which itself) ``up`` has not made yet is simply
+    new (its backing volume may not exist yet either).
 
     Raises:
         InvalidState: the volume exists with another format or backing image.
         NotFound: the backing volume is gone. LibvirtError: libvirt could not create it.
     """
-    from hvlib.model.plan import ChangeReport
-
-    changes = _volume_changes(host, doc)
-    if changes and not check:
-        host.volumes.ensure(doc.pool, doc.name, **doc.ensure_args())
-    return ChangeReport(bool(changes), changes)
-
-
-def _volume_changes(host: Host, doc: specfile.VolumeDocument) -> list[Change]:
-    """``host.volumes.plan`` of ``doc``; a volume whose pool or backing volume ``up`` has
-    not made yet (``--check``) is simply new."""
-    from hvlib.model.plan import Change, ChangeHow
+    from hvlib.model.plan import Change, ChangeHow, ChangeReport
     from hvlib.virt.storage import describe_volume
 
     pool = host.pools.find(doc.pool)
-    if pool is None or host.volumes.find(pool, doc.name) is None:
+    if check and (pool is None or host.volumes.find(pool, doc.name) is None):
         what = describe_volume(doc.image_format, doc.backing, doc.size_mib)
-        return [Change("volume", None, what, ChangeHow.STATE)]
-    return host.volumes.plan(pool, doc.name, **doc.ensure_args())
+        return ChangeReport(True, [Change("volume", None, what, ChangeHow.STATE)])
+    return host.volumes.ensure(pool or doc.pool, doc.name, check=check, **doc.ensure_args())

@@ -11,11 +11,42 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from hvlib.errors import GuestAccessError, HostKeyError, InvalidState, WaitTimeout
+from hvlib.errors import (
+    GuestAccessError,
+    HostKeyError,
+    HvlibError,
+    InvalidState,
+    Unsupported,
+    WaitTimeout,
+)
 from hvlib.guest.config import SshConfig
 from hvlib.guest.progress import Progress, _NotReady
 from hvlib.guest.target import GuestTarget
 from hvlib.guest.transport import Transport
+
+
+def missing_capture(name: str, *, test_driver: bool, state: Any = None) -> HvlibError:
+    """The error for a console wait on a domain hvlib holds no capture of, saying why.
+
+    On libvirt's test driver there is never one (it has no console streams: hvlib starts its
+    domains without capturing): Unsupported. Elsewhere hvlib captures a console from a
+    start it makes itself, in this process, with ``capture_console=True``; a domain started
+    otherwise (or whose console libvirt refused to open, logged at INFO) has none:
+    InvalidState.
+    """
+    if test_driver:
+        return Unsupported(
+            f"{name}: no console capture: libvirt's test driver has no console streams, "
+            "so hvlib captures no console there and there is no console line to wait for",
+            name=name,
+        )
+    return InvalidState(
+        f"{name}: no console capture: hvlib captures a console from a start made through "
+        "hvlib in this process (start(capture_console=True)); this domain was started "
+        "otherwise, or libvirt refused to open its console (logged at INFO)",
+        name=name,
+        state=state,
+    )
 
 
 def require_running(dom: GuestTarget, action: str) -> None:
@@ -105,9 +136,8 @@ class _ConsoleProbe(ReadyProbe):
         progress.reach("console")
         capture = dom.console
         if capture is None:
-            raise InvalidState(
-                f"{dom.name}: no console capture (start the domain with hvlib)", name=dom.name
-            )
+            test_driver = bool(getattr(dom.host, "is_test_driver", False))
+            raise missing_capture(dom.name, test_driver=test_driver)
         try:
             capture.wait_for(self.pattern, max(0.0, deadline - time.monotonic()))
         except WaitTimeout as e:

@@ -379,7 +379,25 @@ def validate(xml: str | bytes, schema: str = "domain") -> None:
 
 
 def virt_of(doc: DomainXML) -> VirtType:
-    """The VirtType a domain document describes (hvlib's metadata first, then its XML)."""
+    """The VirtType a domain document describes (hvlib's metadata first, then its XML): the
+    profile hvlib drives the domain with. A domain of a type hvlib does not model (libvirt's
+    test driver's own ``<domain type='test'>``, say) is driven as a QEMU VM, the nearest
+    profile; :func:`type_label` says what it really is."""
+    return _modeled_virt(doc) or VirtType.QEMU
+
+
+def type_label(doc: DomainXML) -> str:
+    """What a listing (``hvlib ls``) calls the domain: its VirtType's value, or for a
+    domain of a type hvlib does not model, libvirt's own type (``test``), so that such a
+    domain is not shown as a QEMU guest. VirtType keeps its meaning: hvlib's types only."""
+    modeled = _modeled_virt(doc)
+    if modeled is not None:
+        return modeled.value
+    return doc.domain_type or VirtType.QEMU.value
+
+
+def _modeled_virt(doc: DomainXML) -> VirtType | None:
+    """The VirtType of ``doc``, or None when it is of a type hvlib does not model."""
     recorded = doc.get_metadata(HVLIB_NS, "virt")
     if recorded:
         try:
@@ -393,4 +411,4 @@ def virt_of(doc: DomainXML) -> VirtType:
         )
     if dtype == "lxc" or doc.os_type == "exe":
         return VirtType.LXC
-    return VirtType.KVM if dtype == "kvm" else VirtType.QEMU
+    return {"kvm": VirtType.KVM, "qemu": VirtType.QEMU}.get(dtype or "")

@@ -33,6 +33,7 @@ class EnsureResult(ChangeReport):
     """What a domain ``ensure`` changed; ``domain`` is None for ABSENT."""
 
     domain: Domain | None = None
+    forced: bool = False
 
 
 class DomainCollection(Protocol):
@@ -56,6 +57,7 @@ class Converger:
     allow_restart: bool
     allow_recreate: bool
     shutdown_timeout: float = 60.0
+    force_shutdown: bool = True
 
     def run(self) -> EnsureResult:
         """Plan and (unless ``check``) apply; see :meth:`hvlib.virt.host.Domains.ensure`."""
@@ -87,8 +89,9 @@ class Converger:
             dom = self.domains.define(self.spec)
         except AlreadyExists:  # another process defined it meanwhile: converge on that one
             return self.run()
-        self._converge_state(dom)
-        return EnsureResult(True, changes, domain=dom, after_xml=after)
+        result = EnsureResult(True, changes, domain=dom, after_xml=after)
+        self._converge_state(dom, result)
+        return result
 
     def _existing(self, dom: Domain) -> EnsureResult:
         current = DomainXML.from_xml(dom.xml(inactive=True))
@@ -111,7 +114,7 @@ class Converger:
         if state is not None:
             result.changes.append(state)
             if not self.check:
-                self._converge_state(dom)
+                self._converge_state(dom, result)
         result.changed = bool(result.changes)
         return result
 
@@ -157,7 +160,7 @@ class Converger:
                 self._apply_live_or_defer(dom, c, live, merged, result)
         deferred = [c for c in result.pending if c.how is ChangeHow.RESTART]
         if self.allow_restart and (deferred or any(c.how is ChangeHow.RESTART for c in applied)):
-            dom.shutdown(timeout=self.shutdown_timeout)
+            self._shutdown(dom, result)
             dom.start()
             result.changes.extend(deferred)  # the restart applied what hotplug could not
             result.pending = [c for c in result.pending if c not in deferred]
@@ -185,10 +188,16 @@ class Converger:
             if new is not None:
                 dom.attach_live(new.to_xml())
 
-    def _converge_state(self, dom: Domain) -> None:
+    def _shutdown(self, dom: Domain, result: EnsureResult) -> None:
+        """Shut ``dom`` down within ``shutdown_timeout``; past it, power it off when
+        ``force_shutdown`` (``result.forced``) or raise WaitTimeout (it keeps running)."""
+        done = dom.shutdown(timeout=self.shutdown_timeout, force=self.force_shutdown)
+        result.forced |= not done.graceful
+
+    def _converge_state(self, dom: Domain, result: EnsureResult) -> None:
         current = dom.state
         if self.state is State.SHUT_OFF and current.is_active:
-            dom.shutdown(timeout=self.shutdown_timeout)
+            self._shutdown(dom, result)
             return
         if self.state in (State.RUNNING, State.PAUSED):
             if not current.is_active:

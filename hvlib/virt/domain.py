@@ -30,6 +30,7 @@ from hvlib.errors import (
     WaitTimeout,
 )
 from hvlib.guest.access import GuestAccess
+from hvlib.guest.ready import missing_capture
 from hvlib.model import addresses as addrs
 from hvlib.model.addresses import AddressSource
 from hvlib.model.domxml import DomainXML
@@ -273,15 +274,14 @@ class Domain(GuestAccess, Mobility, HostObject):
 
         Raises:
             WaitTimeout: no such line in time (``.last`` holds the console's tail).
-            InvalidState: hvlib is not capturing this domain's console.
+            Unsupported: the driver has no console streams (libvirt's test driver).
+            InvalidState: hvlib is not capturing this domain's console (it was not started
+            through hvlib in this process, or its console could not be opened).
         """
         capture = self.console
         if capture is None:
-            raise InvalidState(
-                f"{self.name}: no console capture (start it with hvlib)",
-                name=self.name,
-                state=self.state,
-            )
+            test_driver = self.host.is_test_driver
+            raise missing_capture(self.name, test_driver=test_driver, state=self.state)
         return capture.wait_for(pattern, timeout)
 
     def suspend(self) -> None:

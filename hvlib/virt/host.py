@@ -270,6 +270,7 @@ class Domains:
         allow_restart: bool = False,
         allow_recreate: bool = False,
         shutdown_timeout: float = 60.0,
+        force_shutdown: bool = True,
     ) -> EnsureResult:
         """Make the host hold exactly ``spec`` in ``state``; report what changed.
 
@@ -279,7 +280,10 @@ class Domains:
         definition; a running guest is restarted only with ``allow_restart`` and recreated
         only with ``allow_recreate`` (what is not allowed is listed in ``result.pending``).
         ``check=True`` changes nothing and returns the same report. A second call with the
-        same spec reports ``changed=False`` and makes no write call to libvirt.
+        same spec reports ``changed=False`` and makes no write call to libvirt. A guest that
+        must stop (``SHUT_OFF``, or a restart) gets ``shutdown_timeout`` s to shut down; then
+        it is powered off (``result.forced``), or with ``force_shutdown=False`` left running
+        and WaitTimeout raised.
 
         Raises:
             SpecError, Unsupported: the spec cannot be true on this host (nothing changed).
@@ -292,7 +296,14 @@ class Domains:
         render(spec)
         self.check_host_refs(spec)
         return Converger(
-            self, spec, state, check, allow_restart, allow_recreate, shutdown_timeout
+            self,
+            spec,
+            state,
+            check,
+            allow_restart,
+            allow_recreate,
+            shutdown_timeout,
+            force_shutdown,
         ).run()
 
     def check_host_refs(self, spec: DomainSpec) -> None:

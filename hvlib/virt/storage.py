@@ -1,7 +1,8 @@
 """Storage pools and volumes as idempotent objects: ``host.pools`` and ``host.volumes``.
 
 ``Pools(host).ensure_dir(name, path)`` makes a directory pool exist, run and autostart.
-``Volumes(host)`` creates, finds, converges (``ensure``), clones, resizes and deletes volumes;
+``Volumes(host)`` creates, finds, converges (``ensure``: a :class:`VolumeResult` says what
+changed, or with ``check=True`` would change), clones, resizes and deletes volumes;
 a volume's bytes go in (:meth:`Volume.upload`) and out (:meth:`Volume.download`) through
 libvirt streams, so the same calls work against a remote host. A ``backing`` volume makes a
 qcow2 overlay; a base with overlays refuses deletion. A volume whose creation (or first
@@ -20,15 +21,16 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import hashlib
 import io
 import os
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar, cast
 
 from hvlib.errors import AlreadyExists, HvlibError, InvalidState, NotFound, SpecError
-from hvlib.model.plan import Change, ChangeHow
+from hvlib.model.plan import Change, ChangeHow, ChangeReport
 from hvlib.model.spec import Disk, DiskKind, check_name, check_path
 from hvlib.model.storxml import PoolXML, VolumeXML, dir_pool_doc, volume_doc
 from hvlib.virt import _virt
@@ -386,6 +388,18 @@ class Volume(HostObject):
             stream.finish()
         return total
 
+    def sha256(self, *, length: int | None = None) -> str:
+        """The hex SHA-256 of the volume's bytes (the first ``length`` of them; None: all),
+        read through a libvirt stream without holding them in memory. A qcow2 volume gives
+        its image file's bytes, as :meth:`download` does.
+
+        Raises:
+            SpecError: a negative length. Others: see :meth:`download`.
+        """
+        sink = _Digest()
+        self.download_to(cast(BinaryIO, sink), length=length)
+        return sink.hexdigest()
+
     @contextlib.contextmanager
     def _stream(self) -> Iterator[Any]:
         """A new blocking libvirt stream, aborted if the block fails."""
@@ -470,6 +484,24 @@ class Volume(HostObject):
 def _resolve(backing: str, overlay_path: str) -> str:
     """A backing path as written in an overlay, made absolute against the overlay's dir."""
     return posixpath.normpath(posixpath.join(posixpath.dirname(overlay_path), backing))
+
+
+class _Digest(io.RawIOBase):
+    """A write-only file that keeps only the SHA-256 of what is written to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._hash = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._hash.update(data)
+        return len(data)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
 
 
 def _size_mib(fieldname: str, value: object) -> int:
@@ -580,22 +612,15 @@ class Volumes:
         format: VolumeFormat | None = None,
         backing: Volume | tuple[str, str] | None = None,
     ) -> list[Change]:
-        """What :meth:`ensure` with the same arguments (no ``data``) would change; reads only.
+        """What :meth:`ensure` with the same arguments (no ``data``) would change; reads only:
+        ``ensure(..., check=True).changes``.
 
         Raises:
             SpecError, InvalidState, NotFound: as :meth:`ensure` (nothing changed either way).
         """
-        target = self.pool(pool)
-        doc, _ = self._plan(name, size_mib, format, None, backing)
-        vol = self.find(target, name)
-        if vol is None:
-            base = (backing.pool.name, backing.name) if isinstance(backing, Volume) else backing
-            what = describe_volume(doc.target_format or "raw", base, size_mib)
-            return [Change("volume", None, what, ChangeHow.STATE)]
-        _check_same_kind(vol, doc)
-        if size_mib is not None and (doc.capacity or 0) > vol.capacity:
-            return [Change("size_mib", vol.capacity // MIB, size_mib, ChangeHow.LIVE)]
-        return []
+        return self.ensure(
+            pool, name, size_mib=size_mib, format=format, backing=backing, check=True
+        ).changes
 
     def create(
         self,
@@ -640,29 +665,42 @@ class Volumes:
         format: VolumeFormat | None = None,
         data: Data | None = None,
         backing: Volume | tuple[str, str] | None = None,
-    ) -> Volume:
-        """Make volume ``name`` in ``pool`` be what :meth:`create` would make; return it.
+        check: bool = False,
+    ) -> VolumeResult:
+        """Make volume ``name`` in ``pool`` be what :meth:`create` would make; report what
+        changed (``result.volume`` is the volume). ``check=True`` changes nothing and
+        returns the same report (``volume`` is None if the volume does not exist yet).
 
-        An existing volume of the same format and backing is kept: ``size_mib`` is then a
-        minimum (it grows, never shrinks); with ``data`` its bytes are compared (a download of
-        that many bytes) and, when they or its size differ, the volume is made anew. A volume
-        that is already right gets no write call.
+        The changes (:class:`hvlib.Change`): ``volume`` (None -> what is created);
+        ``size_mib`` (MiB before -> after: an existing volume grows to ``size_mib``, never
+        shrinks); with ``data``, ``content`` (``sha256:HEX`` of the volume's first
+        ``len(data)`` bytes, read back through a stream, -> that of ``data``), ``format``
+        (a data volume of another format) and ``capacity`` (bytes, when a raw data volume
+        made anew changes size): a volume whose content or format differs is deleted and
+        made anew, since ``data`` is all of it. A qcow2 data volume's capacity is the
+        virtual size its image header says (never compared with ``len(data)``). A volume
+        that is already right gets no write call; a second ensure reports
+        ``changed=False``.
 
         Raises:
-            InvalidState: the volume exists with another format or backing image.
+            InvalidState: the volume exists with another format or backing image (without
+            ``data``: its bytes are not hvlib's to drop), or is the base of overlays and
+            would have to be made anew.
             Others: as :meth:`create`, and for ``data`` as :meth:`Volume.download`.
         """
         target = self.pool(pool)
         doc, payload = self._plan(name, size_mib, format, data, backing)
         vol = self.find(target, name)
-        if vol is None:
-            return _create_planned(target, doc, payload)
-        _check_same_kind(vol, doc)
-        if payload is not None:
-            return _converge_data(vol, doc, payload)
-        if size_mib is not None and (doc.capacity or 0) > vol.capacity:
+        changes, action = _changes(vol, doc, payload, size_mib, _backing_key(backing))
+        if check or not changes:
+            return VolumeResult(bool(changes), changes, volume=vol)
+        if vol is None or action == "recreate":
+            if vol is not None:
+                vol.delete()
+            vol = _create_planned(target, doc, payload)
+        elif size_mib is not None:
             vol.resize(size_mib)
-        return vol
+        return VolumeResult(True, changes, volume=vol)
 
     # -- planning (reads only) ---------------------------------------------------------------
 
@@ -683,6 +721,9 @@ class Volumes:
         if data is not None:
             if backing is not None:
                 raise SpecError("data", "cannot be combined with backing")
+            if fmt == "qcow2" and size is not None:
+                rule = "cannot be combined with qcow2 data: the image's header says its size"
+                raise SpecError("size_mib", rule, size_mib)
             return _plan_data(name, fmt, size, data)
         if backing is not None:
             return self._plan_overlay(name, fmt, size, backing), None
@@ -707,14 +748,86 @@ class Volumes:
         return volume_doc(name, size or base_doc.capacity or 0, fmt, backing=(path, base_fmt))
 
 
-def describe_volume(fmt: str, backing: tuple[str, str] | None, size_mib: int | None) -> str:
+@dataclass
+class VolumeResult(ChangeReport):
+    """What a volume ``ensure`` changed (or, with ``check=True``, would change).
+
+    ``volume`` is the volume ensured; None only for a check of a volume not made yet.
+    """
+
+    volume: Volume | None = None
+
+
+def describe_volume(
+    fmt: str,
+    backing: tuple[str, str] | None,
+    size_mib: int | None,
+    data_sha256: str | None = None,
+) -> str:
     """``qcow2, overlay on POOL/NAME, 64 MiB``: what a planned volume will be. Pure."""
     parts = [fmt]
     if backing is not None:
         parts.append(f"overlay on {'/'.join(backing)}")
     if size_mib is not None:
         parts.append(f"{size_mib} MiB")
+    if data_sha256 is not None:
+        parts.append(f"data sha256:{data_sha256}")
     return ", ".join(parts)
+
+
+def _backing_key(backing: Volume | tuple[str, str] | None) -> tuple[str, str] | None:
+    return (backing.pool.name, backing.name) if isinstance(backing, Volume) else backing
+
+
+def _changes(
+    vol: Volume | None,
+    want: VolumeXML,
+    payload: bytes | None,
+    size_mib: int | None,
+    base: tuple[str, str] | None,
+) -> tuple[list[Change], str]:
+    """What ensuring ``want`` (and ``payload``) over ``vol`` changes, and how: ``create``,
+    ``recreate`` (delete, then create), ``resize`` or ``none``. Reads only.
+
+    Raises:
+        InvalidState: ``vol`` has another format or backing and there is no ``payload``.
+    """
+    if vol is None:
+        digest = None if payload is None else hashlib.sha256(payload).hexdigest()
+        what = describe_volume(want.target_format or "raw", base, size_mib, digest)
+        return [Change("volume", None, what, ChangeHow.STATE)], "create"
+    if payload is not None:
+        changes = _data_changes(vol, want, payload)
+        if changes:
+            return changes, "recreate"
+    else:
+        _check_same_kind(vol, want)
+    qcow2_data = payload is not None and want.target_format == "qcow2"
+    if size_mib is not None and not qcow2_data and (want.capacity or 0) > vol.capacity:
+        return [Change("size_mib", vol.capacity // MIB, size_mib, ChangeHow.LIVE)], "resize"
+    return [], "none"
+
+
+def _data_changes(vol: Volume, want: VolumeXML, payload: bytes) -> list[Change]:
+    """How ``vol`` differs from a volume holding exactly ``payload`` (empty: it holds it).
+    The content is compared by SHA-256 of the volume's first ``len(payload)`` bytes."""
+    have, changes = vol.doc(), []
+    if _kind_of(have.target_format) != _kind_of(want.target_format):
+        changes.append(Change("format", have.target_format, want.target_format, _RECREATE))
+    if have.backing_path is not None:
+        changes.append(Change("backing", have.backing_path, None, _RECREATE))
+    before = vol.sha256(length=len(payload))
+    after = hashlib.sha256(payload).hexdigest()
+    if changes or before != after:
+        changes.append(Change("content", f"sha256:{before}", f"sha256:{after}", _RECREATE))
+    capacity = have.capacity or 0
+    if changes and want.target_format == "raw" and capacity != want.capacity:
+        changes.append(Change("capacity", capacity, want.capacity, _RECREATE))
+    return changes
+
+
+_RECREATE = ChangeHow.RECREATE
+"""A data volume whose content or format differs is deleted and made anew."""
 
 
 def _plan_data(name: str, fmt: str, size: int | None, data: object) -> tuple[VolumeXML, bytes]:
@@ -809,12 +922,3 @@ def _kind_of(fmt: str | None) -> str:
     """libvirt's dir pools probe file formats: a raw file holding an ISO image reads as
     ``iso``; to hvlib both are raw bytes."""
     return "raw" if fmt in (None, "raw", "iso") else fmt
-
-
-def _converge_data(vol: Volume, want: VolumeXML, payload: bytes) -> Volume:
-    """Keep ``vol`` if it holds exactly ``payload`` at the wanted size, else make it anew."""
-    if vol.capacity == want.capacity and vol.download(length=len(payload)) == payload:
-        return vol
-    pool = vol.pool
-    vol.delete()
-    return _create_planned(pool, want, payload)
