@@ -43,7 +43,7 @@ fixtures: deps
 
 # API reference from the docstrings, into docs/api/.
 apidoc: deps
-	$(VENV)/bin/pdoc -o docs/api hvlib
+	$(PY) scripts/apidoc.py docs/api
 
 # Benchmarks (issue 8): hvlib side by side with raw libvirt-python on a sandboxed libvirtd and
 # on test:///; prints one table (figure, target, pass/fail) and exits 1 if a target is missed.

@@ -141,8 +141,11 @@ def connect(uri: str, **kwargs: Any) -> Host:
 
 
 def __getattr__(name: str) -> Any:
+    """The names of :data:`_LAZY`, imported on first use and then kept in this module."""
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'hvlib' has no attribute {name!r}")

@@ -186,7 +186,7 @@ class Pools:
             pool.autostart = True
         return pool
 
-    def plan_dir(self, name: str, path: str, *, autostart: bool = True) -> list[Change]:
+    def plan_dir(self, name: str, path: str, *, autostart: bool = True) -> builtins.list[Change]:
         """What :meth:`ensure_dir` with the same arguments would change; reads only.
 
         Raises:
