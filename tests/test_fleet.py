@@ -377,7 +377,7 @@ def test_fleet_connects_in_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_sshd_config_listens_on_one_address_and_takes_keys_only(tmp_path: Path) -> None:
-    from hvlib.testkit.sandbox import sshd_config
+    from hvlib.testkit.sandbox_link import sshd_config
 
     address = "10.231.0.2"  # netns: a veth end inside a sandbox's namespace only
     text = sshd_config(address, 22, tmp_path / "hk", tmp_path / "ak", tmp_path / "pid")
