@@ -10,6 +10,7 @@ Importing hvlib is cheap: libvirt itself is loaded on the first :func:`connect`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from hvlib.enums import State, VirtType
@@ -20,6 +21,7 @@ from hvlib.errors import (
     ConnectionLost,
     DomainNotFound,
     GuestAccessError,
+    HostClosed,
     HostError,
     HostKeyError,
     HvlibError,
@@ -40,7 +42,7 @@ from hvlib.model.spec import Cpu, Disk, DomainSpec, Filesystem, IdMap, IdRange, 
 
 if TYPE_CHECKING:
     from hvlib.fleet import Fleet, HostCapacity, Inventory, Placement
-    from hvlib.guest.config import CommandResult, SshConfig
+    from hvlib.guest.config import CommandResult, PathArg, SshConfig
     from hvlib.guest.ready import Ready
     from hvlib.model.addresses import AddressSource
     from hvlib.model.plan import Change, ChangeHow
@@ -74,6 +76,7 @@ __all__ = [
     "GuestAccessError",
     "Host",
     "HostCapacity",
+    "HostClosed",
     "HostError",
     "HostKeyError",
     "HvlibError",
@@ -129,15 +132,44 @@ _LAZY = {
 }
 
 
-def connect(uri: str, **kwargs: Any) -> Host:
-    """Open a :class:`Host` on ``uri``; see :func:`hvlib.virt.host.connect` for the options.
+def connect(
+    uri: str,
+    *,
+    netns: str | None = None,
+    poll_interval: float | None = 1.0,
+    readonly: bool = False,
+    ssh: SshConfig | None = None,
+    reconnect_timeout: float = 30.0,
+    call_timeout: float | None = None,
+    allow_uri_options: Iterable[str] = (),
+    allow_emulation: bool | None = None,
+    known_hosts: PathArg | None = None,
+    keyfile: PathArg | None = None,
+    host_ssh: SshConfig | None = None,
+) -> Host:
+    """Open a :class:`Host` on ``uri``; see :func:`hvlib.virt.host.connect` for the options (the
+    same ones, spelled out here so that a type checker catches a misspelt one).
 
     Raises:
         HostError: the daemon cannot be reached or refused the connection.
+        SpecError: an option is of the wrong type or out of range, or the URI was refused.
     """
     from hvlib.virt.host import connect as _connect
 
-    return _connect(uri, **kwargs)
+    return _connect(
+        uri,
+        netns=netns,
+        poll_interval=poll_interval,
+        readonly=readonly,
+        ssh=ssh,
+        reconnect_timeout=reconnect_timeout,
+        call_timeout=call_timeout,
+        allow_uri_options=allow_uri_options,
+        allow_emulation=allow_emulation,
+        known_hosts=known_hosts,
+        keyfile=keyfile,
+        host_ssh=host_ssh,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -78,27 +78,35 @@ def run(uri: str | None = None, out: Callable[[str], None] = print) -> int:
         HvlibError: a step failed (the message says which and why).
     """
     demo = Demo(out)
-    if uri is not None and uri.startswith("test:"):
-        _lifecycle_only(demo, uri)
+    if uri is not None:
+        with hvlib.connect(uri) as host:
+            if host.is_test_driver:  # the driver says so, whatever the URI's spelling
+                _lifecycle_only(demo, host)
+            else:
+                _vm_and_container(demo, host, host)
     else:
-        with _hosts(demo, uri) as (qemu, lxc, kit):
-            _vm(demo, qemu, kit)
-            _container(demo, lxc, kit)
+        _vm_and_container(demo, None, None)
     demo.table()
     return 0
 
 
+def _vm_and_container(demo: Demo, qemu: Any, lxc: Any) -> None:
+    with _hosts(demo, qemu, lxc) as (qemu, lxc, kit):
+        _vm(demo, qemu, kit)
+        _container(demo, lxc, kit)
+
+
 @contextlib.contextmanager
-def _hosts(demo: Demo, uri: str | None) -> Iterator[tuple[Any, Any, Any]]:
+def _hosts(demo: Demo, qemu: Any, lxc: Any) -> Iterator[tuple[Any, Any, Any]]:
+    """The given hosts, or those of a sandbox started (and stopped) here, with the kit."""
     from hvlib.testkit.guestkit import ensure_guest_kit
     from hvlib.testkit.sandbox import SandboxHost
 
     kit, _ = demo.timed(
         "test guest kit ready (Debian cloud kernel + busybox initramfs)", ensure_guest_kit
     )
-    if uri is not None:
-        with hvlib.connect(uri) as host:
-            yield host, host, kit
+    if qemu is not None:
+        yield qemu, lxc, kit
         return
     sandbox, _ = demo.timed(
         "sandboxed libvirtd started (own network and mount namespaces)", SandboxHost("demo").start
@@ -197,14 +205,13 @@ def _stop_and_remove(demo: Demo, dom: Domain, row: Row) -> None:
     row.states.append(dom.state.value)
 
 
-def _lifecycle_only(demo: Demo, uri: str) -> None:
-    demo.step(f"{uri} is libvirt's in-process test driver: lifecycle only, nothing boots")
-    with hvlib.connect(uri) as host:
-        for spec in _test_specs():
-            row = demo.rows.setdefault(spec.name, Row(spec.name, spec.virt.value))
-            dom = _define_and_start(demo, host, spec, row)
-            dom.wait_for(State.RUNNING, timeout=10)
-            _stop_and_remove(demo, dom, row)
+def _lifecycle_only(demo: Demo, host: Any) -> None:
+    demo.step(f"{host.uri} is libvirt's test driver: lifecycle only, nothing boots")
+    for spec in _test_specs():
+        row = demo.rows.setdefault(spec.name, Row(spec.name, spec.virt.value))
+        dom = _define_and_start(demo, host, spec, row)
+        dom.wait_for(State.RUNNING, timeout=10)
+        _stop_and_remove(demo, dom, row)
 
 
 def _test_specs() -> list[DomainSpec]:

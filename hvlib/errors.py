@@ -13,7 +13,8 @@ private to their module (``_NotReady``). This module holds no policy and imports
     │   └── SpecFileError                the same, in a spec file: FILE:LINE
     ├── Unsupported                      this virt type or this host cannot do that
     ├── HostError                        the connection or the daemon failed
-    │   └── CallTimeout (also TimeoutError)  libvirt did not answer within call_timeout
+    │   ├── CallTimeout (also TimeoutError)  libvirt did not answer within call_timeout
+    │   └── HostClosed                   the Host was closed: every later call on it fails at once
     ├── NotFound
     │   └── DomainNotFound
     ├── AlreadyExists
@@ -96,6 +97,12 @@ class HostError(HvlibError):
 
 class CallTimeout(HostError, TimeoutError):
     """libvirt did not answer a call within the host's ``call_timeout``."""
+
+
+class HostClosed(HostError):
+    """The Host was closed (``host.close()``, or the pool or call that opened it closed it).
+    Every later call on it, or on a Domain, Network, Pool or Volume of it, raises this at
+    once: nothing is retried or reconnected."""
 
 
 class NotFound(HvlibError):

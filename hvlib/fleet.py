@@ -1,13 +1,13 @@
 """Fleet: several libvirt hosts at once, their capacity, and where a domain should go.
 
-``Fleet(uris, **connect_kwargs)`` opens one :class:`hvlib.Host` per URI, in parallel; a host
-that cannot be reached is recorded in :attr:`Fleet.down` with the reason, never fatal.
-:meth:`Fleet.inventory` reads every host's capacity in parallel (one worker per host, each
-bounded by a deadline): logical CPUs, total and free memory, the virtualization types its
-capabilities list, and what its defined domains already claim. :meth:`Fleet.place` picks,
-among the hosts that can run a spec, the one with the most headroom; :meth:`Fleet.ensure`
-first looks for the domain on every host (so a second run converges the copy that exists
-instead of making another) and only places it when it exists nowhere.
+``Fleet(uris, ...)`` (with the options of :func:`hvlib.connect`) opens one :class:`hvlib.Host`
+per URI, in parallel; a host that cannot be reached is recorded in :attr:`Fleet.down` with the
+reason, never fatal. :meth:`Fleet.inventory` reads every host's capacity in parallel (one
+worker per host, each bounded by a deadline): logical CPUs, total and free memory, the
+virtualization types its capabilities list, and what its defined domains already claim.
+:meth:`Fleet.place` picks, among the hosts that can run a spec, the one with the most headroom;
+:meth:`Fleet.ensure` first looks for the domain on every host (so a second run converges the
+copy that exists instead of making another) and only places it when it exists nowhere.
 
 Headroom is ``min(total - committed, free - not_running)``: ``committed`` is the memory of
 every defined domain (running or not, at its maximum), ``not_running`` that of the defined
@@ -32,16 +32,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from hvlib.enums import State, VirtType
 from hvlib.errors import HostError, HvlibError, InvalidState, PlacementError, SpecError
+from hvlib.guest.config import PathArg
 from hvlib.model.render import render
 from hvlib.model.spec import DomainSpec
-from hvlib.model.uri import check_uri
+from hvlib.model.uri import allowed_names, check_uri
 from hvlib.model.xmlmodel import parse
-from hvlib.virt.remote import SSH_TRANSPORTS, remote_uri, transport_of
+from hvlib.virt.connection import check_timeout
+from hvlib.virt.remote import SSH_TRANSPORTS, check_path_arg, remote_uri, transport_of
 
 if TYPE_CHECKING:
+    from hvlib.guest.config import SshConfig
     from hvlib.virt.converge import EnsureResult
     from hvlib.virt.domain import Domain
-    from hvlib.virt.host import Host
+    from hvlib.virt.host import ConnectOptions, Host
 
 log = logging.getLogger("hvlib")
 T = TypeVar("T")
@@ -51,7 +54,6 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_RECONNECT_TIMEOUT = 5.0
 """The fleet's hosts give up reconnecting sooner than a lone Host (30 s): a dead host
 should be reported, not waited for."""
-_PIN_KWARGS = ("known_hosts", "keyfile", "host_ssh")
 _ALL_TYPES = frozenset(VirtType)
 _VIRT_BY_CAPS = {
     ("hvm", "qemu"): VirtType.QEMU,
@@ -201,33 +203,65 @@ def choose(spec: DomainSpec, capacities: dict[str, HostCapacity]) -> tuple[str, 
 
 
 class Fleet:
-    """Several libvirt hosts seen together: ``Fleet(uris, **connect_kwargs)``.
+    """Several libvirt hosts seen together: ``Fleet(uris, ...)``.
 
-    ``connect_kwargs`` go to :func:`hvlib.connect` for every host (``reconnect_timeout``
-    defaults to :data:`DEFAULT_RECONNECT_TIMEOUT` here); ``known_hosts``, ``keyfile`` and
-    ``host_ssh`` pin SSH host keys as in :func:`hvlib.virt.remote.remote_uri`, for the URIs with
-    an SSH transport (the others are opened as they are). ``timeout`` bounds
+    The options after ``timeout`` are those of :func:`hvlib.connect`, for every host
+    (``reconnect_timeout`` defaults to :data:`DEFAULT_RECONNECT_TIMEOUT` here); ``known_hosts``,
+    ``keyfile`` and ``host_ssh`` pin SSH host keys as in :func:`hvlib.virt.remote.remote_uri`, for
+    the URIs with an SSH transport (the others are opened as they are). ``timeout`` bounds
     each host's answer to one fleet call. Use as a context manager, or call :meth:`close`.
 
     Raises (constructor):
-        SpecError: a URI or a pin is malformed or refused (nothing is opened).
+        SpecError: a URI, a pin or an option is malformed or refused (nothing is opened).
     """
 
     def __init__(
-        self, uris: Iterable[str], *, timeout: float = DEFAULT_TIMEOUT, **connect_kwargs: Any
+        self,
+        uris: Iterable[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        netns: str | None = None,
+        poll_interval: float | None = 1.0,
+        readonly: bool = False,
+        ssh: SshConfig | None = None,
+        reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
+        call_timeout: float | None = None,
+        allow_uri_options: Iterable[str] = (),
+        allow_emulation: bool | None = None,
+        known_hosts: PathArg | None = None,
+        keyfile: PathArg | None = None,
+        host_ssh: SshConfig | None = None,
     ) -> None:
-        pins = {k: connect_kwargs.pop(k) for k in _PIN_KWARGS if k in connect_kwargs}
-        connect_kwargs.setdefault("reconnect_timeout", DEFAULT_RECONNECT_TIMEOUT)
-        self.uris: list[str] = list(dict.fromkeys(uris))
-        if not self.uris:
-            raise SpecError("uris", "a fleet needs at least one host URI")
+        from hvlib.guest.config import check_ssh_config
+        from hvlib.virt.host import check_host_options
+
+        check_timeout("timeout", timeout, optional=False)
+        check_host_options(netns, poll_interval, readonly, ssh, allow_emulation)
+        check_timeout("reconnect_timeout", reconnect_timeout, optional=False, zero=True)
+        check_timeout("call_timeout", call_timeout, optional=True)
+        allowed = list(allowed_names(allow_uri_options))
+        check_path_arg("known_hosts", known_hosts)
+        check_path_arg("keyfile", keyfile)
+        check_ssh_config("host_ssh", host_ssh)
+        self.uris: list[str] = _uri_list(uris)
+        pins = {"known_hosts": known_hosts, "keyfile": keyfile, "host_ssh": host_ssh}
+        pins = {k: v for k, v in pins.items() if v is not None}
         if pins and not any(transport_of(u) in SSH_TRANSPORTS for u in self.uris):
             raise SpecError("uris", "SSH pins given, but no URI uses an SSH transport")
         self._open_uri = {uri: _pinned(uri, pins) for uri in self.uris}
         for uri in self._open_uri.values():  # bad input is refused before anything opens
-            check_uri(uri, connect_kwargs.get("allow_uri_options", ()))
+            check_uri(uri, allowed)
         self.timeout = timeout
-        self._connect_kwargs = connect_kwargs
+        self._connect_kwargs: ConnectOptions = {
+            "netns": netns,
+            "poll_interval": poll_interval,
+            "readonly": readonly,
+            "ssh": ssh,
+            "reconnect_timeout": reconnect_timeout,
+            "call_timeout": call_timeout,
+            "allow_uri_options": allowed,
+            "allow_emulation": allow_emulation,
+        }
         self._lock = threading.Lock()
         self._hosts: dict[str, Host] = {}
         self._caps: dict[str, tuple[int, str]] = {}
@@ -289,11 +323,13 @@ class Fleet:
         return dict(self.down)
 
     def close(self) -> None:
-        """Close every host connection (idempotent; raises nothing)."""
+        """Close every host connection (idempotent; raises nothing). Calls on the fleet's
+        Hosts and on the Domains it returned then raise :class:`hvlib.virt.connection.HostClosed`
+        at once."""
         with self._lock:
             hosts, self._hosts = list(self._hosts.values()), {}
         for host in hosts:
-            host.close()
+            host.connection.close("closed with its Fleet")
 
     # -- reading -------------------------------------------------------------------------
 
@@ -386,14 +422,24 @@ class Fleet:
         )
         return self.hosts[placement.uri]
 
-    def ensure(self, spec: DomainSpec, state: State = State.RUNNING, **kwargs: Any) -> EnsureResult:
+    def ensure(
+        self,
+        spec: DomainSpec,
+        state: State = State.RUNNING,
+        *,
+        check: bool = False,
+        allow_restart: bool = False,
+        allow_recreate: bool = False,
+        shutdown_timeout: float = 60.0,
+    ) -> EnsureResult:
         """Make the fleet hold ``spec`` in ``state`` on exactly one host; return what changed
         (``result.domain.host`` is where it is).
 
         The domain is looked for on every host first: where it exists, it is converged there
-        (``kwargs`` as in :meth:`hvlib.virt.host.Domains.ensure`); where it exists nowhere, it is
-        placed (:meth:`place`) and made there. ``State.ABSENT`` removes it from every host
-        that has it. A second call with the same spec changes nothing and creates no copy.
+        (``check``, ``allow_restart``, ``allow_recreate`` and ``shutdown_timeout`` as in
+        :meth:`hvlib.virt.host.Domains.ensure`); where it exists nowhere, it is placed
+        (:meth:`place`) and made there. ``State.ABSENT`` removes it from every host that has
+        it. A second call with the same spec changes nothing and creates no copy.
 
         Raises:
             HostError: a host is down, so the domain might exist there (nothing is created).
@@ -403,8 +449,19 @@ class Fleet:
         """
         render(spec)
         found = self.find(spec.name)
+
+        def ensure_on(host: Host, wanted: State) -> EnsureResult:
+            return host.domains.ensure(
+                spec,
+                wanted,
+                check=check,
+                allow_restart=allow_restart,
+                allow_recreate=allow_recreate,
+                shutdown_timeout=shutdown_timeout,
+            )
+
         if state is State.ABSENT:
-            return self._remove_everywhere(spec, found, **kwargs)
+            return self._remove_everywhere(found, ensure_on)
         if len(found) > 1:
             raise InvalidState(
                 f"{spec.name} is defined on {len(found)} hosts: {', '.join(found)}; "
@@ -414,16 +471,16 @@ class Fleet:
         if found:
             uri = next(iter(found))
             log.info("fleet: %s exists on %s: converging it there", spec.name, uri)
-            return self.hosts[uri].domains.ensure(spec, state, **kwargs)
-        return self.place(spec).domains.ensure(spec, state, **kwargs)
+            return ensure_on(self.hosts[uri], state)
+        return ensure_on(self.place(spec), state)
 
     def _remove_everywhere(
-        self, spec: DomainSpec, found: dict[str, Domain], **kwargs: Any
+        self, found: dict[str, Domain], ensure_on: Callable[[Host, State], EnsureResult]
     ) -> EnsureResult:
         from hvlib.virt.converge import EnsureResult
 
         targets = list(found) or [next(iter(self.hosts))]
-        results = [self.hosts[u].domains.ensure(spec, State.ABSENT, **kwargs) for u in targets]
+        results = [ensure_on(self.hosts[u], State.ABSENT) for u in targets]
         changes = [c for r in results for c in r.changes]
         return EnsureResult(any(r.changed for r in results), changes=changes)
 
@@ -465,6 +522,26 @@ class Fleet:
             return out
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _uri_list(uris: object) -> list[str]:
+    """The fleet's URIs, in order, each once.
+
+    Raises:
+        SpecError: ``uris`` is one string, not iterable, empty, or holds a non-string.
+    """
+    if isinstance(uris, str | bytes):
+        raise SpecError("uris", "must be a list of URIs, not one string", uris)
+    try:
+        found = list(dict.fromkeys(uris))  # type: ignore[call-overload]
+    except TypeError:
+        raise SpecError("uris", "must be a list of URIs", uris) from None
+    if not found:
+        raise SpecError("uris", "a fleet needs at least one host URI")
+    for uri in found:
+        if not isinstance(uri, str):
+            raise SpecError("uris", "must hold URIs (strings)", uri)
+    return found
 
 
 def _pinned(uri: str, pins: dict[str, Any]) -> str:

@@ -28,7 +28,7 @@ import itertools
 import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hvlib.enums import State
 from hvlib.errors import AlreadyExists, ParallelError, SpecError
@@ -36,7 +36,10 @@ from hvlib.model.plan import ENSURE_STATES
 from hvlib.model.spec import DomainSpec
 from hvlib.virt.converge import EnsureResult
 from hvlib.virt.domain import Domain
-from hvlib.virt.host import Host, connect
+from hvlib.virt.host import ConnectOptions, Host, check_connect_options, connect
+
+if TYPE_CHECKING:
+    from hvlib.guest.config import PathArg, SshConfig
 
 __all__ = [
     "DEFAULT_CONNECTIONS",
@@ -51,6 +54,10 @@ __all__ = [
 T = TypeVar("T")
 R = TypeVar("R")
 
+_CLOSED_BY = (
+    "closed by hvlib.parallel.{what} when it returned, as it opened it from a URI: pass an "
+    "open HostPool to keep using the domains"
+)
 MAX_REQUESTS_PER_CONNECTION = 5
 """libvirtd's default ``max_client_requests``: calls one connection may have in flight."""
 DEFAULT_WORKERS = 4
@@ -98,24 +105,73 @@ class HostPool:
     """``connections`` Hosts on one URI, shared by worker threads (each Host is thread-safe).
 
     Use as a context manager, or call :meth:`close`. Domains and results returned by its
-    methods belong to its Hosts and stay usable until the pool is closed.
+    methods belong to its Hosts and stay usable until the pool is closed; after that, every
+    call on them raises :class:`hvlib.virt.connection.HostClosed` at once (their ``name`` and
+    ``uuid`` stay readable).
     """
 
     def __init__(
-        self, uri: str, *, connections: int = DEFAULT_CONNECTIONS, **connect_kw: Any
+        self,
+        uri: str,
+        *,
+        connections: int = DEFAULT_CONNECTIONS,
+        netns: str | None = None,
+        poll_interval: float | None = 1.0,
+        readonly: bool = False,
+        ssh: SshConfig | None = None,
+        reconnect_timeout: float = 30.0,
+        call_timeout: float | None = None,
+        allow_uri_options: Iterable[str] = (),
+        allow_emulation: bool | None = None,
+        known_hosts: PathArg | None = None,
+        keyfile: PathArg | None = None,
+        host_ssh: SshConfig | None = None,
     ) -> None:
-        """Open the connections (``connect_kw`` goes to :func:`hvlib.connect`).
+        """Open the connections; the options after ``connections`` are those of
+        :func:`hvlib.connect`, for each connection.
 
         Raises:
-            SpecError: ``connections`` is below 1, or a URI option was not allowed.
+            SpecError: ``connections`` is below 1, a connect option is wrong, or a URI
+                option was not allowed (nothing is opened).
             HostError: the daemon cannot be reached (connections opened so far are closed).
         """
+        options: ConnectOptions = {
+            "netns": netns,
+            "poll_interval": poll_interval,
+            "readonly": readonly,
+            "ssh": ssh,
+            "reconnect_timeout": reconnect_timeout,
+            "call_timeout": call_timeout,
+            "allow_uri_options": allow_uri_options,
+            "allow_emulation": allow_emulation,
+            "known_hosts": known_hosts,
+            "keyfile": keyfile,
+            "host_ssh": host_ssh,
+        }
+        self._open(uri, connections, options)
+
+    @classmethod
+    def _from_options(
+        cls, uri: str, connections: int = DEFAULT_CONNECTIONS, options: object = None
+    ) -> HostPool:
+        """A pool from a :class:`hvlib.virt.host.ConnectOptions` dict (``connect_kw=``).
+
+        Raises:
+            SpecError: ``options`` is not such a dict; as the constructor.
+            HostError: as the constructor.
+        """
+        checked = check_connect_options("connect_kw", {} if options is None else options)
+        pool = cls.__new__(cls)
+        pool._open(uri, connections, checked)
+        return pool
+
+    def _open(self, uri: str, connections: int, options: ConnectOptions) -> None:
         check_sizes(1, connections)
         self.uri = uri
         self.hosts: list[Host] = []
         try:
             for _ in range(connections):
-                self.hosts.append(connect(uri, **connect_kw))
+                self.hosts.append(connect(uri, **options))
         except BaseException:
             self.close()
             raise
@@ -138,9 +194,13 @@ class HostPool:
         self.close()
 
     def close(self) -> None:
-        """Close every connection (idempotent)."""
+        """Close every connection (idempotent). Calls on the pool's Hosts and on the Domains
+        it returned then raise :class:`hvlib.virt.connection.HostClosed` at once."""
+        self._close("closed with its HostPool")
+
+    def _close(self, reason: str) -> None:
         for host in self.hosts:
-            host.close()
+            host.connection.close(reason)
 
     def host(self) -> Host:
         """The Host of the calling thread: each thread is bound to one connection, given out
@@ -194,10 +254,14 @@ class HostPool:
         *,
         workers: int = DEFAULT_WORKERS,
         state: State = State.RUNNING,
-        **ensure_kw: Any,
+        check: bool = False,
+        allow_restart: bool = False,
+        allow_recreate: bool = False,
+        shutdown_timeout: float = 60.0,
     ) -> list[EnsureResult]:
-        """``host.domains.ensure(spec, state, **ensure_kw)`` for every spec, in parallel;
-        the results in the specs' order.
+        """``host.domains.ensure(spec, state, check=..., allow_restart=...,
+        allow_recreate=..., shutdown_timeout=...)`` for every spec, in parallel; the results
+        in the specs' order.
 
         Raises:
             SpecError: two specs share a name, bad ``workers``, or ``state`` is not one
@@ -209,7 +273,14 @@ class HostPool:
             raise SpecError("state", "must be RUNNING, SHUT_OFF, PAUSED or ABSENT", state)
         names = unique_names(specs)
         return self.map(
-            lambda host, spec: host.domains.ensure(spec, state, **ensure_kw),
+            lambda host, spec: host.domains.ensure(
+                spec,
+                state,
+                check=check,
+                allow_restart=allow_restart,
+                allow_recreate=allow_recreate,
+                shutdown_timeout=shutdown_timeout,
+            ),
             specs,
             labels=names,
             workers=workers,
@@ -276,28 +347,53 @@ def ensure_all(
     workers: int = DEFAULT_WORKERS,
     connections: int = DEFAULT_CONNECTIONS,
     state: State = State.RUNNING,
-    connect_kw: dict[str, Any] | None = None,
-    **ensure_kw: Any,
+    connect_kw: ConnectOptions | None = None,
+    check: bool = False,
+    allow_restart: bool = False,
+    allow_recreate: bool = False,
+    shutdown_timeout: float = 60.0,
 ) -> list[EnsureResult]:
-    """Ensure every spec in ``state`` on ``target``: a URI (a :class:`HostPool` of
-    ``connections`` is opened, used and closed: the results' ``domain`` handles are then
-    closed too) or an open HostPool (``connections`` and ``connect_kw`` are ignored).
+    """Ensure every spec in ``state`` on ``target`` (``check``, ``allow_restart``,
+    ``allow_recreate`` and ``shutdown_timeout`` as in :meth:`hvlib.virt.host.Domains.ensure`).
+
+    ``target`` is an open HostPool (``connections`` and ``connect_kw`` are ignored; the
+    results' ``domain`` handles stay usable while the pool is open) or a URI: then a
+    :class:`HostPool` of ``connections`` (opened with ``connect_kw``, the options of
+    :func:`hvlib.connect`) is opened, used and closed before this returns, so the results'
+    ``domain`` handles are dead: their ``name`` and ``uuid`` are readable, every call on
+    them raises :class:`hvlib.virt.connection.HostClosed` at once, saying so. Pass an open
+    HostPool to keep using the domains.
 
     Raises:
-        SpecError: bad ``workers``, ``connections`` or ``state``, or two specs share a name
-            (checked before connecting).
+        SpecError: bad ``workers``, ``connections``, ``state`` or ``connect_kw``, or two
+            specs share a name (checked before connecting).
         HostError: the daemon cannot be reached.
         ParallelError: some specs failed; the others were ensured (see
             :meth:`HostPool.ensure_all`).
     """
+
+    def run(pool: HostPool) -> list[EnsureResult]:
+        return pool.ensure_all(
+            specs,
+            workers=workers,
+            state=state,
+            check=check,
+            allow_restart=allow_restart,
+            allow_recreate=allow_recreate,
+            shutdown_timeout=shutdown_timeout,
+        )
+
     if isinstance(target, HostPool):
-        return target.ensure_all(specs, workers=workers, state=state, **ensure_kw)
+        return run(target)
     check_sizes(workers, connections)
     unique_names(specs)
     if state not in ENSURE_STATES:
         raise SpecError("state", "must be RUNNING, SHUT_OFF, PAUSED or ABSENT", state)
-    with HostPool(target, connections=connections, **(connect_kw or {})) as pool:
-        return pool.ensure_all(specs, workers=workers, state=state, **ensure_kw)
+    pool = HostPool._from_options(target, connections, connect_kw)
+    try:
+        return run(pool)
+    finally:
+        pool._close(_CLOSED_BY.format(what="ensure_all"))
 
 
 def start_all(
@@ -307,12 +403,13 @@ def start_all(
     workers: int = DEFAULT_WORKERS,
     connections: int = DEFAULT_CONNECTIONS,
     capture_console: bool = True,
-    connect_kw: dict[str, Any] | None = None,
+    connect_kw: ConnectOptions | None = None,
 ) -> list[Domain]:
     """Define (where absent) and start every spec on ``target``: a URI (a :class:`HostPool`
-    of ``connections`` is opened, used and closed: the returned Domains keep their name and
-    uuid but their connection, and their console capture, is closed) or an open HostPool
-    (``connections`` and ``connect_kw`` are ignored; the Domains stay usable).
+    of ``connections``, opened with ``connect_kw``, is opened, used and closed: the returned
+    Domains keep their name and uuid, but their connection and their console capture are
+    closed, and every call on them raises :class:`hvlib.virt.connection.HostClosed` at once) or an
+    open HostPool (``connections`` and ``connect_kw`` are ignored; the Domains stay usable).
 
     Raises:
         SpecError: bad ``workers`` or ``connections``, or two specs share a name.
@@ -324,5 +421,8 @@ def start_all(
         return target.start_all(specs, workers=workers, capture_console=capture_console)
     check_sizes(workers, connections)
     unique_names(specs)
-    with HostPool(target, connections=connections, **(connect_kw or {})) as pool:
+    pool = HostPool._from_options(target, connections, connect_kw)
+    try:
         return pool.start_all(specs, workers=workers, capture_console=capture_console)
+    finally:
+        pool._close(_CLOSED_BY.format(what="start_all"))

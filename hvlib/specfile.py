@@ -64,7 +64,6 @@ from hvlib.model.spec import (
     XmlEdit,
     check_name,
     check_path,
-    check_text,
 )
 
 if TYPE_CHECKING:
@@ -588,7 +587,7 @@ class _Document:
             pool, name = self.volume_ref(keys["volume"], f"{where}.volume")
             return self.device(
                 where,
-                lambda: Disk(DiskKind.VOLUME, pool=pool, volume_name=name, **opts),
+                lambda: Disk.volume(pool, name, **opts),
                 {"disk.pool": "volume.pool", "disk.volume": "volume.name", **_DISK_OPTS},
             )
         path = self.string(keys[source], f"{where}.{source}")
@@ -666,17 +665,17 @@ class _Document:
         if "remove" in keys:
             self.check_keys(keys, ("remove",), where)
             xpath = self.string(keys["remove"], f"{where}.remove")
-            edit = XmlEdit.delete(xpath)
-            key = "remove"
-        else:
-            self.check_keys(keys, ("set", "value"), where)
-            if "value" not in keys:
-                raise self.fail(node, f"{where}.value", "is required with set")
-            xpath = self.string(keys["set"], f"{where}.set")
-            edit = XmlEdit.set(xpath, self.string(keys["value"], f"{where}.value"))
-            key = "set"
-        self.device(where, lambda: check_text("xml_edits.xpath", xpath), {"xml_edits.xpath": key})
-        return edit
+            return self.device(where, lambda: XmlEdit.delete(xpath), {"xml_edits.xpath": "remove"})
+        self.check_keys(keys, ("set", "value"), where)
+        if "value" not in keys:
+            raise self.fail(node, f"{where}.value", "is required with set")
+        xpath = self.string(keys["set"], f"{where}.set")
+        value = self.string(keys["value"], f"{where}.value")
+        return self.device(
+            where,
+            lambda: XmlEdit.set(xpath, value),
+            {"xml_edits.xpath": "set", "xml_edits.value": "value"},
+        )
 
 
 _DISK_OPTS = {"disk.target": "target", "disk.format": "format", "disk.device": ""}

@@ -57,6 +57,21 @@ GOLDEN_SPECS: dict[str, DomainSpec] = {
         on_crash="preserve",
         xml_edits=[XmlEdit.set("./devices/memballoon/@model", "none")],
     ),
+    # -- no kernel and no disk: the firmware boots the network (PXE through the NIC) --
+    "qemu-pxe": DomainSpec(
+        name="pxe-1",
+        virt=VirtType.QEMU,
+        uuid=UUID,
+        nics=[Nic.network("default", mac=MAC)],
+    ),
+    # -- only a cdrom: the firmware boots it (not the hard disk it does not have) --
+    "qemu-cdrom-boot": DomainSpec(
+        name="iso-1",
+        virt=VirtType.QEMU,
+        uuid=UUID,
+        disks=[Disk.cdrom("/var/lib/hvlib/install.iso")],
+        nics=[Nic.network("default", mac=MAC)],
+    ),
     "xen-pv": DomainSpec(
         name="pv-1",
         virt=VirtType.XEN_PV,

@@ -79,6 +79,7 @@ class CapturedHost:
         self.uri = "qemu+ssh://captured.invalid/system"
         self.generation = 0
         self.is_test_driver = False
+        self.driver = "QEMU"
         self.allow_emulation = allow_emulation
         self.conn = CapturedConn()
 

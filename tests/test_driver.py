@@ -232,6 +232,86 @@ def test_closed_host_and_bad_uri() -> None:
         hvlib.connect("qemu+unix:///system?socket=/nonexistent/sock")
 
 
+def test_a_closed_host_fails_at_once_on_every_path() -> None:
+    """After close(), the Host and every object it returned fail at once with HostClosed (a
+    HostError saying it was closed); before, each safe call retried for reconnect_timeout
+    (31 s, 20 log lines). name and uuid stay readable (no RPC)."""
+    host = hvlib.connect("test:///default")
+    dom = host.domains.get("test")
+    net = host.networks.get("default")
+    host.close()
+    host.close()  # idempotent
+    assert (dom.name, len(dom.uuid)) == ("test", 36)
+    calls = {
+        "state": lambda: dom.state,
+        "start": dom.start,
+        "handle": lambda: dom.handle,
+        "list": host.domains.list,
+        "get": lambda: host.domains.get("test"),
+        "conn": lambda: host.conn,
+        "capabilities": host.capabilities,
+        "driver": lambda: host.driver,
+        "network": lambda: net.active,
+    }
+    for what, call in calls.items():
+        started = time.monotonic()
+        with pytest.raises(hvlib.HostClosed, match="this Host was closed"):
+            call()
+        assert time.monotonic() - started < 0.5, what
+
+
+def test_close_stops_a_reconnect_under_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call waiting for a reconnect (the daemon is gone) ends within a second of close()
+    from another thread, with HostClosed. The fault is mocked (narrowly): opening a
+    connection fails as it does while libvirtd is down; the test driver never goes away."""
+    from hvlib.virt import _virt
+
+    host = hvlib.connect("test:///default", reconnect_timeout=30)
+
+    def daemon_down(uri: str, *, readonly: bool = False) -> object:
+        raise hvlib.HostError(f"cannot connect to {uri}: daemon down (mocked)")
+
+    monkeypatch.setattr(_virt, "open_connection", daemon_down)
+    host.connection.mark_lost(host.connection.get())
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            host.domains.list()
+        except BaseException as e:
+            outcome.append(e)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    time.sleep(0.5)  # the worker is retrying the reconnect now
+    started = time.monotonic()
+    host.close()
+    worker.join(5)
+    assert not worker.is_alive() and time.monotonic() - started < 2.5
+    assert isinstance(outcome[0], hvlib.HostClosed)
+
+
+def test_driver_is_what_the_driver_says_asked_once_per_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Host.driver comes from getType(), once per connection, again after a reconnect; the
+    test driver is known as such whatever the URI spelling (here libvirt's short test:/)."""
+    from hvlib.virt import _virt
+    from tests.counting import CountingLibvirt
+
+    proxy = CountingLibvirt(libvirt)
+    monkeypatch.setattr(_virt, "libvirt", proxy)
+    for uri in ("test:///default", "test:/default"):
+        with hvlib.connect(uri) as host:
+            before = proxy.calls["getType"]
+            assert host.driver == "TEST" and host.is_test_driver
+            assert host.is_test_driver and host.driver == "TEST"
+            assert proxy.calls["getType"] == before + 1
+            host.connection.mark_lost(host.connection.get())
+            assert host.is_test_driver
+            assert proxy.calls["getType"] == before + 2
+
+
 def test_define_race_of_another_uuid_is_already_exists(host: Host) -> None:
     # libvirt reports a same-name, other-uuid define as VIR_ERR_OPERATION_FAILED, not
     # VIR_ERR_DOM_EXIST: seen for real when two processes ensured one spec at once.

@@ -441,3 +441,10 @@ def test_copies_of_the_test_host_are_independent_hosts(tmp_path: Path) -> None:
         second = f.ensure(spec("two", memory=40000), State.SHUT_OFF)
         assert first.domain is not None and second.domain is not None
         assert {first.domain.host.uri, second.domain.host.uri} == set(uris)
+
+
+def test_domains_of_a_closed_fleet_are_clearly_dead() -> None:
+    with Fleet(["test:///default"]) as fleet:
+        dom = fleet.find("test")["test:///default"]
+    with pytest.raises(hvlib.HostClosed, match="closed with its Fleet"):
+        dom.state  # noqa: B018

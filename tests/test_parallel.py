@@ -154,3 +154,38 @@ def test_largest_allowed_shape_and_defaults() -> None:
         assert pool.size == DEFAULT_CONNECTIONS
         with pytest.raises(SpecError, match="labels"):
             pool.map(lambda _h, i: i, [1, 2], labels=["one"])
+
+
+def test_domains_of_ensure_all_from_a_uri_are_clearly_dead(unique: str, cleanup: list[str]) -> None:
+    """ensure_all(URI) closes the pool it opened: its results' domains keep their name and
+    uuid, and every call on them fails at once, saying who closed the connection (before:
+    each call retried the closed connection for 31 s)."""
+    cleanup.append(unique)
+    (result,) = ensure_all(URI, [spec(unique)], state=State.SHUT_OFF)
+    dom = result.domain
+    assert dom is not None and dom.name == unique and dom.uuid
+    for call in (lambda: dom.state, dom.start, lambda: dom.handle, dom.xml):
+        started = time.monotonic()
+        with pytest.raises(hvlib.HostClosed, match=r"closed by hvlib\.parallel\.ensure_all"):
+            call()
+        assert time.monotonic() - started < 0.5
+
+
+def test_domains_of_start_all_from_a_uri_are_clearly_dead(unique: str, cleanup: list[str]) -> None:
+    cleanup.append(unique)
+    (dom,) = start_all(URI, [spec(unique)])
+    started = time.monotonic()
+    with pytest.raises(hvlib.HostClosed, match=r"closed by hvlib\.parallel\.start_all"):
+        dom.destroy()
+    assert time.monotonic() - started < 0.5
+
+
+def test_domains_of_an_open_pool_stay_usable_until_it_closes(
+    unique: str, cleanup: list[str]
+) -> None:
+    cleanup.append(unique)
+    with HostPool(URI, connections=1) as pool:
+        (result,) = ensure_all(pool, [spec(unique)], state=State.SHUT_OFF)
+        assert result.domain is not None and result.domain.state is State.SHUT_OFF
+    with pytest.raises(hvlib.HostClosed, match="closed with its HostPool"):
+        result.domain.state  # noqa: B018

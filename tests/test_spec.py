@@ -3,12 +3,14 @@ what a virt type cannot do is Unsupported."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import hvlib
 from hvlib import (
+    Cpu,
     Disk,
     DomainSpec,
     Filesystem,
@@ -16,9 +18,13 @@ from hvlib import (
     IdRange,
     Nic,
     SpecError,
+    State,
     Unsupported,
     VirtType,
+    XmlEdit,
 )
+from hvlib.model.addresses import AddressSource
+from hvlib.virt.host import Host
 
 ROOTFS = [Filesystem.mount("/srv/ct", "/")]
 
@@ -156,8 +162,9 @@ def test_vm_types_refuse_what_they_cannot_do(kwargs: dict[str, Any], message: st
 
 
 def test_vm_needs_something_to_boot() -> None:
-    with pytest.raises(SpecError, match="kernel or at least one disk"):
+    with pytest.raises(SpecError, match="kernel or at least one disk") as info:
         hvlib.render(vm(kernel=None))
+    assert "or a NIC" in str(info.value)
 
 
 def test_error_tree() -> None:
@@ -337,3 +344,174 @@ def test_rng_is_refused_for_xen(virt: VirtType) -> None:
 def test_rng_is_refused_for_lxc() -> None:
     with pytest.raises(Unsupported, match=r"lxc containers take no .*rng is for kvm and qemu"):
         hvlib.render(ct(rng=True))
+
+
+# -- issue 16 items 4, 6, 8: the examples of the classes the property tests cover ------------
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: Nic.network("default", mac="52:54:00:00:00:01\n"), "nic.mac"),
+        (lambda: Cpu.model("Nehalem", require=["aes\n"]), "cpu.require"),
+        (lambda: Cpu.model("Nehalem\n"), "cpu.model"),
+        (lambda: Disk.file("/a.img", target="vdb\n"), "disk.target"),
+        (lambda: vm(name="web-1\n"), "name"),
+        (lambda: vm(uuid="5b3f8f8e-6f2a-4c47-9a3e-2f5d8f0b6c11\n"), "uuid"),
+        (lambda: vm(uuid=" 5b3f8f8e6f2a4c479a3e2f5d8f0b6c1"), "uuid"),
+    ],
+)
+def test_a_trailing_newline_or_space_is_refused(make: Any, field: str) -> None:
+    with pytest.raises(SpecError) as info:
+        make()
+    assert info.value.field == field
+
+
+def test_a_uuid_is_kept_in_libvirts_spelling() -> None:
+    assert vm(uuid="5B3F8F8E6F2A4C479A3E2F5D8F0B6C11").uuid == (
+        "5b3f8f8e-6f2a-4c47-9a3e-2f5d8f0b6c11"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"virt": VirtType.LXC, "kernel": None, "init": "/sbin/init"}, "init"),
+        ({"disks": Disk.file("/a.img")}, "disks"),
+        ({"disks": "/a.img"}, "disks"),
+        ({"disks": ["/a.img"]}, "disks[0]"),
+        ({"disks": {"file": "/a.img"}}, "disks"),
+        ({"nics": Nic.network("default")}, "nics"),
+        ({"nics": [Nic.network("a"), "b"]}, "nics[1]"),
+        ({"filesystems": Filesystem.mount("/srv")}, "filesystems"),
+        ({"xml_edits": XmlEdit.set("./on_crash", "preserve")}, "xml_edits"),
+        ({"vcpus": 2.0}, "vcpus"),
+        ({"vcpus": True}, "vcpus"),
+        ({"vcpus": None}, "vcpus"),
+        ({"memory_mib": "512"}, "memory_mib"),
+        ({"name": None}, "name"),
+        ({"kernel": 42}, "kernel"),
+        ({"kernel": b"/k"}, "kernel"),
+        ({"autostart": 1}, "autostart"),
+        ({"autostart": "yes"}, "autostart"),
+        ({"cpu": "Nehalem"}, "cpu"),
+        ({"cpu": {"fallback": "no"}}, "cpu.fallback"),
+        ({"idmap": 100000}, "idmap"),
+        ({"xml_hook": "not a function"}, "xml_hook"),
+        ({"virt": "KVM"}, "virt"),
+        ({"virt": 1}, "virt"),
+        ({"on_crash": None}, "on_crash"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_a_spec_error_naming_the_field(
+    kwargs: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(SpecError) as info:
+        vm(**kwargs)
+    assert info.value.field == field
+
+
+def test_enums_and_paths_are_accepted_in_their_documented_spellings() -> None:
+    spec = vm(virt="qemu", kernel=Path("/boot/vmlinuz"), disks=(d for d in [Disk.file("/a")]))
+    assert spec.virt is VirtType.QEMU and spec.kernel == "/boot/vmlinuz"
+    assert spec.disks == (Disk.file("/a"),)
+    assert Disk("file", path=Path("/a")) == Disk.file("/a")  # type: ignore[arg-type]
+    assert Disk.file(Path("/a")).path == "/a"
+    assert Filesystem.mount(Path("/srv/r")).source == "/srv/r"
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: Disk.file(42), "disk.path"),  # type: ignore[arg-type]
+        (lambda: Disk.file("/a", readonly="no"), "disk.readonly"),  # type: ignore[arg-type]
+        (lambda: Disk.volume("p", "v", readonly=1), "disk.readonly"),  # type: ignore[arg-type]
+        (lambda: Disk("disk", path="/a"), "disk.kind"),  # type: ignore[arg-type]
+        (lambda: Nic.network(["default"]), "nic.network"),  # type: ignore[arg-type]
+        (lambda: Nic("network", "default", mac=0x525400000001), "nic.mac"),  # type: ignore[arg-type]
+        (lambda: Cpu.model("Nehalem", require="aes"), "cpu.require"),
+        (lambda: Cpu.model("Nehalem", require=[1]), "cpu.require[0]"),  # type: ignore[list-item]
+        (lambda: Cpu(sockets=1.0), "cpu.sockets"),  # type: ignore[arg-type]
+        (lambda: IdMap(uids=IdRange(0, 1, 1), gids=[]), "idmap.uids"),  # type: ignore[arg-type]
+        (lambda: IdMap(uids=[(0, 1, 1)], gids=[]), "idmap.uids[0]"),  # type: ignore[list-item]
+        (lambda: XmlEdit.set(["./name"], "x"), "xml_edits.xpath"),  # type: ignore[arg-type]
+        (lambda: XmlEdit.set("./on_crash", 5), "xml_edits.value"),  # type: ignore[arg-type]
+        (lambda: XmlEdit.set("./on_crash", "a\x00b"), "xml_edits.value"),
+        (lambda: XmlEdit("./on_crash", None), "xml_edits.value"),
+    ],
+)
+def test_devices_of_the_wrong_type_are_spec_errors(make: Any, field: str) -> None:
+    with pytest.raises(SpecError) as info:
+        make()
+    assert info.value.field == field
+
+
+# -- the public methods: a state as a State or its value string, everything else refused -----
+
+
+def test_wait_for_takes_a_state_or_its_value_string(host: Host) -> None:
+    dom = host.domains.get("test")  # the test driver's stock domain, running
+    assert dom.wait_for("running", timeout=1) is State.RUNNING
+    assert dom.wait_for(["paused", State.RUNNING], timeout=1) is State.RUNNING
+    for bad, field in (("runing", "state"), (["running", 3], "state[1]"), ([], "state")):
+        with pytest.raises(SpecError) as info:
+            dom.wait_for(bad, timeout=1)  # type: ignore[arg-type]
+        assert info.value.field == field
+
+
+def test_domains_list_and_stats_take_a_state_or_its_value_string(host: Host) -> None:
+    running = [d.name for d in host.domains.list(State.RUNNING)]
+    assert running and [d.name for d in host.domains.list(state="running")] == running
+    assert sorted(host.domains.stats("running")) == sorted(running)
+    for call in (host.domains.list, host.domains.stats):
+        for bad in ("Running", "up", 1, State):
+            with pytest.raises(SpecError) as info:
+                call(bad)  # type: ignore[arg-type]
+            assert info.value.field == "state"
+
+
+@pytest.mark.parametrize("bad", [42, None, b"test", ["test"], "te\x00st"])
+def test_domains_get_and_find_refuse_a_name_that_is_not_one(host: Host, bad: object) -> None:
+    for call in (host.domains.get, host.domains.find):
+        with pytest.raises(SpecError) as info:
+            call(bad)  # type: ignore[arg-type]
+        assert info.value.field == "name"
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda d: d.set_memory_live(-1), "kib"),  # libvirt said "numerical overflow"
+        (lambda d: d.set_memory_live(2**64), "kib"),
+        (lambda d: d.set_memory_live(262144.0), "kib"),
+        (lambda d: d.set_memory_live(True), "kib"),
+        (lambda d: d.set_vcpus_live(0), "count"),
+        (lambda d: d.set_vcpus_live(-1), "count"),
+        (lambda d: d.set_vcpus_live(1.0), "count"),
+        (lambda d: d.set_vcpus_live("2"), "count"),
+        (lambda d: d.attach_live("<disk"), "device_xml"),
+        (lambda d: d.detach_live(None), "device_xml"),
+        (lambda d: d.wait_for_console("(", timeout=1), "pattern"),
+        (lambda d: d.wait_for_console(42, timeout=1), "pattern"),
+        (lambda d: d.wait_for_address(1, family=5), "family"),
+        (lambda d: d.wait_for_address(1, family=True), "family"),
+        (lambda d: d.wait_for_address(1, nics=["all"]), "nics"),
+        (lambda d: d.wait_for_address(1, source="dhcp"), "source"),
+        (lambda d: d.addresses("dhcp"), "source"),
+        (lambda d: d.shutdown(force="yes"), "force"),
+        (lambda d: d.xml(inactive="yes"), "inactive"),
+        (lambda d: d.start(capture_console=None), "capture_console"),
+        (lambda d: setattr(d, "autostart", "no"), "autostart"),
+    ],
+)
+def test_domain_methods_refuse_bad_arguments_naming_them(host: Host, call: Any, field: str) -> None:
+    dom = host.domains.get("test")
+    with pytest.raises(SpecError) as info:
+        call(dom)
+    assert info.value.field == field
+    assert dom.state is State.RUNNING  # nothing was done
+
+
+def test_enum_arguments_take_their_value_strings(host: Host) -> None:
+    dom = host.domains.get("test")
+    assert dom.addresses("lease") == dom.addresses(AddressSource.LEASE)

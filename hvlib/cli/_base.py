@@ -256,11 +256,22 @@ netns_option = click.option(
 
 
 def uri_list(uris: Sequence[str] | str | None) -> list[str]:
+    """The hosts' URIs, in order, once each, every one checked by
+    :func:`hvlib.model.uri.check_uri` before any is opened.
+
+    Raises:
+        Exit: no URI (2).
+        SpecError: a URI was refused (a risky option, a malformed URI): exit 2.
+    """
+    from hvlib.model.uri import check_uri
+
     if isinstance(uris, str):
         uris = uris.split()
     found = list(dict.fromkeys(u for u in uris or () if u))  # in order, once each
     if not found:
         raise Exit(EXIT_BAD_INPUT, "hvlib: no host: pass --uri URI or set HVLIB_URI")
+    for uri in found:
+        check_uri(uri)
     return found
 
 

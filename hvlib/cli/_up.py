@@ -413,9 +413,10 @@ def _up_volume(
     if missing.get(f"pool {doc.pool}"):
         line = f"hvlib: error: volume {doc.key} ({doc.location}): pool {doc.pool} failed above"
         outcome.error(line, record)
+        missing[f"volume {doc.key}"] = True
         return
     record.outcome = "ok"
-    _ensure_and_report(
+    result = _ensure_and_report(
         record,
         f"volume {doc.key}",
         host,
@@ -424,6 +425,8 @@ def _up_volume(
         opts,
         outcome,
     )
+    # a domain's volume disk without a format is read in the volume's: it must exist first
+    _note_missing(f"volume {doc.key}", result, "volume", opts.check, missing)
 
 
 def _up_one(
@@ -436,6 +439,7 @@ def _up_one(
     """Ensure one domain on its host (unless a network or pool it uses is missing)."""
     spec = doc.spec
     uses = {f"network {n}" for n in _networks_of(spec)} | {f"pool {p}" for p in _pools_of(spec)}
+    uses |= {f"volume {d.pool}/{d.volume_name}" for d in spec.disks if d.pool and not d.format}
     blocked = sorted(uses & set(missing))
     if blocked:
         _not_ensured(host, doc, blocked, missing, outcome)

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hvlib.errors import Command, SpecError, TransferError
+from hvlib.errors import Command, TransferError
 from hvlib.guest.config import CommandResult, PathArg, SshConfig
 from hvlib.guest.container import ContainerTransport
 from hvlib.guest.io import Input, OutputCallback, OutputSink, normalize_command
@@ -40,6 +40,7 @@ from hvlib.guest.ready import Ready, ReadyProbe, require_running, run_probe
 from hvlib.guest.sshtransport import SshTransport
 from hvlib.guest.target import GuestTarget
 from hvlib.guest.transport import Transport
+from hvlib.model.checks import check_seconds
 from hvlib.model.profiles import profile_for
 
 DEFAULT_TIMEOUT = 30.0
@@ -87,7 +88,11 @@ class GuestAccess(_Target):
                 reached (address, tcp, banner, login, command) and the last failure.
             InvalidState: the domain is not running.
             HostKeyError: the guest's SSH host key was refused (never retried).
+            SpecError: ``timeout`` is not a finite number of seconds >= 0, or ``interval``
+                not one > 0.
         """
+        timeout = check_seconds("timeout", timeout)
+        interval = check_seconds("interval", interval, positive=True)
         if not isinstance(probe, ReadyProbe):
             probe = Ready.CALLABLE(probe)
         via = self._transport()
@@ -135,8 +140,8 @@ class GuestAccess(_Target):
             InvalidState: the domain is not running. SpecError: a malformed command.
         """
         cmd = normalize_command(command)
-        if timeout is not None and timeout <= 0:
-            raise SpecError("timeout", "must be positive or None", timeout)
+        if timeout is not None:
+            check_seconds("timeout", timeout, positive=True)
         require_running(self, "run a command in it")
         sink = OutputSink(on_stdout, on_stderr)
         result = self._transport().run(self, cmd, input=input, timeout=timeout, sink=sink, ssh=ssh)

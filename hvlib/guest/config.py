@@ -122,3 +122,15 @@ class CommandResult:
                 self.command, self.exit_status, self.stderr, stdout=self.stdout, name=name
             )
         return self
+
+
+def check_ssh_config(field: str, value: object) -> None:
+    """``value`` is None or an :class:`hvlib.SshConfig`.
+
+    Raises:
+        SpecError: naming ``field``.
+    """
+    if value is None:
+        return
+    if not isinstance(value, SshConfig):
+        raise SpecError(field, "must be an hvlib.SshConfig or None", value)

@@ -29,9 +29,9 @@ from hvlib.model.xmlmodel import ensure_path, tostring
 
 NetworkMode = Literal["nat", "isolated"]
 MODES: tuple[str, ...] = ("nat", "isolated")
-_MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
-_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-_BRIDGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+_MAC_RE = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_BRIDGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 _LIVE_FIELDS = ("hosts[", "dhcp_range")
 """Fields a running network takes through ``networkUpdate``; the others need a restart."""
 
@@ -53,13 +53,13 @@ class DhcpHost:
 
     def __post_init__(self) -> None:
         mac = check_text("host.mac", self.mac).lower()
-        if not _MAC_RE.match(mac):
+        if not _MAC_RE.fullmatch(mac):
             raise SpecError("host.mac", "must be six hex pairs like 52:54:00:12:34:56", self.mac)
         object.__setattr__(self, "mac", mac)
         object.__setattr__(self, "ip", str(_ipv4("host.ip", self.ip)))
         if self.name is not None:
             check_text("host.name", self.name, max_len=63)
-            if not _HOSTNAME_RE.match(self.name):
+            if not _HOSTNAME_RE.fullmatch(self.name):
                 raise SpecError("host.name", "must be a DNS label (A-Z a-z 0-9 -)", self.name)
 
 
@@ -102,7 +102,7 @@ class NetworkSpec:
         self._check_hosts()
         if self.bridge is not None:
             check_text("bridge", self.bridge, max_len=15)
-            if not _BRIDGE_RE.match(self.bridge):
+            if not _BRIDGE_RE.fullmatch(self.bridge):
                 raise SpecError("bridge", "must be 1-15 of A-Z a-z 0-9 _ . -", self.bridge)
         if not isinstance(self.autostart, bool):
             raise SpecError("autostart", "must be True or False", self.autostart)

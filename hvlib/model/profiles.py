@@ -258,7 +258,11 @@ def _check_vm(spec: DomainSpec, profile: Profile) -> None:
         raise Unsupported(f"{what}: a kernel command line needs a kernel (direct kernel boot)")
     if profile.boots_kernel_only and spec.kernel is None:
         raise Unsupported(f"{what} guests need a kernel (hvlib sets no PV bootloader)")
-    if not spec.kernel and not spec.disks:
-        raise SpecError("disks", f"a {what} guest needs a kernel or at least one disk to boot")
+    if not spec.kernel and not spec.disks and not spec.nics:
+        raise SpecError(
+            "disks",
+            f"a {what} guest needs a kernel or at least one disk to boot, or a NIC to boot "
+            "from the network (PXE)",
+        )
     if spec.virt in _NO_CDROM and any(d.device == "cdrom" for d in spec.disks):
         raise Unsupported(f"{what} guests have no emulated cdrom; attach the image as a disk")

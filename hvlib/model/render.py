@@ -28,7 +28,7 @@ from hvlib.model.cpu import HVLIB_CPU_NS, cpu_node, cpu_request, request_of
 from hvlib.model.domxml import DiskXML, DomainXML, FilesystemXML, IdRanges, InterfaceXML, RngXML
 from hvlib.model.profiles import Profile, machine_family
 from hvlib.model.spec import Disk, DiskKind, DomainSpec, Filesystem, IdRange, Nic, XmlEdit
-from hvlib.model.xmlmodel import XmlNode, parse
+from hvlib.model.xmlmodel import Element, XmlNode, parse, parse_checked
 
 SCHEMA_DIR = Path("/usr/share/libvirt/schemas")
 RNG_SOURCE = "/dev/urandom"
@@ -83,10 +83,21 @@ def render_tree(spec: DomainSpec) -> DomainXML:
 
 def apply_caller_changes(doc: DomainXML, spec: DomainSpec) -> None:
     """Apply the spec's XPath edits, then its lxml hook (the escape hatches), to ``doc``; then
-    record the CPU the document now asks for in its metadata (see :mod:`hvlib.model.cpu`)."""
+    record the CPU the document now asks for in its metadata (see :mod:`hvlib.model.cpu`).
+
+    Raises:
+        SpecError: an edit is malformed or touches an identity node (naming
+            ``xml_edits[i]``), or the hook changed one (naming ``xml_hook``).
+    """
+    before = identity_of(doc)
     apply_edits(doc, spec.xml_edits)
     if spec.xml_hook is not None:
         spec.xml_hook(doc.el)
+        if identity_of(doc) != before:
+            raise SpecError(
+                "xml_hook",
+                f"must not change {IDENTITY}: set the spec's name, uuid or virt instead",
+            )
     if profiles.profile_for(spec.virt).platform:
         node = doc.cpu
         key = None if node is None else request_of(node).key()
@@ -97,7 +108,7 @@ def apply_fields(doc: DomainXML, spec: DomainSpec, profile: Profile) -> None:
     """Set every non-device field the spec owns on ``doc`` (a template or a live definition:
     what the spec does not own is left as it is)."""
     _set_basics(doc, spec, profile)
-    _set_boot(doc, spec)
+    _set_boot(doc, spec, profile)
     if profile.is_container:
         doc.idmap = idmap_ranges(spec)
     if profile.platform:
@@ -132,15 +143,42 @@ def _keep_order(doc: DomainXML, tags: tuple[str, ...]) -> None:
             anchor = el
 
 
-def _set_boot(doc: DomainXML, spec: DomainSpec) -> None:
+def _set_boot(doc: DomainXML, spec: DomainSpec, profile: Profile) -> None:
     doc.kernel, doc.initrd, doc.cmdline = spec.kernel, spec.initrd, spec.cmdline
     if spec.init:
         doc.init = spec.init[0]
         doc.initargs = list(spec.init[1:])
-    if not spec.kernel and spec.disks:
-        boot = doc.el.find("os/boot")
-        if boot is None:
-            etree.SubElement(doc.el.find("os"), "boot", dev="hd")  # type: ignore[arg-type]
+    dev = None if profile.is_container else boot_device(spec)
+    if dev is None or doc.el.find("devices/*/boot") is not None:
+        return  # a kernel boots directly; a per-device boot order excludes <os><boot>
+    boots = doc.el.findall("os/boot")
+    if not boots:
+        etree.SubElement(ensure_os(doc), "boot", dev=dev)
+    elif len(boots) == 1 and boots[0].get("dev") in BOOT_DEVICES:
+        boots[0].set("dev", dev)  # what hvlib chose before, for the devices the spec had
+
+
+BOOT_DEVICES = ("hd", "cdrom", "network")
+"""The ``<os><boot dev>`` values hvlib chooses (see :func:`boot_device`)."""
+
+
+def boot_device(spec: DomainSpec) -> str | None:
+    """What the firmware of a VM without a kernel boots: ``hd`` (its first disk) when it
+    has a disk, else ``cdrom`` when it has only cdroms, else ``network`` (PXE, on its first
+    NIC); None when it boots its ``kernel`` directly."""
+    if spec.kernel:
+        return None
+    if any(d.device != "cdrom" for d in spec.disks):
+        return "hd"
+    return "cdrom" if spec.disks else "network"
+
+
+def ensure_os(doc: DomainXML) -> Element:
+    """The ``<os>`` element of ``doc`` (every template has one)."""
+    os_el = doc.el.find("os")
+    if os_el is None:
+        os_el = etree.SubElement(doc.el, "os")
+    return os_el
 
 
 def idmap_ranges(spec: DomainSpec) -> dict[str, IdRanges]:
@@ -320,32 +358,113 @@ def set_rng(doc: DomainXML, spec: DomainSpec, profile: Profile) -> None:
                 node.address_type = profile.device_address
 
 
+IDENTITY = "the domain's name, uuid, type, os type, hvlib's own metadata or a NIC's MAC"
+"""What no XmlEdit may touch: how hvlib finds a domain again (its name; its uuid, which every
+redefine must keep), tells its virt type (the ``type`` attribute, the ``<os><type>``,
+hvlib's ``<metadata>`` record of it), compares its CPU (hvlib's CPU ``<metadata>``) and
+tells its NICs apart (their ``<mac>``: ``ensure`` keys NICs by MAC and keeps a generated
+one; an edit that dropped it would have libvirt make a new one on every define). An edit of
+any of them would make the next ``ensure`` look up, or compare against, something other than
+what it defined: set ``DomainSpec.name``, ``uuid``, ``virt`` or ``Nic.mac`` instead. The
+``xml_hook`` may not change the first five either (checked after it ran)."""
+HVLIB_NAMESPACES = (HVLIB_NS, HVLIB_CPU_NS)
+
+
+def identity_of(doc: DomainXML) -> tuple[object, ...]:
+    """The identity values of ``doc`` (see :data:`IDENTITY`), comparable before and after
+    a change."""
+    meta = [etree.tostring(el) for el in _hvlib_metadata(doc.el)]
+    return (doc.name, doc.uuid, doc.domain_type, doc.os_type, meta)
+
+
+def _hvlib_metadata(root: Element) -> list[Element]:
+    meta = root.find("metadata")
+    if meta is None:
+        return []
+    return [el for el in meta if etree.QName(el).namespace in HVLIB_NAMESPACES]
+
+
+class _Identity:
+    """The identity nodes of one document (:data:`IDENTITY`): the elements whose text (or
+    whose whole self) hvlib owns, the (element, attribute) pairs it owns, the ancestors a
+    delete may not take with them, and the NICs' ``<mac>`` elements."""
+
+    def __init__(self, root: Element) -> None:
+        owned = [root.find("name"), root.find("uuid"), root.find("os/type")]
+        self.texts = {el for el in owned if el is not None}
+        self.wholes = {d for m in _hvlib_metadata(root) for d in m.iter()}
+        self.attrs = {(root, "type")}
+        self.ancestors = {a for el in self.texts | self.wholes for a in el.iterancestors()}
+        self.macs = set(root.findall("devices/interface/mac"))  # a NIC itself may go
+
+    def touched(self, el: Element, attr: str, remove: bool) -> bool:
+        """Whether setting (or with ``remove``, deleting) ``attr`` of ``el`` (its text, or
+        with ``remove`` the element itself, when ``attr`` is empty) touches identity."""
+        if el in self.wholes or el in self.macs or (el, attr) in self.attrs:
+            return True
+        if attr:
+            return False
+        return el in self.texts or (remove and el in self.ancestors)
+
+
 def apply_edits(doc: DomainXML, edits: Sequence[XmlEdit]) -> None:
-    """Apply the caller's XPath edits to ``doc``.
+    """Apply the caller's XPath edits to ``doc``, in order.
+
+    Every node an edit's XPath selects on ``doc`` is checked before any is changed: an edit
+    touching an identity node (:data:`IDENTITY`) is refused whatever its spelling.
 
     Raises:
-        SpecError: an XPath that does not parse, or a set that matches nothing.
+        SpecError: naming ``xml_edits[i]``: an XPath that does not parse or selects no
+            element for a set, a bad attribute name, or an identity node touched.
     """
-    for edit in edits:
-        _apply_edit(doc, edit)
+    for i, edit in enumerate(edits):
+        _apply_edit(doc, edit, f"xml_edits[{i}]")
 
 
-def _apply_edit(doc: DomainXML, edit: XmlEdit) -> None:
-    path, _, attr = edit.xpath.rpartition("/@")
-    if not attr or "/" in attr or "[" in attr:
-        path, attr = edit.xpath, ""
-    try:
-        matches = doc.el.xpath(path)
-    except etree.XPathError as e:
-        raise SpecError("xml_edits.xpath", f"not a valid XPath: {e}", edit.xpath) from None
-    elements = [m for m in matches if isinstance(m, etree._Element)]  # type: ignore[union-attr]
+def _apply_edit(doc: DomainXML, edit: XmlEdit, fieldname: str) -> None:
+    path, attr = _split_attr(edit.xpath)
+    elements = _select(doc.el, path, fieldname, edit.xpath)
     if not elements and not edit.remove:
-        raise SpecError("xml_edits.xpath", "matches no element", edit.xpath)
-    for el in elements:
-        _edit_element(el, edit, attr)
+        raise SpecError(fieldname, "the XPath matches no element", edit.xpath)
+    identity = _Identity(doc.el)
+    if any(identity.touched(el, attr, edit.remove) for el in elements):
+        raise SpecError(
+            fieldname, f"must not touch {IDENTITY}: set the spec's own fields", edit.xpath
+        )
+    try:
+        for el in elements:
+            _edit_element(el, edit, attr)
+    except ValueError as e:  # lxml: an attribute name XML cannot have
+        raise SpecError(fieldname, f"cannot be applied: {e}", edit.xpath) from None
 
 
-def _edit_element(el: etree._Element, edit: XmlEdit, attr: str) -> None:
+def _split_attr(xpath: str) -> tuple[str, str]:
+    """(element path, attribute) of ``.../@attr``; (xpath, "") for anything else."""
+    path, _, attr = xpath.rpartition("/@")
+    if not path or not attr or any(c in attr for c in "/[]()|@*= "):
+        return xpath, ""
+    return path, attr
+
+
+def _select(root: Element, path: str, fieldname: str, xpath: str) -> list[Element]:
+    """The elements ``path`` selects below ``root``.
+
+    Raises:
+        SpecError: not a valid XPath, or one whose value is not a node set of elements
+            (a number, a string, attributes or text).
+    """
+    try:
+        matches = root.xpath(path)
+    except (etree.XPathError, RecursionError, ValueError) as e:
+        raise SpecError(fieldname, f"not a valid XPath: {e}", xpath) from None
+    if not isinstance(matches, list):
+        raise SpecError(fieldname, "the XPath must select elements, not a value", xpath)
+    if any(not isinstance(m, etree._Element) for m in matches):
+        raise SpecError(fieldname, "the XPath must select elements (or end in /@attribute)", xpath)
+    return [m for m in matches if isinstance(m, etree._Element)]
+
+
+def _edit_element(el: Element, edit: XmlEdit, attr: str) -> None:
     if edit.remove and attr:
         if attr in el.attrib:
             del el.attrib[attr]
@@ -364,15 +483,33 @@ def _relaxng(name: str) -> etree.RelaxNG:
     return etree.RelaxNG(etree.parse(str(SCHEMA_DIR / f"{name}.rng")))
 
 
-def validate(xml: str | bytes, schema: str = "domain") -> None:
-    """Validate ``xml`` against libvirt's installed RelaxNG schema ``schema``.
+def schema_names() -> tuple[str, ...]:
+    """The names :func:`validate` takes: libvirt's installed schemas (``domain``,
+    ``network``, ``storagevol``, ...), read from :data:`SCHEMA_DIR`.
 
     Raises:
-        SpecError: the document does not validate (the schema's first complaint is quoted).
         FileNotFoundError: libvirt's schemas are not installed on this machine.
     """
+    if not SCHEMA_DIR.is_dir():
+        raise FileNotFoundError(f"libvirt's RelaxNG schemas are not installed in {SCHEMA_DIR}")
+    return tuple(sorted(p.name[: -len(".rng")] for p in SCHEMA_DIR.glob("*.rng")))
+
+
+def validate(xml: str | bytes, schema: str = "domain") -> None:
+    """Validate ``xml`` against libvirt's installed RelaxNG schema ``schema``, one of
+    :func:`schema_names` (a bare name: no path, no ``.rng``).
+
+    Raises:
+        SpecError: ``xml`` is not well-formed XML or does not validate (the schema's first
+            complaint is quoted), or ``schema`` names no installed schema.
+        FileNotFoundError: libvirt's schemas are not installed on this machine.
+    """
+    names = schema_names()
+    if not isinstance(schema, str) or schema not in names:
+        raise SpecError("schema", f"must be one of {', '.join(names)}", schema)
+    root = parse_checked("xml", xml)
     rng = _relaxng(schema)
-    if not rng.validate(parse(xml)):
+    if not rng.validate(root):
         raise SpecError(
             "xml", f"does not validate against {schema}.rng: {rng.error_log.last_error}"
         )

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import enum
 import itertools
+import os
 import re
-import uuid as uuidlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -20,16 +20,24 @@ from typing import Any
 
 from hvlib.enums import VirtType
 from hvlib.errors import SpecError
+from hvlib.model.checks import as_path_text, check_bool, check_fields, check_int
 
 NAME_MAX = 64
 MEMORY_MIB_MAX = 4 * 1024 * 1024  # 4 TiB
 VCPUS_MAX = 512
 CMDLINE_MAX = 4096
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-_MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
-_TARGET_RE = re.compile(r"^(vd|sd|hd|xvd)[a-z]{1,2}$")
-_CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-_CPU_FEATURE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+# Every pattern is matched whole (``fullmatch``): ``$`` would also match before a trailing
+# newline, and a value libvirt normalises differently from the spec never converges.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+_MAC_RE = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
+_TARGET_RE = re.compile(r"(vd|sd|hd|xvd)[a-z]{1,2}")
+_CPU_MODEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+_CPU_FEATURE_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}(-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}")
+DISK_DEVICES = ("disk", "cdrom")
+"""``Disk.device`` values."""
+DISK_FORMATS = ("raw", "qcow2")
+"""``Disk.format`` values (None: raw for a file, the volume's own format for a volume)."""
 CPU_MODES = ("host-passthrough", "host-model", "custom")
 """``Cpu.mode`` values (None: the hypervisor's default model)."""
 MACHINES = ("pc", "q35", "microvm")
@@ -43,9 +51,15 @@ IDMAP_RANGES_MAX = 340
 
 
 def check_text(
-    fieldname: str, value: str, *, max_len: int = 4096, allow_empty: bool = False
+    fieldname: str,
+    value: str,
+    *,
+    max_len: int = 4096,
+    allow_empty: bool = False,
+    multiline: bool = False,
 ) -> str:
-    """Reject strings XML cannot carry (NUL, control characters) or of absurd length.
+    """Reject strings XML cannot carry (NUL, control characters) or of absurd length. A tab
+    is allowed; line breaks (``\\n``, ``\\r``) only with ``multiline``.
 
     Raises:
         SpecError: naming ``fieldname`` and the rule broken.
@@ -56,7 +70,8 @@ def check_text(
         raise SpecError(fieldname, "must not be empty")
     if len(value) > max_len:
         raise SpecError(fieldname, f"must be at most {max_len} characters", len(value))
-    if any((ord(c) < 32 and c not in "\t") or ord(c) == 127 for c in value):
+    allowed = "\t\n\r" if multiline else "\t"
+    if any((ord(c) < 32 and c not in allowed) or ord(c) == 127 for c in value):
         raise SpecError(fieldname, "must not contain NUL or control characters", value)
     if any(0xD800 <= ord(c) <= 0xDFFF or ord(c) in (0xFFFE, 0xFFFF) for c in value):
         raise SpecError(fieldname, "must not contain characters XML cannot carry", value)
@@ -70,7 +85,7 @@ def check_name(fieldname: str, value: str) -> str:
         SpecError: empty, longer than 64, or not ``[A-Za-z0-9][A-Za-z0-9_.+-]*``.
     """
     check_text(fieldname, value, max_len=NAME_MAX)
-    if not _NAME_RE.match(value):
+    if not _NAME_RE.fullmatch(value):
         raise SpecError(
             fieldname, "must start with a letter or digit and use only A-Z a-z 0-9 _ . + -", value
         )
@@ -78,7 +93,9 @@ def check_name(fieldname: str, value: str) -> str:
 
 
 def check_path(fieldname: str, value: str) -> str:
-    """Check a host path: absolute, normalised, no ``..`` component.
+    """Check a host path: absolute, normalised, no ``..`` component. A path is otherwise
+    free-form: any character a file name may hold but NUL and control characters (a
+    trailing space or U+2028 is part of a name, not a typo hvlib could tell).
 
     Raises:
         SpecError: relative, containing ``..``, or not valid text.
@@ -88,14 +105,6 @@ def check_path(fieldname: str, value: str) -> str:
         raise SpecError(fieldname, "must be an absolute path", value)
     if ".." in PurePosixPath(value).parts:
         raise SpecError(fieldname, "must not contain '..'", value)
-    return value
-
-
-def _check_int(fieldname: str, value: int, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(fieldname, "must be an integer", value)
-    if not low <= value <= high:
-        raise SpecError(fieldname, f"must be between {low} and {high}", value)
     return value
 
 
@@ -110,7 +119,15 @@ class DiskKind(enum.Enum):
 class Disk:
     """A block device of a VM. Build with :meth:`file`, :meth:`volume` or :meth:`cdrom`.
 
-    ``target`` (``vda``, ``xvdb``, ...) is chosen per virt type when None.
+    ``target`` (``vda``, ``xvdb``, ...) is chosen per virt type when None. ``format``
+    (``raw`` or ``qcow2``) is how the guest's disk reads the image: a file disk without one
+    is raw; a volume disk without one takes the volume's own format, read from its pool when
+    a host defines or ensures the domain (see :meth:`volume`). ``kind`` takes a
+    :class:`DiskKind` or its value (``"file"``, ``"volume"``).
+
+    Raises:
+        SpecError: on construction, naming ``disk.FIELD`` and the rule broken (a value of
+            the wrong type included).
     """
 
     kind: DiskKind
@@ -123,29 +140,34 @@ class Disk:
     readonly: bool = False
 
     def __post_init__(self) -> None:
+        check_fields(self, "disk.", names={"volume_name": "volume"}, paths=("path",))
         if self.kind is DiskKind.FILE:
             check_path("disk.path", self.path or "")
         else:
             check_name("disk.pool", self.pool or "")
             check_name("disk.volume", self.volume_name or "")
-        if self.device not in ("disk", "cdrom"):
+        if self.device not in DISK_DEVICES:
             raise SpecError("disk.device", "must be 'disk' or 'cdrom'", self.device)
-        if self.target is not None and not _TARGET_RE.match(self.target):
+        if self.target is not None and not _TARGET_RE.fullmatch(self.target):
             raise SpecError("disk.target", "must look like vda, sdb, hdc or xvda", self.target)
-        if self.format is not None and self.format not in ("raw", "qcow2"):
+        if self.format is not None and self.format not in DISK_FORMATS:
             raise SpecError("disk.format", "must be 'raw' or 'qcow2'", self.format)
 
     @classmethod
     def file(
         cls,
-        path: str,
+        path: str | os.PathLike[str],
         *,
         target: str | None = None,
         format: str | None = None,
         readonly: bool = False,
     ) -> Disk:
-        """A disk backed by a host file (``format`` raw or qcow2; None lets libvirt probe raw)."""
-        return cls(DiskKind.FILE, path=str(path), target=target, format=format, readonly=readonly)
+        """A disk backed by a host file, read as ``format`` (``raw`` or ``qcow2``; None:
+        raw. hvlib never lets libvirt guess a file's format from its contents: a guest
+        that can write a raw image could otherwise make it look like a qcow2 overlay of a
+        host file)."""
+        path = as_path_text("disk.path", path)
+        return cls(DiskKind.FILE, path=path, target=target, format=format, readonly=readonly)
 
     @classmethod
     def volume(
@@ -155,24 +177,34 @@ class Disk:
         *,
         device: str = "disk",
         target: str | None = None,
+        format: str | None = None,
         readonly: bool = False,
     ) -> Disk:
-        """A disk backed by a libvirt storage volume ``name`` in ``pool``."""
+        """A disk backed by the libvirt storage volume ``name`` in ``pool``, read as
+        ``format`` (``raw`` or ``qcow2``).
+
+        ``format`` None takes the volume's own format: when a host defines or ensures the
+        domain (:func:`hvlib.virt.hostfit.fit`), a domain that already has this disk keeps the
+        format it was defined with, and a new one gets the format the pool reports (qcow2
+        for a qcow2 volume, raw for raw, ISO or unformatted ones). The volume must then exist.
+        A format given here wins over the volume's.
+        """
         return cls(
             DiskKind.VOLUME,
             pool=pool,
             volume_name=name,
             device=device,
             target=target,
-            readonly=readonly or device == "cdrom",
+            format=format,
+            readonly=check_bool("disk.readonly", readonly) or device == "cdrom",
         )
 
     @classmethod
-    def cdrom(cls, path: str, *, target: str | None = None) -> Disk:
+    def cdrom(cls, path: str | os.PathLike[str], *, target: str | None = None) -> Disk:
         """A read-only cdrom backed by an ISO image file."""
         return cls(
             DiskKind.FILE,
-            path=str(path),
+            path=as_path_text("disk.path", path),
             device="cdrom",
             target=target,
             format="raw",
@@ -185,6 +217,10 @@ class Nic:
     """A network interface. Build with :meth:`network` or :meth:`bridge`.
 
     ``mac`` None lets libvirt generate one (``ensure`` then keeps it across re-defines).
+
+    Raises:
+        SpecError: on construction, naming ``nic.FIELD`` (``nic.network`` or ``nic.bridge``
+            for the source) and the rule broken.
     """
 
     kind: str
@@ -193,10 +229,11 @@ class Nic:
     model: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("network", "bridge"):
+        if self.kind not in NIC_KINDS:
             raise SpecError("nic.kind", "must be 'network' or 'bridge'", self.kind)
+        check_fields(self, "nic.", names={"source": self.kind})
         check_name(f"nic.{self.kind}", self.source)
-        if self.mac is not None and not _MAC_RE.match(self.mac):
+        if self.mac is not None and not _MAC_RE.fullmatch(self.mac):
             raise SpecError(
                 "nic.mac", "must be six lowercase hex pairs like 52:54:00:12:34:56", self.mac
             )
@@ -214,26 +251,40 @@ class Nic:
         return cls("bridge", name, mac=mac, model=model)
 
 
+NIC_KINDS = ("network", "bridge")
+"""``Nic.kind`` values."""
 HOST_ROOT = "<host-root>"
 
 
 @dataclass(frozen=True)
 class Filesystem:
-    """A host directory passed into a container (or a VM, via virtiofs/9p)."""
+    """A host directory passed into a container (or a VM, via virtiofs/9p).
+
+    Raises:
+        SpecError: on construction, naming ``filesystem.FIELD`` and the rule broken.
+    """
 
     source: str
     target: str
     readonly: bool = False
 
     def __post_init__(self) -> None:
+        check_fields(self, "filesystem.", paths=("source", "target"))
         if self.source != HOST_ROOT:
             check_path("filesystem.source", self.source)
         check_path("filesystem.target", self.target)
 
     @classmethod
-    def mount(cls, source_dir: str, target: str = "/", *, readonly: bool = False) -> Filesystem:
+    def mount(
+        cls,
+        source_dir: str | os.PathLike[str],
+        target: str | os.PathLike[str] = "/",
+        *,
+        readonly: bool = False,
+    ) -> Filesystem:
         """Bind ``source_dir`` of the host at ``target`` in the guest."""
-        return cls(str(source_dir), target, readonly)
+        source = as_path_text("filesystem.source", source_dir)
+        return cls(source, as_path_text("filesystem.target", target), readonly)
 
     @classmethod
     def host_root(cls) -> Filesystem:
@@ -252,16 +303,44 @@ class Filesystem:
 
 @dataclass(frozen=True)
 class XmlEdit:
-    """An escape hatch applied after rendering: set or remove what an XPath selects.
+    """An escape hatch applied after rendering: set or delete what an XPath selects.
 
-    ``XmlEdit.set("./on_crash", "preserve")`` sets the text of an existing element,
-    ``XmlEdit.set("./devices/graphics/@type", "vnc")`` an attribute;
-    ``XmlEdit.remove("./devices/memballoon")`` removes every match.
+    ``XmlEdit.set("./on_crash", "preserve")`` sets the text of every element the XPath
+    selects (it must select at least one), ``XmlEdit.set("./devices/graphics/@type", "vnc")``
+    an attribute of each (added where missing); ``XmlEdit.delete("./devices/memballoon")``
+    removes every element it selects (none is fine), ``XmlEdit.delete("./devices/disk/@x")``
+    that attribute. An edit runs on what hvlib rendered (or, in ``ensure``, on the current
+    definition with the spec laid over it), before the ``xml_hook``.
+
+    Edits may not touch what hvlib owns to find and tell apart its domains and their NICs
+    (:data:`hvlib.model.render.IDENTITY`): the domain's ``<name>``, ``<uuid>``, ``type`` attribute,
+    ``<os><type>`` (hvm, xen, exe: the virt type), hvlib's own ``<metadata>`` entries and
+    each NIC's ``<mac>``, nor delete an element holding one of the first five. Which nodes
+    an XPath reaches is decided by evaluating it on the document, so any spelling
+    (``./name``, ``/domain/name``, ``name``, ``//name``, ``*[1]``) counts; set the spec's
+    own fields (``name``, ``uuid``, ``virt``, ``Nic.mac``) instead.
+
+    Raises:
+        SpecError: on construction, naming ``xml_edits.FIELD`` (a value of the wrong type,
+            or XML cannot carry it); when rendered, naming ``xml_edits[i]``: an XPath that
+            does not parse, selects no element for a set, or touches an identity node.
     """
 
     xpath: str
     value: str | None
     remove: bool = False
+
+    def __post_init__(self) -> None:
+        check_fields(self, "xml_edits.")
+        check_text("xml_edits.xpath", self.xpath)
+        if self.remove and self.value is not None:
+            raise SpecError("xml_edits.value", "a delete takes no value", self.value)
+        if not self.remove:
+            if self.value is None:
+                raise SpecError("xml_edits.value", "a set needs a value (a string)")
+            check_text(
+                "xml_edits.value", self.value, max_len=65536, allow_empty=True, multiline=True
+            )
 
     @classmethod
     def set(cls, xpath: str, value: str) -> XmlEdit:
@@ -270,7 +349,7 @@ class XmlEdit:
 
     @classmethod
     def delete(cls, xpath: str) -> XmlEdit:
-        """Remove every element that ``xpath`` selects."""
+        """Remove every element (or, for ``.../@attr``, that attribute) ``xpath`` selects."""
         return cls(xpath, None, remove=True)
 
 
@@ -300,18 +379,12 @@ class Cpu:
     fallback: bool = False
 
     def __post_init__(self) -> None:
-        for attr in ("require", "disable"):
-            value = getattr(self, attr)
-            if isinstance(value, str):
-                raise SpecError(f"cpu.{attr}", "must be a list of feature names", value)
-            object.__setattr__(self, attr, tuple(value))
+        check_fields(self, "cpu.", names={"name": "model"})
         self._check_mode()
         self._check_features()
         for attr in ("sockets", "cores", "threads"):
             if getattr(self, attr) is not None:
-                _check_int(f"cpu.{attr}", getattr(self, attr), 1, VCPUS_MAX)
-        if not isinstance(self.fallback, bool):
-            raise SpecError("cpu.fallback", "must be true or false", self.fallback)
+                check_int(f"cpu.{attr}", getattr(self, attr), 1, VCPUS_MAX)
 
     def _check_mode(self) -> None:
         if self.mode is not None and self.mode not in CPU_MODES:
@@ -322,13 +395,13 @@ class Cpu:
             if self.mode != "custom":
                 raise SpecError("cpu.model", "a model name needs mode 'custom'", self.name)
             check_text("cpu.model", self.name, max_len=64)
-            if not _CPU_MODEL_RE.match(self.name):
+            if not _CPU_MODEL_RE.fullmatch(self.name):
                 raise SpecError("cpu.model", "must use only A-Z a-z 0-9 _ . + -", self.name)
 
     def _check_features(self) -> None:
         for attr in ("require", "disable"):
             for name in getattr(self, attr):
-                if not isinstance(name, str) or not _CPU_FEATURE_RE.match(name):
+                if not _CPU_FEATURE_RE.fullmatch(name):
                     raise SpecError(
                         f"cpu.{attr}", "feature names use only a-z 0-9 _ . - (e.g. sse4.2)", name
                     )
@@ -410,7 +483,7 @@ class Cpu:
             data.get("sockets"),
             data.get("cores"),
             data.get("threads"),
-            bool(data.get("fallback", False)),
+            False if data.get("fallback") is None else data["fallback"],
         )
 
     @property
@@ -441,9 +514,9 @@ class IdRange:
             SpecError: naming ``fieldname.start``, ``.target`` or ``.count``: not an integer
                 (bools are refused), negative, a count of 0, or a range reaching 2**32.
         """
-        _check_int(f"{fieldname}.start", self.start, 0, ID_LIMIT - 1)
-        _check_int(f"{fieldname}.target", self.target, 0, ID_LIMIT - 1)
-        _check_int(f"{fieldname}.count", self.count, 1, ID_LIMIT - 1)
+        check_int(f"{fieldname}.start", self.start, 0, ID_LIMIT - 1)
+        check_int(f"{fieldname}.target", self.target, 0, ID_LIMIT - 1)
+        check_int(f"{fieldname}.count", self.count, 1, ID_LIMIT - 1)
         for side in ("start", "target"):
             if getattr(self, side) + self.count >= ID_LIMIT:
                 raise SpecError(
@@ -474,11 +547,8 @@ class IdMap:
     gids: Sequence[IdRange]
 
     def __post_init__(self) -> None:
+        check_fields(self, "idmap.")
         for attr in ("uids", "gids"):
-            ranges = getattr(self, attr)
-            if isinstance(ranges, (str, bytes)) or not isinstance(ranges, Sequence):
-                raise SpecError(f"idmap.{attr}", "must be a list of IdRange", ranges)
-            object.__setattr__(self, attr, tuple(ranges))
             _check_id_ranges(f"idmap.{attr}", getattr(self, attr))
 
     @classmethod
@@ -535,8 +605,6 @@ def _check_id_ranges(fieldname: str, ranges: tuple[IdRange, ...]) -> None:
     if len(ranges) > IDMAP_RANGES_MAX:
         raise SpecError(fieldname, f"takes at most {IDMAP_RANGES_MAX} ranges", len(ranges))
     for i, r in enumerate(ranges):
-        if not isinstance(r, IdRange):
-            raise SpecError(f"{fieldname}[{i}]", "must be an IdRange", r)
         r.check(f"{fieldname}[{i}]")
     for side in ("start", "target"):
         _check_disjoint(fieldname, ranges, side)
@@ -571,9 +639,12 @@ LIFECYCLE_ACTIONS = (
 class DomainSpec:
     """The whole desired definition of one domain, whatever its virtualization type.
 
-    Units are in the names (``memory_mib``). VMs boot ``kernel``/``initrd``/``cmdline`` or
-    their first disk; containers (LXC) run ``init`` in ``filesystems``, in a user namespace of
-    their own when ``idmap`` (an :class:`IdMap`) is given. For kvm and qemu,
+    Units are in the names (``memory_mib``). A VM with a ``kernel`` boots it directly (with
+    ``initrd`` and ``cmdline``); without one, its firmware boots its first disk
+    (``<boot dev='hd'/>``), or its cdrom when all its disks are cdroms, or else the network
+    (``<boot dev='network'/>``: PXE through its NICs); a VM with no kernel, disk or NIC is
+    refused. Containers (LXC) run ``init`` (an argv list) in ``filesystems``, in a user
+    namespace of their own when ``idmap`` (an :class:`IdMap`) is given. For kvm and qemu,
     ``cpu`` (a :class:`Cpu`), ``nested`` (hardware virtualization for the guest: vmx/svm under
     KVM, svm+npt under software emulation), ``machine`` (``pc``, ``q35``, ``microvm``) and
     ``firmware`` (``bios``, ``efi``; ``secure_boot`` needs efi on q35) shape the virtual
@@ -582,8 +653,16 @@ class DomainSpec:
     its kernel's random pool is ready early in boot (a guest without a hardware random source,
     software-emulated above all, can otherwise wait seconds for its first ``getrandom()``).
 
+    Every field takes a value of its annotated type, checked by :mod:`hvlib.model.checks`: an
+    ``int`` field no bool or float, a list field (``disks``, ``init``, ...) a list or tuple
+    but never a string or a single item, ``virt`` a :class:`VirtType` or its value string
+    (``"qemu"``), ``kernel`` and ``initrd`` a ``str`` or ``os.PathLike``; ``cpu`` and
+    ``idmap`` also take the mappings of a spec file (:meth:`Cpu.from_dict`,
+    :meth:`IdMap.from_dict`).
+
     Raises:
-        SpecError: on construction, for any malformed or out-of-range field.
+        SpecError: on construction, for any malformed, out-of-range or wrongly typed field,
+            naming it (``disks[0]``, ``cpu.require[1]``).
     """
 
     name: str
@@ -616,32 +695,28 @@ class DomainSpec:
     rng: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("disks", "nics", "filesystems", "init", "xml_edits"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        if not isinstance(self.virt, VirtType):
-            object.__setattr__(self, "virt", _parse_virt(self.virt))
+        self._from_mappings()
+        check_fields(self, paths=("kernel", "initrd"))
         check_name("name", self.name)
         self._check_sizes()
         self._check_boot()
         self._check_devices()
         self._check_misc()
         self._check_platform()
-        self._check_idmap()
 
     def _check_sizes(self) -> None:
-        _check_int("vcpus", self.vcpus, 1, VCPUS_MAX)
-        _check_int("memory_mib", self.memory_mib, 16, MEMORY_MIB_MAX)
+        check_int("vcpus", self.vcpus, 1, VCPUS_MAX)
+        check_int("memory_mib", self.memory_mib, 16, MEMORY_MIB_MAX)
         if self.max_vcpus is not None:
-            _check_int("max_vcpus", self.max_vcpus, self.vcpus, VCPUS_MAX)
+            check_int("max_vcpus", self.max_vcpus, self.vcpus, VCPUS_MAX)
         if self.max_memory_mib is not None:
-            _check_int("max_memory_mib", self.max_memory_mib, self.memory_mib, MEMORY_MIB_MAX)
+            check_int("max_memory_mib", self.max_memory_mib, self.memory_mib, MEMORY_MIB_MAX)
 
     def _check_boot(self) -> None:
         for name in ("kernel", "initrd"):
             value = getattr(self, name)
             if value is not None:
-                check_path(name, str(value))
-                object.__setattr__(self, name, str(value))
+                check_path(name, value)
         if self.cmdline is not None:
             check_text("cmdline", self.cmdline, max_len=CMDLINE_MAX, allow_empty=True)
         if self.initrd is not None and self.kernel is None:
@@ -667,10 +742,11 @@ class DomainSpec:
 
     def _check_misc(self) -> None:
         if self.uuid is not None:
-            try:
-                object.__setattr__(self, "uuid", str(uuidlib.UUID(self.uuid)))
-            except (ValueError, TypeError, AttributeError):
-                raise SpecError("uuid", "must be a UUID", self.uuid) from None
+            if not _UUID_RE.fullmatch(self.uuid):
+                raise SpecError(
+                    "uuid", "must be a UUID: 32 hex digits, dashed 8-4-4-4-12 or not", self.uuid
+                )
+            object.__setattr__(self, "uuid", _dashed_uuid(self.uuid))
         if self.description is not None:
             check_text("description", self.description, max_len=65536, allow_empty=True)
         for name in ("on_poweroff", "on_reboot", "on_crash"):
@@ -678,17 +754,8 @@ class DomainSpec:
                 raise SpecError(
                     name, f"must be one of {', '.join(LIFECYCLE_ACTIONS)}", getattr(self, name)
                 )
-        for edit in self.xml_edits:
-            check_text("xml_edits.xpath", edit.xpath)
 
     def _check_platform(self) -> None:
-        if self.cpu is not None and not isinstance(self.cpu, Cpu):
-            if not isinstance(self.cpu, Mapping):
-                raise SpecError("cpu", "must be a Cpu (Cpu.model(NAME), ...)", self.cpu)
-            object.__setattr__(self, "cpu", Cpu.from_dict(self.cpu))
-        for name in ("nested", "secure_boot", "rng"):
-            if not isinstance(getattr(self, name), bool):
-                raise SpecError(name, "must be true or false", getattr(self, name))
         if self.machine is not None and self.machine not in MACHINES:
             raise SpecError("machine", f"must be one of {', '.join(MACHINES)}", self.machine)
         if self.firmware not in FIRMWARES:
@@ -715,12 +782,12 @@ class DomainSpec:
                 f"{sockets}x{cores}x{threads}",
             )
 
-    def _check_idmap(self) -> None:
-        if self.idmap is None or isinstance(self.idmap, IdMap):
-            return
-        if not isinstance(self.idmap, Mapping):
-            raise SpecError("idmap", "must be an IdMap (IdMap.shifted(TARGET), ...)", self.idmap)
-        object.__setattr__(self, "idmap", IdMap.from_dict(self.idmap))
+    def _from_mappings(self) -> None:
+        """``cpu`` and ``idmap`` given as plain mappings (a spec file's) become their classes."""
+        if isinstance(self.cpu, Mapping):
+            object.__setattr__(self, "cpu", Cpu.from_dict(self.cpu))
+        if isinstance(self.idmap, Mapping):
+            object.__setattr__(self, "idmap", IdMap.from_dict(self.idmap))
 
     @property
     def root_filesystem(self) -> Filesystem | None:
@@ -728,9 +795,7 @@ class DomainSpec:
         return next((f for f in self.filesystems if f.target == "/"), None)
 
 
-def _parse_virt(value: object) -> VirtType:
-    try:
-        return VirtType(value)
-    except ValueError:
-        choices = ", ".join(v.value for v in VirtType)
-        raise SpecError("virt", f"must be one of {choices}", value) from None
+def _dashed_uuid(text: str) -> str:
+    """A UUID in libvirt's spelling: lowercase, dashed 8-4-4-4-12."""
+    hexdigits = text.replace("-", "").lower()
+    return "-".join(hexdigits[a:b] for a, b in ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32)))

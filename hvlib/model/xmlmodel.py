@@ -17,6 +17,8 @@ from typing import Any, Generic, Self, TypeVar
 
 from lxml import etree
 
+from hvlib.errors import SpecError
+
 T = TypeVar("T")
 Element = etree._Element
 
@@ -47,6 +49,21 @@ def parse(text: str | bytes) -> Element:
     """
     data = text.encode() if isinstance(text, str) else text
     return etree.fromstring(data, _PARSER)
+
+
+def parse_checked(fieldname: str, text: object) -> Element:
+    """:func:`parse` for input from a caller: anything but a well-formed document (a
+    ``str`` or ``bytes``) is a SpecError naming ``fieldname``.
+
+    Raises:
+        SpecError: not a string or bytes, or not well-formed XML (lxml's reason quoted).
+    """
+    if not isinstance(text, (str, bytes)):
+        raise SpecError(fieldname, "must be an XML document (a string)", type(text).__name__)
+    try:
+        return parse(text)
+    except etree.XMLSyntaxError as e:
+        raise SpecError(fieldname, f"is not well-formed XML: {e}") from None
 
 
 def tostring(el: Element) -> str:

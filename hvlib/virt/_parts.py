@@ -28,12 +28,23 @@ T = TypeVar("T")
 class HostLike(Protocol):
     """The connection-level members of :class:`hvlib.Host` (see the module docstring)."""
 
-    uri: str
-    connection: Connection
-    consoles: dict[str, ConsoleCapture]
-    event_hub: EventHub
-    poll_interval: float | None
-    allow_emulation: bool
+    @property
+    def uri(self) -> str: ...
+
+    @property
+    def connection(self) -> Connection: ...
+
+    @property
+    def consoles(self) -> dict[str, ConsoleCapture]: ...
+
+    @property
+    def event_hub(self) -> EventHub: ...
+
+    @property
+    def poll_interval(self) -> float | None: ...
+
+    @property
+    def allow_emulation(self) -> bool: ...
 
     @property
     def netns(self) -> str | None: ...
@@ -49,6 +60,9 @@ class HostLike(Protocol):
 
     @property
     def is_test_driver(self) -> bool: ...
+
+    @property
+    def driver(self) -> str: ...
 
     def call(
         self,

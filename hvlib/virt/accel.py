@@ -205,7 +205,7 @@ def acceleration(
     """
     if host.is_test_driver:
         return not_probed(host.uri, NOT_PROBED_TEST)
-    if not host.uri.startswith("qemu"):
+    if host.driver != "QEMU":
         return not_probed(host.uri, "not probed: KVM is run by libvirt's QEMU driver only")
     with _lock(host.uri):
         cached = _cache.get(host.uri)

@@ -7,7 +7,10 @@ the lifecycle event callback, bumping :attr:`Connection.generation` so that Doma
 their handles. :meth:`Connection.call` runs a block of libvirt calls with hvlib's error
 translation, retries it on transient errors only when the caller says it is safe to repeat,
 and with ``call_timeout`` set runs it on a worker thread and gives up with
-:class:`hvlib.CallTimeout`. This is part of the Host layer; it holds no policy about domains.
+:class:`hvlib.CallTimeout`. The URI is checked by :func:`hvlib.model.uri.check_uri` when the
+Connection is made, so nothing opens a URI that the guard did not pass. After :meth:`close`
+every use fails at once with :class:`HostClosed` (never retried, never reconnected). This is
+part of the Host layer; it holds no policy about domains.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from hvlib.errors import CallTimeout, HostError, HvlibError
+from hvlib.errors import CallTimeout, HostClosed, HostError, HvlibError, SpecError
+from hvlib.model.uri import check_uri, transport_of
 from hvlib.virt import _virt
 
 log = logging.getLogger("hvlib")
@@ -38,15 +42,39 @@ def keepalive_for(uri: str) -> tuple[int, int]:
     """(interval s, count) of libvirt keepalive for ``uri``. Over ``+libssh`` a reply of ~10 KB
     stalls for exactly one keepalive interval (measured with libvirt 9.0: 5 s at 5, 1 s at 1),
     so those connections ping every second, still giving up on a dead peer after 15 s."""
-    if "+libssh" in uri.partition(":")[0]:
+    if (transport_of(uri) or "").startswith("libssh"):  # libssh and libssh2, any case
         return 1, 15
     return KEEPALIVE_INTERVAL, KEEPALIVE_COUNT
 
 
+MAX_TIMEOUT = 10 * 365 * 86400.0
+"""The largest timeout hvlib takes (ten years): finite, and within what Python's waits
+accept (``threading.TIMEOUT_MAX``)."""
+
+
+def check_timeout(field: str, value: object, *, optional: bool, zero: bool = False) -> None:
+    """Check a timeout in seconds: a finite int or float (not a bool), above 0 (at least 0
+    with ``zero``), at most :data:`MAX_TIMEOUT`; or None when ``optional``.
+
+    Raises:
+        SpecError: naming ``field``.
+    """
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        kind = "a number of seconds" + (" or None" if optional else "")
+        raise SpecError(field, f"must be {kind}", value)
+    in_range = value >= 0 if zero else value > 0
+    if value != value or not in_range or value > MAX_TIMEOUT:  # NaN is not equal to itself
+        low = "at least 0" if zero else "above 0"
+        raise SpecError(field, f"must be {low} and at most {MAX_TIMEOUT:g} s", value)
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for failures that may pass if the same safe call is made again: a lost
-    connection, a daemon restarting, libvirt's "cannot acquire state change lock"."""
-    if isinstance(exc, CallTimeout):
+    connection, a daemon restarting, libvirt's "cannot acquire state change lock". A call
+    timeout and a closed Host are not."""
+    if isinstance(exc, CallTimeout | HostClosed):
         return False
     if isinstance(exc, HostError):
         return True
@@ -66,18 +94,40 @@ class Connection:
         on_lost: Callable[[], None],
         reconnect_timeout: float = 30.0,
         call_timeout: float | None = None,
+        allow_uri_options: Iterable[str] = (),
     ) -> None:
-        self.uri, self.readonly = uri, readonly
+        """Check ``uri`` and the timeouts, then open the connection.
+
+        Raises:
+            SpecError: the URI was refused (see :func:`hvlib.model.uri.check_uri`), or a timeout
+                is not a finite positive number of seconds.
+            HostError: the daemon cannot be reached or refused the connection.
+        """
+        check_timeout("reconnect_timeout", reconnect_timeout, optional=False, zero=True)
+        check_timeout("call_timeout", call_timeout, optional=True)
+        self._uri = check_uri(uri, allow_uri_options)
+        self.readonly = readonly
         self.reconnect_timeout, self.call_timeout = reconnect_timeout, call_timeout
         self._on_lifecycle, self._on_lost = on_lifecycle, on_lost
         self._lock = threading.RLock()
         self._conn: Any = None
         self._callback_id: int | None = None
         self._closed = False
+        self._closed_why = ""
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.generation = 0
         """Bumped on every (re)connect: handles from an older generation are stale."""
         self._open()
+
+    @property
+    def uri(self) -> str:
+        """The URI, as checked by :func:`hvlib.model.uri.check_uri` (it cannot be changed)."""
+        return self._uri
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
 
     # -- opening, losing, closing --------------------------------------------------------
 
@@ -118,21 +168,40 @@ class Connection:
         """The live libvirt connection, reconnecting first if it was lost.
 
         Raises:
-            HostError: closed by the caller, or the daemon did not come back within
-                ``reconnect_timeout`` s.
+            HostClosed: closed by the caller (at once; also when it was closed while this
+                call waited for a reconnect).
+            HostError: the daemon did not come back within ``reconnect_timeout`` s.
         """
+        self._raise_if_closed()
         with self._lock:
-            if self._closed:
-                raise HostError(f"connection to {self.uri} was closed")
+            self._raise_if_closed()
             if self._conn is None:
                 self._reconnect()
+                self._raise_if_closed()  # closed meanwhile: close() takes the new one
             return self._conn
+
+    def check_open(self) -> None:
+        """Raise unless the connection is open (or to be reopened on next use).
+
+        Raises:
+            HostClosed: :meth:`close` was called.
+        """
+        self._raise_if_closed()
+
+    def _raise_if_closed(self) -> None:
+        if self._closed:
+            raise HostClosed(
+                f"{self.uri}: this Host was closed{self._closed_why}; calls on it and on its "
+                "domains fail: open a new one with hvlib.connect()"
+            )
 
     def _reconnect(self) -> None:
         import tenacity  # only retries need it: a faster ``import hvlib``
 
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(HostError),
+            retry=tenacity.retry_if_exception(
+                lambda e: isinstance(e, HostError) and not self._closed
+            ),
             stop=tenacity.stop_after_delay(self.reconnect_timeout),
             wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
             before_sleep=lambda rs: log.warning(
@@ -146,10 +215,15 @@ class Connection:
         retrying(self._open)
         log.warning("reconnected to %s", self.uri)
 
-    def close(self) -> None:
-        """Deregister events and close (idempotent). Calls after this raise HostError."""
+    def close(self, reason: str = "") -> None:
+        """Deregister events and close (idempotent). Every use after this raises
+        :class:`HostClosed` at once; ``reason`` (e.g. "by ensure_all") goes in its message.
+        A reconnect under way in another thread stops at its next attempt."""
+        if not self._closed:
+            self._closed_why = f" ({reason})" if reason else ""
+            self._closed = True  # seen at once by a reconnect loop holding the lock
         with self._lock:
-            conn, self._conn, self._closed = self._conn, None, True
+            conn, self._conn = self._conn, None
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         if conn is None:
@@ -182,6 +256,7 @@ class Connection:
         worker stays blocked until libvirt answers).
 
         Raises:
+            HostClosed: the connection was closed (at once, never retried).
             CallTimeout: libvirt did not answer within ``call_timeout`` s.
             HvlibError: the translated libvirt error.
         """
@@ -200,7 +275,7 @@ class Connection:
         import tenacity  # only retries need it: a faster ``import hvlib``
 
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(is_transient),
+            retry=tenacity.retry_if_exception(lambda e: is_transient(e) and not self._closed),
             stop=tenacity.stop_after_delay(self.reconnect_timeout),
             wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
             before_sleep=lambda rs: log.warning(

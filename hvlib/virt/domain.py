@@ -13,6 +13,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,8 +34,11 @@ from hvlib.guest.access import GuestAccess
 from hvlib.guest.ready import missing_capture
 from hvlib.model import addresses as addrs
 from hvlib.model.addresses import AddressSource
+from hvlib.model.checks import as_enum, as_enums, check_bool, check_int, check_seconds
 from hvlib.model.domxml import DomainXML
 from hvlib.model.render import virt_of
+from hvlib.model.spec import MEMORY_MIB_MAX, VCPUS_MAX, check_text
+from hvlib.model.xmlmodel import parse_checked
 from hvlib.virt import _virt
 from hvlib.virt.console import ConsoleCapture
 from hvlib.virt.handle import HostObject
@@ -134,8 +138,9 @@ class Domain(GuestAccess, Mobility, HostObject):
         """The domain's XML: live, or with ``inactive`` the persistent definition.
 
         Raises:
-            DomainNotFound: the domain is gone.
+            DomainNotFound: the domain is gone. SpecError: ``inactive`` is not a bool.
         """
+        check_bool("inactive", inactive)
         flags = _virt.C.VIR_DOMAIN_XML_INACTIVE if inactive else 0
         return str(self._read(lambda h: h.XMLDesc(flags)))
 
@@ -155,7 +160,9 @@ class Domain(GuestAccess, Mobility, HostObject):
         Raises:
             DomainNotFound: the domain is gone.
             LibvirtError, InvalidState: libvirt failed to start it (the message says why).
+            SpecError: ``capture_console`` is not a bool.
         """
+        check_bool("capture_console", capture_console)
         # No state read first: libvirt's own "already running" refusal is the check (one RPC
         # less on every start). The test driver has neither console streams nor START_PAUSED.
         capture_console = capture_console and not self.host.is_test_driver
@@ -269,15 +276,20 @@ class Domain(GuestAccess, Mobility, HostObject):
         capture = self.console
         return b"" if capture is None else capture.data
 
-    def wait_for_console(self, pattern: str, timeout: float = 60.0) -> str:
-        """Block until a console line (since the last start) matches ``pattern``; return it.
+    def wait_for_console(self, pattern: str | re.Pattern[str], timeout: float = 60.0) -> str:
+        """Block until a console line (since the last start) matches ``pattern`` (a regular
+        expression, or a compiled one); return it.
 
         Raises:
             WaitTimeout: no such line in time (``.last`` holds the console's tail).
             Unsupported: the driver has no console streams (libvirt's test driver).
             InvalidState: hvlib is not capturing this domain's console (it was not started
             through hvlib in this process, or its console could not be opened).
+            SpecError: ``pattern`` is not a valid regular expression, or ``timeout`` is not
+                a finite number of seconds >= 0.
         """
+        pattern = _check_pattern(pattern)
+        timeout = check_seconds("timeout", timeout)
         capture = self.console
         if capture is None:
             test_driver = self.host.is_test_driver
@@ -332,7 +344,12 @@ class Domain(GuestAccess, Mobility, HostObject):
 
         Raises:
             WaitTimeout: ``force=False`` and the guest did not stop in time (it keeps running).
+            SpecError: ``timeout`` is not a finite number of seconds >= 0, ``resend_interval``
+                not one > 0, or ``force`` not a bool.
         """
+        timeout = check_seconds("timeout", timeout)
+        resend_interval = check_seconds("resend_interval", resend_interval, positive=True)
+        check_bool("force", force)
         started = time.monotonic()
         deadline = started + timeout
         requests = 0
@@ -455,38 +472,49 @@ class Domain(GuestAccess, Mobility, HostObject):
 
     @autostart.setter
     def autostart(self, value: bool) -> None:
+        check_bool("autostart", value)
         self._write(lambda h: h.setAutostart(1 if value else 0))
 
     def set_memory_live(self, kib: int) -> None:
         """Balloon the running guest to ``kib`` KiB (up to its maximum memory).
 
         Raises:
+            SpecError: ``kib`` is not an integer from 16 MiB to 4 TiB (in KiB), the range a
+                spec's ``memory_mib`` takes.
             InvalidState: the domain is not running. LibvirtError: above the maximum, say.
         """
+        check_int("kib", kib, 16 * 1024, MEMORY_MIB_MAX * 1024)
         self._write(lambda h: h.setMemoryFlags(kib, _virt.C.VIR_DOMAIN_AFFECT_LIVE))
 
     def set_vcpus_live(self, count: int) -> None:
         """Hot-plug (or unplug) vcpus of the running guest, up to its maximum.
 
         Raises:
+            SpecError: ``count`` is not an integer from 1 to 512 (what a spec's ``vcpus``
+                takes).
             InvalidState: the domain is not running. LibvirtError: libvirt refused.
         """
+        check_int("count", count, 1, VCPUS_MAX)
         self._write(lambda h: h.setVcpusFlags(count, _virt.C.VIR_DOMAIN_AFFECT_LIVE))
 
     def attach_live(self, device_xml: str) -> None:
         """Hot-plug a device (``<disk>``, ``<interface>`` ...) into the running guest only.
 
         Raises:
+            SpecError: ``device_xml`` is not a string of well-formed XML.
             InvalidState: the domain is not running. Unsupported, LibvirtError: refused.
         """
+        _check_device_xml(device_xml)
         self._write(lambda h: h.attachDeviceFlags(device_xml, _virt.C.VIR_DOMAIN_AFFECT_LIVE))
 
     def detach_live(self, device_xml: str) -> None:
         """Hot-unplug a device from the running guest only (persistent config untouched).
 
         Raises:
+            SpecError: ``device_xml`` is not a string of well-formed XML.
             InvalidState: the domain is not running. Unsupported, LibvirtError: refused.
         """
+        _check_device_xml(device_xml)
         self._write(lambda h: h.detachDeviceFlags(device_xml, _virt.C.VIR_DOMAIN_AFFECT_LIVE))
 
     # -- addresses -----------------------------------------------------------------------
@@ -499,7 +527,9 @@ class Domain(GuestAccess, Mobility, HostObject):
 
         Raises:
             DomainNotFound: the domain is gone. Unsupported: the driver lacks that source.
+            SpecError: ``source`` is not an :class:`AddressSource` (or its value string).
         """
+        source = as_enum(AddressSource, "source", source)
         return self._addresses(source, addrs.Attempts())
 
     def _addresses(self, source: AddressSource, attempts: addrs.Attempts) -> addrs.Addresses:
@@ -542,10 +572,17 @@ class Domain(GuestAccess, Mobility, HostObject):
 
         Raises:
             WaitTimeout: in time no address came; the message says what each source answered.
-            SpecError: ``nics`` is not "all" or "any".
+            SpecError: ``nics`` is not "all" or "any", ``family`` not 4, 6 or None,
+                ``source`` not an :class:`AddressSource` (or its value string), ``timeout``
+                not a finite number of seconds >= 0 or ``interval`` not one > 0.
         """
-        if nics not in ("all", "any"):
+        timeout = check_seconds("timeout", timeout)
+        interval = check_seconds("interval", interval, positive=True)
+        if not isinstance(nics, str) or nics not in ("all", "any"):
             raise SpecError("nics", "must be 'all' or 'any'", nics)
+        if family is not None and (isinstance(family, bool) or family not in (4, 6)):
+            raise SpecError("family", "must be 4, 6 or None (either)", family)
+        source = as_enum(AddressSource, "source", source)
         macs, attempts = self.mac_addresses(), addrs.Attempts()
         deadline = time.monotonic() + timeout
         while True:
@@ -572,13 +609,20 @@ class Domain(GuestAccess, Mobility, HostObject):
     ) -> State:
         """Block until the domain is in ``state`` (or one of several); return the state.
 
-        Wakes on libvirt's lifecycle events, and also re-reads the state every
-        ``poll_interval`` s (default: the host's; None on the host disables polling).
+        A state is a :class:`hvlib.State` or its value string (``"running"``, ``"shut-off"``);
+        one string is one state. Wakes on libvirt's lifecycle events, and also re-reads the
+        state every ``poll_interval`` s (default: the host's; None on the host disables
+        polling).
 
         Raises:
             WaitTimeout: not reached within ``timeout`` s (``.last`` is the last state seen).
+            SpecError: a state that is not one, an empty list of states, ``timeout`` not a
+                finite number of seconds >= 0 or ``poll_interval`` not one > 0.
         """
-        goals = {state} if isinstance(state, State) else set(state)
+        goals = set(as_enums(State, "state", state))
+        timeout = check_seconds("timeout", timeout)
+        if poll_interval is not None:
+            check_seconds("poll_interval", poll_interval, positive=True)
         poll = self.host.poll_interval if poll_interval is None else poll_interval
         hub, started = self.host.event_hub, time.monotonic()
         deadline = started + timeout
@@ -601,3 +645,29 @@ class Domain(GuestAccess, Mobility, HostObject):
                     lambda seq=seq: hub.seq() != seq,  # type: ignore[misc]
                     timeout=min(remaining, poll) if poll else remaining,
                 )
+
+
+def _check_pattern(pattern: object) -> re.Pattern[str]:
+    """``pattern`` compiled (a string) or as it is (a compiled ``str`` pattern).
+
+    Raises:
+        SpecError: neither, or not a valid regular expression.
+    """
+    if isinstance(pattern, re.Pattern) and isinstance(pattern.pattern, str):
+        return pattern
+    if not isinstance(pattern, str):
+        raise SpecError("pattern", "must be a regular expression (a string)", pattern)
+    try:
+        return re.compile(pattern)
+    except (re.error, RecursionError, OverflowError) as e:
+        raise SpecError("pattern", f"is not a valid regular expression: {e}", pattern) from None
+
+
+def _check_device_xml(device_xml: object) -> None:
+    """Refuse what is not a string of well-formed XML (before libvirt is asked).
+
+    Raises:
+        SpecError: naming ``device_xml``.
+    """
+    text = check_text("device_xml", device_xml, max_len=1 << 20, multiline=True)  # type: ignore[arg-type]
+    parse_checked("device_xml", text)

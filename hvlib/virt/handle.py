@@ -1,9 +1,11 @@
 """The common base of hvlib's objects on a host (Domain, Network, Pool, Volume).
 
-Each wraps a libvirt object whose handle belongs to one connection: after the Host reconnects
-(libvirtd restarted) the handle is looked up again (by uuid, or by name in its pool) on first use.
-Calls go through :meth:`hvlib.Host.call`: reads retried on transient errors, writes made once. Part
-of the virt layer; no policy here. The host is taken as :class:`hvlib.virt._parts.HostLike`.
+Each wraps a libvirt object whose handle belongs to one connection: after the Host
+reconnects (libvirtd restarted) the handle is looked up again (by uuid, or by name in its
+pool) on first use. Calls go through :meth:`hvlib.Host.call`: reads retried on transient
+errors, writes made once. Once the Host is closed, everything but the cached identity (name,
+uuid) raises :class:`hvlib.HostClosed` at once. Part of the virt layer; no
+policy here. The host is taken as :class:`hvlib.virt._parts.HostLike`.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ class HostObject:
         errors), looked up again after the host reconnected.
 
         Raises:
+            HostClosed: the host was closed (the handle would be of a closed connection).
             NotFound: after a reconnect, the object is gone.
         """
+        self.host.connection.check_open()
         if self._generation != self.host.generation:
             generation = self.host.generation
             self._handle = self.host.call(self._lookup, name=self._label(), safe=True)

@@ -13,25 +13,27 @@ import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from hvlib.enums import State
 from hvlib.errors import AlreadyExists, DomainNotFound, NotFound, SpecError, Unsupported
-from hvlib.guest.config import PathArg
+from hvlib.guest.config import PathArg, check_ssh_config
+from hvlib.model.checks import as_enum
 from hvlib.model.plan import ENSURE_STATES
 from hvlib.model.render import render
-from hvlib.model.spec import DiskKind, DomainSpec
-from hvlib.model.uri import check_uri
+from hvlib.model.spec import DiskKind, DomainSpec, check_text
+from hvlib.model.uri import allowed_names
 from hvlib.virt import _virt, accel
-from hvlib.virt.connection import Connection
+from hvlib.virt.connection import Connection, check_timeout
 from hvlib.virt.console import ConsoleCapture
 from hvlib.virt.converge import Converger, EnsureResult
 from hvlib.virt.domain import Domain
 from hvlib.virt.events import Callback, DomainEvent, EventHub, EventKind, Subscription
 from hvlib.virt.hostfit import fit
-from hvlib.virt.remote import remote_uri
+from hvlib.virt.remote import check_path_arg, remote_uri
 
 if TYPE_CHECKING:
+    from hvlib.guest.config import SshConfig
     from hvlib.virt.network import Networks
     from hvlib.virt.storage import Pools, Volumes
 
@@ -49,6 +51,8 @@ class Host:
     """A connection to one libvirt daemon (or the in-process ``test:///`` driver).
 
     Use as a context manager, or call :meth:`close`. Thread-safe: libvirt connections are.
+    ``Host(uri, ...)`` takes the options of :func:`connect` but the SSH pins; the URI is
+    checked the same way (:func:`hvlib.model.uri.check_uri`) before anything opens.
     """
 
     def __init__(
@@ -58,12 +62,20 @@ class Host:
         netns: str | None = None,
         poll_interval: float | None = 1.0,
         readonly: bool = False,
-        ssh: Any = None,
+        ssh: SshConfig | None = None,
         reconnect_timeout: float = 30.0,
         call_timeout: float | None = None,
+        allow_uri_options: Iterable[str] = (),
         allow_emulation: bool | None = None,
     ) -> None:
-        self.uri = uri
+        """Check every option, then open the connection.
+
+        Raises:
+            SpecError: an option is of the wrong type or out of range (``field`` names it),
+                or the URI was refused.
+            HostError: the daemon cannot be reached or refused the connection.
+        """
+        check_host_options(netns, poll_interval, readonly, ssh, allow_emulation)
         self.allow_emulation = accel.allow_emulation_default(allow_emulation)
         """Run kvm specs under software emulation (as qemu) where KVM does not work (None:
         the environment's ``HVLIB_ALLOW_EMULATION``)."""
@@ -83,8 +95,15 @@ class Host:
             on_lost=self.event_hub.wake_all,
             reconnect_timeout=reconnect_timeout,
             call_timeout=call_timeout,
+            allow_uri_options=allow_uri_options,
         )
+        self._driver: tuple[int, str] | None = None
         self.domains = Domains(self)
+
+    @property
+    def uri(self) -> str:
+        """The URI this Host opened (checked by :func:`hvlib.model.uri.check_uri`)."""
+        return self.connection.uri
 
     @functools.cached_property
     def pools(self) -> Pools:
@@ -144,7 +163,10 @@ class Host:
         return self.connection.call(fn, name=name, safe=safe, timeout=timeout)
 
     def close(self) -> None:
-        """Deregister events and close the connection (idempotent)."""
+        """Deregister events and close the connection (idempotent). From then on every call
+        on this Host and on its Domains, Networks, Pools and Volumes raises
+        :class:`hvlib.virt.connection.HostClosed` (a HostError saying it was closed) at once,
+        without retrying; their ``name`` and ``uuid`` stay readable."""
         self.connection.close()
 
     def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
@@ -178,9 +200,31 @@ class Host:
         return self.call(lambda c: str(c.getCapabilities()), safe=True)
 
     @property
+    def driver(self) -> str:
+        """libvirt's name of the driver behind this connection, as the driver itself says it
+        (``getType()``: ``"QEMU"``, ``"LXC"``, ``"Xen"``, ``"TEST"``), whatever the URI's
+        spelling or transport. Asked once per connection, and again after a reconnect.
+
+        Raises:
+            HostError: the connection failed.
+        """
+        self.connection.get()  # reconnected first if it was lost: a new connection, a new ask
+        generation, cached = self.generation, self._driver
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        answer = self.call(lambda c: str(c.getType()), safe=True)
+        self._driver = (generation, answer)
+        return answer
+
+    @property
     def is_test_driver(self) -> bool:
-        """True for libvirt's in-process ``test:///`` driver."""
-        return self.uri.startswith("test:")
+        """True for libvirt's test driver (``test:///default``, ``test+unix://...`` through a
+        daemon, a custom ``test:///path.xml``): :attr:`driver` is ``"TEST"``.
+
+        Raises:
+            HostError: the connection failed.
+        """
+        return self.driver == "TEST"
 
     def acceleration(
         self,
@@ -307,24 +351,33 @@ class Domains:
         ).run()
 
     def check_host_refs(self, spec: DomainSpec) -> None:
-        """Check that the networks and pools ``spec`` names exist on this host.
+        """Check that the networks and pools ``spec`` names exist on this host, and the
+        volumes of its volume disks without a format (they are read in the volume's own,
+        which the host must tell: :func:`hvlib.virt.hostfit.volume_formats`).
 
         Raises:
-            SpecError: naming the missing network or pool.
+            SpecError: naming the missing network, pool or volume.
         """
         conn = self.host.conn
         for i, nic in enumerate(spec.nics):
             if nic.kind == "network":
                 self._must_exist(f"nics[{i}].network", nic.source, conn.networkLookupByName)
         for i, disk in enumerate(spec.disks):
-            if disk.kind is DiskKind.VOLUME:
-                self._must_exist(f"disks[{i}].pool", disk.pool or "", conn.storagePoolLookupByName)
+            if disk.kind is not DiskKind.VOLUME:
+                continue
+            where = f"disks[{i}]"
+            pool = self._must_exist(f"{where}.pool", disk.pool or "", conn.storagePoolLookupByName)
+            if disk.format is None:
+                self._must_exist(
+                    f"{where}.volume", disk.volume_name or "", pool.storageVolLookupByName
+                )
 
     @staticmethod
-    def _must_exist(fieldname: str, name: str, lookup: Any) -> None:
+    def _must_exist(fieldname: str, name: str, lookup: Any) -> Any:
+        """``lookup(name)``, translated; NotFound as a SpecError naming ``fieldname``."""
         try:
             with _virt.translated():
-                lookup(name)
+                return lookup(name)
         except NotFound:
             raise SpecError(fieldname, "does not exist on this host", name) from None
 
@@ -339,33 +392,49 @@ class Domains:
 
         Raises:
             DomainNotFound: there is none.
+            SpecError: ``name`` is not a string (or holds NUL or control characters).
         """
-        handle = self._lookup(name)
+        handle = self._lookup(_lookup_name(name))
         if handle is None:
             raise DomainNotFound(f"no domain named {name}", name=name)
         return Domain(self.host, handle)
 
     def find(self, name: str) -> Domain | None:
-        """The domain called ``name``, or None."""
-        handle = self._lookup(name)
+        """The domain called ``name``, or None.
+
+        Raises:
+            SpecError: ``name`` is not a string (or holds NUL or control characters).
+        """
+        handle = self._lookup(_lookup_name(name))
         return None if handle is None else Domain(self.host, handle)
 
-    def list(self, state: State | None = None) -> builtins.list[Domain]:
+    def list(self, state: State | str | None = None) -> builtins.list[Domain]:
         """All domains (only those in ``state``, if given), in one libvirt call.
 
-        RUNNING, PAUSED and SHUT_OFF are filtered by libvirt itself; the other states need
-        each domain's state, which comes from the same bulk call where the driver has one
-        (QEMU, test) and from one call per domain where it has not (LXC).
+        ``state`` is a :class:`hvlib.State` or its value string (``"running"``). RUNNING,
+        PAUSED and SHUT_OFF are filtered by libvirt itself; the other states need each
+        domain's state, which comes from the same bulk call where the driver has one (QEMU,
+        test) and from one call per domain where it has not (LXC).
+
+        Raises:
+            SpecError: ``state`` is not a State (or a State's value string).
         """
+        state = _state_arg(state)
         if state is None or state in _LIST_FLAGS:
             flags = getattr(_virt.C, _LIST_FLAGS[state]) if state is not None else 0
             handles = self.host.call(lambda c: c.listAllDomains(flags), safe=True)
             return [Domain(self.host, h) for h in handles]
         return [Domain(self.host, h) for h, _ in self._bulk(state, 0)]
 
-    def stats(self, state: State | None = None) -> dict[str, DomainStats]:
-        """CPU, memory, vcpu, disk and network figures of every domain (in ``state``), in one
-        libvirt call where the driver has bulk statistics, else one ``info()`` per domain."""
+    def stats(self, state: State | str | None = None) -> dict[str, DomainStats]:
+        """CPU, memory, vcpu, disk and network figures of every domain (in ``state``, as for
+        :meth:`list`), in one libvirt call where the driver has bulk statistics, else one
+        ``info()`` per domain.
+
+        Raises:
+            SpecError: ``state`` is not a State (or a State's value string).
+        """
+        state = _state_arg(state)
         kinds = 0
         for name in ("STATE", "CPU_TOTAL", "BALLOON", "VCPU", "INTERFACE", "BLOCK"):
             kinds |= getattr(_virt.C, f"VIR_DOMAIN_STATS_{name}")
@@ -404,6 +473,16 @@ class Domains:
         return out
 
 
+def _state_arg(state: object) -> State | None:
+    """A ``state`` argument: None, a State, or a State's value string."""
+    return None if state is None else as_enum(State, "state", state)
+
+
+def _lookup_name(name: object) -> str:
+    """A domain name to look up: any string libvirt could hold as one."""
+    return check_text("name", name, max_len=1024)  # type: ignore[arg-type]
+
+
 def _stats_of(name: str, raw: dict[str, Any]) -> DomainStats:
     return DomainStats(
         name=name,
@@ -422,14 +501,14 @@ def connect(
     netns: str | None = None,
     poll_interval: float | None = 1.0,
     readonly: bool = False,
-    ssh: Any = None,
+    ssh: SshConfig | None = None,
     reconnect_timeout: float = 30.0,
     call_timeout: float | None = None,
     allow_uri_options: Iterable[str] = (),
     allow_emulation: bool | None = None,
     known_hosts: PathArg | None = None,
     keyfile: PathArg | None = None,
-    host_ssh: Any = None,
+    host_ssh: SshConfig | None = None,
 ) -> Host:
     """Open a :class:`Host` on ``uri`` (``qemu:///system``, ``lxc:///``, ``test:///default``,
     ``qemu+ssh://...``).
@@ -441,20 +520,33 @@ def connect(
     reconnects (retrying for up to ``reconnect_timeout`` s) and re-registers events; safe
     (read-only or idempotent) calls are retried on transient errors. ``call_timeout`` (off by
     default) bounds every libvirt call: past it, :class:`hvlib.CallTimeout`. URI options
-    that make libvirt run commands or skip host-key checks are refused unless named in
-    ``allow_uri_options`` (see :mod:`hvlib.model.uri`). ``allow_emulation`` (else the environment's
+    that make libvirt run commands or weaken its checks of the server, and options libvirt
+    does not define, are refused in any spelling (read as libvirt reads them: any case, ``;``
+    as well as ``&``, percent-encoded) unless named in ``allow_uri_options`` (see
+    :mod:`hvlib.model.uri`). ``allow_emulation`` (else the environment's
     ``HVLIB_ALLOW_EMULATION=1``) lets a ``kvm`` spec run as ``qemu`` (software emulation) on a
     host whose acceleration report says KVM does not work (see :meth:`Host.acceleration`).
     ``known_hosts``/``keyfile`` (or ``host_ssh``, an :class:`hvlib.SshConfig` whose
     ``host_key`` is pinned) pin the SSH host key of an ``+ssh`` URI: hvlib then uses libvirt's
     ``+libssh`` transport, which checks it (libvirt 9.0's ``+ssh`` would not), and logs so.
 
+    Every option is checked before anything is opened or written: a wrong type or value is
+    a SpecError whose ``field`` names the option (``call_timeout=-1``, ``nan``, ``inf``,
+    ``ssh=42``, ``readonly="yes"``...).
+
     Raises:
         HostError: the daemon cannot be reached or refused the connection.
-        SpecError: the URI has an option that was not allowed.
+        SpecError: an option is of the wrong type or out of range, or the URI has an option
+            that was not allowed.
     """
+    check_host_options(netns, poll_interval, readonly, ssh, allow_emulation)
+    check_timeout("reconnect_timeout", reconnect_timeout, optional=False, zero=True)
+    check_timeout("call_timeout", call_timeout, optional=True)
+    allowed_names(allow_uri_options)
+    check_path_arg("known_hosts", known_hosts)
+    check_path_arg("keyfile", keyfile)
+    check_ssh_config("host_ssh", host_ssh)
     uri = remote_uri(uri, known_hosts=known_hosts, keyfile=keyfile, ssh=host_ssh)
-    check_uri(uri, allow_uri_options)
     return Host(
         uri,
         netns=netns,
@@ -463,5 +555,70 @@ def connect(
         ssh=ssh,
         reconnect_timeout=reconnect_timeout,
         call_timeout=call_timeout,
+        allow_uri_options=allow_uri_options,
         allow_emulation=allow_emulation,
     )
+
+
+def check_host_options(
+    netns: object, poll_interval: object, readonly: object, ssh: object, allow_emulation: object
+) -> None:
+    """Check the options a :class:`Host` keeps (see :func:`connect`).
+
+    Raises:
+        SpecError: naming the option that is of the wrong type or out of range.
+    """
+    if netns is not None:
+        _check_netns(netns)
+    check_timeout("poll_interval", poll_interval, optional=True)
+    if not isinstance(readonly, bool):
+        raise SpecError("readonly", "must be True or False", readonly)
+    if allow_emulation is not None and not isinstance(allow_emulation, bool):
+        raise SpecError("allow_emulation", "must be True, False or None", allow_emulation)
+    check_ssh_config("ssh", ssh)
+
+
+def _check_netns(netns: object) -> None:
+    """A name ``ip netns`` can have: a file name under /run/netns (no ``/``, not ``.``)."""
+    if not isinstance(netns, str):
+        raise SpecError("netns", "must be the name of a network namespace (ip netns)", netns)
+    if not netns or netns in (".", "..") or "/" in netns or len(netns.encode()) > 255:
+        raise SpecError("netns", "must be a file name under /run/netns (ip netns)", netns)
+    if any(ord(c) < 32 or ord(c) == 127 for c in netns):
+        raise SpecError("netns", "must not contain NUL or control characters", netns)
+
+
+class ConnectOptions(TypedDict, total=False):
+    """The options of :func:`connect` but the URI, as a dict a type checker checks (for
+    ``connect_kw=`` of :func:`hvlib.parallel.ensure_all` and
+    :func:`hvlib.parallel.start_all`)."""
+
+    netns: str | None
+    poll_interval: float | None
+    readonly: bool
+    ssh: SshConfig | None
+    reconnect_timeout: float
+    call_timeout: float | None
+    allow_uri_options: Iterable[str]
+    allow_emulation: bool | None
+    known_hosts: PathArg | None
+    keyfile: PathArg | None
+    host_ssh: SshConfig | None
+
+
+def check_connect_options(field: str, options: object) -> ConnectOptions:
+    """``options`` if it is a dict of :class:`ConnectOptions` keys (their values are checked
+    by :func:`connect`).
+
+    Raises:
+        SpecError: naming ``field``: not a dict, or a key that is not an option of connect.
+    """
+    if not isinstance(options, dict):
+        raise SpecError(field, "must be a dict of hvlib.connect options", options)
+    known = ConnectOptions.__annotations__
+    for key in options:
+        if key not in known:
+            raise SpecError(
+                field, f"{key!r} is not an option of hvlib.connect ({', '.join(known)})", key
+            )
+    return options  # type: ignore[return-value]

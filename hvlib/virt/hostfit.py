@@ -12,7 +12,9 @@
   features, libvirt's own CPU comparison; a model the hypervisor cannot fully provide passes
   with a logged warning naming what it lacks;
 - ``nested=True`` under KVM gets the host's extension (vmx or svm, by the host CPU's vendor)
-  required on a named or host-model CPU, or :class:`hvlib.Unsupported` where the host has none.
+  required on a named or host-model CPU, or :class:`hvlib.Unsupported` where the host has none;
+- a volume disk without a ``format`` gets one (:func:`volume_formats`): the one the domain's
+  current definition gives that volume, else the volume's own as its pool reports it.
 
 On libvirt's test driver (no domain capabilities) these checks are skipped, and the notes say
 "not checked on the test driver". Libvirt is called only through :meth:`hvlib.Host.call`.
@@ -25,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from hvlib.enums import VirtType
-from hvlib.errors import LibvirtError, SpecError, Unsupported
+from hvlib.errors import DomainNotFound, LibvirtError, NotFound, SpecError, Unsupported
 from hvlib.model import profiles
 from hvlib.model.cpu import CpuRequest, cpu_request, cpu_xml
 from hvlib.model.domcaps import (
@@ -37,8 +39,10 @@ from hvlib.model.domcaps import (
     check_platform,
     unknown_name_in,
 )
+from hvlib.model.domxml import DomainXML
 from hvlib.model.profiles import VIRT_EXTENSIONS
-from hvlib.model.spec import DomainSpec
+from hvlib.model.spec import DISK_FORMATS, Disk, DiskKind, DomainSpec
+from hvlib.model.storxml import VolumeXML
 from hvlib.virt import _virt, accel
 
 if TYPE_CHECKING:
@@ -57,7 +61,8 @@ class Fit:
 
     spec: DomainSpec
     """What to define: the caller's spec, or its ``qemu`` twin under allowed emulation, with
-    the host's virtualization extension added for nested KVM."""
+    the host's virtualization extension added for nested KVM and every volume disk's format
+    filled in."""
     notes: tuple[str, ...] = ()
     """Warnings (also logged) and what could not be checked."""
     emulated: bool = False
@@ -69,7 +74,9 @@ def fit(host: HostLike, spec: DomainSpec) -> Fit:
 
     Raises:
         SpecError: a field the host cannot honour (an unknown CPU model or feature, a
-            required feature it cannot provide, an unknown machine, too many vcpus).
+            required feature it cannot provide, an unknown machine, too many vcpus), or a
+            volume disk without a format whose pool or volume does not exist here, or whose
+            volume is in a format hvlib does not read (naming ``disks[i]``).
         Unsupported: the spec's type cannot do it (see :func:`hvlib.model.profiles.check`), KVM
             does not work here and emulation was not allowed (the report is quoted), the CPU
             mode is unsupported, no (secure-boot) UEFI firmware, no nested virtualization.
@@ -77,7 +84,7 @@ def fit(host: HostLike, spec: DomainSpec) -> Fit:
     """
     profiles.check(spec)
     notes: list[str] = []
-    fitted = _accelerate(host, spec, notes)
+    fitted = volume_formats(host, _accelerate(host, spec, notes))
     emulated = fitted.virt is not spec.virt
     if _wants_checks(fitted):
         if host.is_test_driver:
@@ -122,6 +129,85 @@ def _accelerate(host: HostLike, spec: DomainSpec, notes: list[str]) -> DomainSpe
     notes.append(note)
     _warn_once(host, spec, note)
     return emulated
+
+
+# -- volume disk formats ------------------------------------------------------------------------
+
+VOLUME_FORMATS = {"qcow2": "qcow2", "raw": "raw", "iso": "raw", "none": "raw", "": "raw"}
+"""The disk format a volume's own format (as its pool reports it) is read as. ``iso`` (a
+probed raw file holding an ISO 9660 image) and ``none`` or no format (a block device, an
+LVM volume) are raw bytes; any other format (vmdk, vdi, ...) is refused."""
+
+
+def volume_formats(host: HostLike, spec: DomainSpec) -> DomainSpec:
+    """``spec`` with a format on every volume disk that has none.
+
+    A domain of that name already defined here keeps the format its definition gives the
+    volume (so an ensure never changes how an existing disk is read: a guest that can write
+    a raw volume could make its pool report it as a qcow2 overlay of a host file); a new
+    one gets the volume's own format, read from its pool (:data:`VOLUME_FORMATS`). The
+    domain's definition is read once (only when such a disk exists), each volume once.
+
+    Raises:
+        SpecError: naming ``disks[i].pool`` or ``disks[i].volume`` (it does not exist here),
+            or ``disks[i].format`` (the volume's format is not one hvlib reads).
+        HostError: the connection failed.
+    """
+    wanted = [i for i, d in enumerate(spec.disks) if d.kind is DiskKind.VOLUME and not d.format]
+    if not wanted:
+        return spec
+    known = _defined_formats(host, spec.name)
+    disks = list(spec.disks)
+    for i in wanted:
+        disk = disks[i]
+        key = (disk.pool, disk.volume_name)
+        if key not in known:
+            known[key] = _volume_format(host, i, disk)
+        disks[i] = replace(disk, format=known[key])
+    return replace(spec, disks=tuple(disks))
+
+
+def _defined_formats(host: HostLike, name: str) -> dict[tuple[str | None, str | None], str]:
+    """(pool, volume) -> format of each volume disk in the persistent definition of the
+    domain ``name`` ({} when there is none)."""
+    flags = _virt.C.VIR_DOMAIN_XML_INACTIVE
+    try:
+        xml = host.call(lambda c: c.lookupByName(name).XMLDesc(flags), name=name, safe=True)
+    except DomainNotFound:
+        return {}
+    return {
+        (d.source_pool, d.source_volume): d.driver_type
+        for d in DomainXML.from_xml(xml).disks
+        if d.kind == "volume" and d.driver_type in DISK_FORMATS
+    }
+
+
+def _volume_format(host: HostLike, index: int, disk: Disk) -> str:
+    """The format ``disk``'s volume is read as (one call: pool, volume and its XML)."""
+    pool, name = disk.pool or "", disk.volume_name or ""
+    try:
+        xml = host.call(
+            lambda c: c.storagePoolLookupByName(pool).storageVolLookupByName(name).XMLDesc(0),
+            safe=True,
+        )
+    except NotFound as e:
+        if e.code == _virt.C.VIR_ERR_NO_STORAGE_POOL:
+            raise SpecError(f"disks[{index}].pool", "does not exist on this host", pool) from None
+        raise SpecError(
+            f"disks[{index}].volume",
+            f"does not exist in pool {pool} (a volume disk without a format is read in the "
+            "volume's own: create the volume first, or give the disk a format)",
+            name,
+        ) from None
+    own = VolumeXML.from_xml(xml).target_format or ""
+    if own not in VOLUME_FORMATS:
+        raise SpecError(
+            f"disks[{index}].format",
+            f"volume {pool}/{name} is {own}; hvlib reads volumes as raw or qcow2 "
+            "(convert it, or give the disk a format to read it as)",
+            own,
+        )
+    return VOLUME_FORMATS[own]
 
 
 # -- domain capabilities ------------------------------------------------------------------------

@@ -28,7 +28,9 @@ destination connection is handed to libvirt's ``migrate3`` as it requires.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +47,7 @@ from hvlib.errors import (
     SpecError,
     Unsupported,
 )
+from hvlib.model.checks import check_seconds
 from hvlib.virt import _virt
 from hvlib.virt._parts import DomainParts, HostLike
 from hvlib.virt.remote import display_uri
@@ -119,7 +122,8 @@ class Mobility(DomainParts):
         over to the destination without losing a line.
 
         Raises:
-            SpecError: a bad argument (bandwidth, timeout, ``dest`` is this domain's host).
+            SpecError: a bad argument (bandwidth, timeout, ``dest`` is this domain's host
+                or not a Host, ``dest_address`` is not an IP address or a host name).
             DomainNotFound: the domain exists neither here nor (same uuid) on ``dest``.
             Unsupported: ``copy_storage`` for a stopped domain (libvirt 9.0 cannot), a
                 stopped transient domain, or the driver cannot migrate.
@@ -129,6 +133,7 @@ class Mobility(DomainParts):
                 (``.running_on``).
         """
         _check_args(self.host, dest, timeout, bandwidth_mib, poll_interval)
+        _check_dest_address(dest_address)
         state = self.state
         if state is State.ABSENT:
             return self._already_there(dest)
@@ -430,13 +435,36 @@ def _check_args(
     bandwidth_mib: int | None,
     poll_interval: float,
 ) -> None:
+    if not isinstance(dest, type(src)):
+        raise SpecError("dest", "must be an hvlib.Host (hvlib.connect(uri))", dest)
     if dest is src:
         raise SpecError("dest", "is the host the domain is on already")
-    if timeout is not None and not timeout > 0:
-        raise SpecError("timeout", "must be positive", timeout)
+    if timeout is not None:
+        check_seconds("timeout", timeout, positive=True)
     if bandwidth_mib is not None and (
         isinstance(bandwidth_mib, bool) or not isinstance(bandwidth_mib, int) or bandwidth_mib < 1
     ):
         raise SpecError("bandwidth_mib", "must be a positive integer (MiB/s)", bandwidth_mib)
-    if not poll_interval > 0:
-        raise SpecError("poll_interval", "must be positive", poll_interval)
+    check_seconds("poll_interval", poll_interval, positive=True)
+
+
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?")
+
+
+def _check_dest_address(address: object) -> None:
+    """``dest_address`` goes into the migration URI ``tcp://ADDRESS``: it must be an IP
+    address or a host name, nothing that could add a port, a path or options to that URI.
+
+    Raises:
+        SpecError: naming ``dest_address``.
+    """
+    if address is None:
+        return
+    if isinstance(address, str):
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(address)
+            return
+        if _HOSTNAME.fullmatch(address) and not address.startswith("-"):
+            return
+    raise SpecError("dest_address", "must be an IP address or a host name", address)

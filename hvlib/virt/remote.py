@@ -13,7 +13,10 @@ file, or an :class:`hvlib.SshConfig` with ``known_hosts`` or ``host_key``), hvli
 :func:`pin_host_keys` is that rewrite, pure. :func:`remote_uri` is what :func:`hvlib.connect`
 calls: it also turns an ``SshConfig.host_key`` line into a known_hosts file (libvirt reads
 host keys from a file only), written once per key under ``~/.cache/hvlib/known_hosts/``.
-No libvirt here; :mod:`hvlib.model.uri` then checks the result like any other URI.
+Options are read as libvirt reads them (:func:`hvlib.model.uri.parse`: any case, ``;`` as well as
+``&``, percent-decoding), and a rewritten URI's query is written in one unambiguous form
+(:func:`hvlib.model.uri.format_options`) that libvirt reads back as the same options. No libvirt
+here; :mod:`hvlib.model.uri` then checks the result like any other URI.
 """
 
 from __future__ import annotations
@@ -22,25 +25,42 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import urlsplit
 
 from hvlib.errors import SpecError
-from hvlib.guest.config import PathArg, SshConfig
+from hvlib.guest.config import PathArg, SshConfig, check_ssh_config
+from hvlib.model import uri as urimod
 from hvlib.model.spec import check_path
+from hvlib.model.uri import SSH_TRANSPORTS, transport_of
 
 log = logging.getLogger("hvlib")
 
-SSH_TRANSPORTS = ("ssh", "libssh", "libssh2")
-"""The transports that log in over SSH (``qemu+ssh://``, ``qemu+libssh://``, ...)."""
+__all__ = [
+    "SSH_TRANSPORTS",
+    "PathArg",
+    "check_path_arg",
+    "display_uri",
+    "known_hosts_line",
+    "pin_host_keys",
+    "remote_uri",
+    "transport_of",
+    "write_known_hosts",
+]
 _PINS = ("known_hosts", "keyfile", "sshauth")
 PINNING_TRANSPORT = "libssh"
 """The transport hvlib uses when host keys are pinned: it checks ``known_hosts``."""
 
 
-def transport_of(uri: str) -> str | None:
-    """The transport of ``uri`` (``"ssh"`` for ``qemu+ssh://``), or None (``qemu:///``)."""
-    scheme = urlsplit(uri).scheme
-    return scheme.partition("+")[2] or None
+def check_path_arg(fieldname: str, path: object) -> None:
+    """``path`` is None, a str or an ``os.PathLike`` of str.
+
+    Raises:
+        SpecError: naming ``fieldname``.
+    """
+    if path is None:
+        return
+    if not isinstance(path, str | os.PathLike) or not isinstance(os.fspath(path), str):
+        raise SpecError(fieldname, "must be a path (str or os.PathLike)", path)
 
 
 def pin_host_keys(
@@ -51,36 +71,47 @@ def pin_host_keys(
 
     Without either argument the URI is returned unchanged. With ``known_hosts``, ``+ssh``
     becomes ``+libssh`` (``+libssh`` and ``+libssh2`` stay). With ``keyfile``,
-    ``keyfile=`` is set and, on the libssh transports, ``sshauth=privkey``. Calling it again
-    with the same arguments gives the same URI.
+    ``keyfile=`` is set and, on the libssh transports, ``sshauth=privkey``. Options are
+    matched as libvirt matches them (any case, any separator); the rewritten query has each
+    option once per occurrence, lower-cased, percent-encoded and joined by ``&``. Calling it
+    again with the same arguments gives the same URI.
 
     Raises:
         SpecError: a relative path; a pin on a URI that is not an SSH transport; the URI
             already pins another known_hosts file or key file, or turns host-key checks off
-            (``known_hosts_verify=ignore``) while keys are pinned.
+            (``known_hosts_verify`` other than ``normal``) while keys are pinned.
     """
     if known_hosts is None and keyfile is None:
         return uri
-    parts = urlsplit(uri)
-    driver, _, transport = parts.scheme.partition("+")
+    check_path_arg("known_hosts", known_hosts)
+    check_path_arg("keyfile", keyfile)
+    parsed = urimod.parse(uri)
+    transport = parsed.transport
     if transport not in SSH_TRANSPORTS:
         raise SpecError(
             "uri", "known_hosts and keyfile apply to SSH transports only (qemu+ssh://...)", uri
         )
-    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    options = [(o.key, o.value) for o in parsed.options if not urimod.ignorable(o)]
     if known_hosts is not None:
         _set_option(options, "known_hosts", _absolute("known_hosts", known_hosts), uri)
-        if options.get("known_hosts_verify", "normal") not in ("normal", "auto"):
+        verify = [v for k, v in options if k == "known_hosts_verify"]
+        if any(urimod.ascii_lower(v) != "normal" for v in verify):
             raise SpecError("uri", "known_hosts_verify turns off the check of pinned keys", uri)
         if transport == "ssh":
             transport = PINNING_TRANSPORT
     if keyfile is not None:
         _set_option(options, "keyfile", _absolute("keyfile", keyfile), uri)
-        if transport != "ssh":
-            options.setdefault("sshauth", "privkey")
-    query = "&".join(f"{k}={quote(v, safe='/')}" for k, v in options.items())
-    fragment = f"#{parts.fragment}" if parts.fragment else ""
-    return f"{driver}+{transport}://{parts.netloc}{parts.path}?{query}{fragment}"
+        if transport != "ssh" and not any(k == "sshauth" for k, _ in options):
+            options.append(("sshauth", "privkey"))
+    return _rebuilt(uri, f"{parsed.driver}+{transport}", options)
+
+
+def _rebuilt(uri: str, scheme: str, options: list[tuple[str, str]]) -> str:
+    """``uri`` with ``scheme`` and a query of exactly ``options``; the fragment kept."""
+    rest, hash_, fragment = uri.partition(":")[2].partition("#")
+    base = rest.partition("?")[0]
+    query = urimod.format_options(options)
+    return f"{scheme}:{base}" + (f"?{query}" if query else "") + f"{hash_}{fragment}"
 
 
 def _absolute(fieldname: str, path: PathArg) -> str:
@@ -88,11 +119,13 @@ def _absolute(fieldname: str, path: PathArg) -> str:
     return os.path.normpath(text)
 
 
-def _set_option(options: dict[str, str], name: str, value: str, uri: str) -> None:
-    current = options.get(name)
-    if current is not None and os.path.normpath(current) != value:
-        raise SpecError("uri", f"already sets {name}={current}, not {value}", uri)
-    options[name] = value
+def _set_option(options: list[tuple[str, str]], name: str, value: str, uri: str) -> None:
+    """Set ``name`` to ``value``; every occurrence already there must say the same."""
+    for key, current in options:
+        if key == name and os.path.normpath(current) != value:
+            raise SpecError("uri", f"already sets {name}={current}, not {value}", uri)
+    if not any(key == name for key, _ in options):
+        options.append((name, value))
 
 
 def remote_uri(
@@ -116,6 +149,7 @@ def remote_uri(
         OSError: the known_hosts file for ``host_key`` cannot be written.
     """
     if ssh is not None:
+        check_ssh_config("host_ssh", ssh)
         keyfile = keyfile if keyfile is not None else ssh.key
         if ssh.host_key_line is not None:
             if known_hosts is not None or ssh.known_hosts is not None:
@@ -138,11 +172,15 @@ def remote_uri(
 def display_uri(uri: str) -> str:
     """``uri`` without the SSH pin options (known_hosts, keyfile, sshauth): for log lines and
     messages. Pure."""
-    base, sep, query = uri.partition("?")
-    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in _PINS]
+    base, sep, _ = uri.partition("#")[0].partition("?")
+    try:
+        options = urimod.parse(uri).options
+    except SpecError:
+        return base  # not a URI libvirt would open: show no query at all
+    kept = [(o.name, o.value) for o in options if o.key not in _PINS]
     if not sep or not kept:
         return base
-    return base + "?" + "&".join(f"{k}={quote(v, safe='/')}" for k, v in kept)
+    return base + "?" + urimod.format_options(kept)
 
 
 def known_hosts_line(uri: str, key_line: str) -> str:
@@ -155,7 +193,10 @@ def known_hosts_line(uri: str, key_line: str) -> str:
     parts = urlsplit(uri)
     if not parts.hostname:
         raise SpecError("uri", "names no host to pin a key for", uri)
-    port = parts.port or 22
+    try:
+        port = parts.port or 22
+    except ValueError:
+        raise SpecError("uri", "has a port that is not a number from 0 to 65535", uri) from None
     name = parts.hostname if port == 22 else f"[{parts.hostname}]:{port}"
     return f"{name} {key_line}"
 

@@ -315,9 +315,8 @@ class Volume(HostObject):
         return self.doc().backing_path
 
     def disk(self, *, target: str | None = None, readonly: bool = False) -> Disk:
-        """A :class:`hvlib.Disk` on this volume, with its format (raw or qcow2) declared so
-        the guest reads an overlay as qcow2 (``Disk.volume`` leaves the format to libvirt,
-        which then reads every volume disk as raw).
+        """A :class:`hvlib.Disk` on this volume, with its format (raw or qcow2) read now and
+        declared (``Disk.volume`` without a format reads it when a host defines the domain).
 
         Raises:
             SpecError: ``target`` is malformed. NotFound: the volume is gone.
