@@ -24,7 +24,7 @@ says what it describes:
     ``size_mib``, ``format`` (``raw``, ``qcow2``) and ``backing`` (``{pool: P, name: N}``:
     a qcow2 overlay on that volume). ``pool`` is a pool's name (it must exist), or
     ``{name: P, dir: PATH}``: a directory pool that ``hvlib up`` makes exist first
-    (:meth:`hvlib.virt.storage.Pools.ensure_dir`, started and autostarted). ``data`` (bytes to
+    (:meth:`hvlib.virt.pools.Pools.ensure_dir`, started and autostarted). ``data`` (bytes to
     upload) has no spelling in a file: upload through the library.
 
 Validation is the library's own (the real DomainSpec and NetworkSpec are constructed, then
@@ -715,10 +715,7 @@ def _check_volume(doc: VolumeDocument) -> None:
 
 
 def _check_volume_shape(doc: VolumeDocument) -> None:
-    from hvlib.virt.storage import (  # imports libvirt: only once a volume is read
-        FORMATS,
-        SIZE_MIB_MAX,
-    )
+    from hvlib.model.volplan import FORMATS, SIZE_MIB_MAX
 
     if doc.format is not None and doc.format not in FORMATS:
         raise SpecError("format", "must be 'raw' or 'qcow2'", doc.format)

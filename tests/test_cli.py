@@ -22,8 +22,8 @@ from click.testing import CliRunner, Result
 from hvlib import State, cli, connect
 from hvlib.cli import _guests
 from hvlib.guest.config import CommandResult
+from hvlib.model.volplan import MIB
 from hvlib.virt.host import Host
-from hvlib.virt.storage import MIB
 
 URI = "test:///default"
 REPO = Path(__file__).resolve().parent.parent

@@ -15,9 +15,12 @@ import hvlib
 from hvlib import InvalidState, NotFound, SpecError, Unsupported
 from hvlib.model.domxml import DomainXML
 from hvlib.model.storxml import PoolXML, VolumeXML, dir_pool_doc, volume_doc
+from hvlib.model.volplan import MIB
 from hvlib.virt import _virt
 from hvlib.virt.host import Host
-from hvlib.virt.storage import MIB, Pool, Pools, Volume, VolumeResult, Volumes, _source
+from hvlib.virt.pools import Pool, Pools, Volume
+from hvlib.virt.storage import VolumeResult, Volumes
+from hvlib.virt.streams import byte_source
 from tests.counting import WRITE_CALLS, CountingLibvirt
 
 WRITES = WRITE_CALLS | {"storagePoolDefineXML", "build", "delete", "upload", "resize"}
@@ -161,17 +164,17 @@ def test_an_overlay_must_be_qcow2(host: Host, pool: Pool) -> None:
 
 
 def test_upload_sources_bytes_and_files() -> None:
-    size, chunks = _source(bytearray(b"ab" * 300_000))
+    size, chunks = byte_source(bytearray(b"ab" * 300_000))
     assert size == 600_000 and b"".join(chunks) == b"ab" * 300_000
     f = io.BytesIO(b"0123456789")
     f.seek(4)
-    size, chunks = _source(f)
+    size, chunks = byte_source(f)
     assert size == 6 and b"".join(chunks) == b"456789"
     with pytest.raises(SpecError, match="binary mode"):
-        size, chunks = _source(io.StringIO("text"))  # type: ignore[arg-type]
+        size, chunks = byte_source(io.StringIO("text"))  # type: ignore[arg-type]
         list(chunks)
     with pytest.raises(SpecError, match="bytes or a binary file"):
-        _source(42)  # type: ignore[arg-type]
+        byte_source(42)  # type: ignore[arg-type]
 
 
 # -- pools on the test driver ------------------------------------------------------------

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from hvlib.model.domxml import DiskXML
     from hvlib.virt.domain import Domain
     from hvlib.virt.host import Host
-    from hvlib.virt.storage import Volume
+    from hvlib.virt.pools import Volume
 
 
 # -- down, rm ------------------------------------------------------------------------------

@@ -619,7 +619,7 @@ def _ensure_volume(host: Host, doc: specfile.VolumeDocument, check: bool) -> Cha
         NotFound: the backing volume is gone. LibvirtError: libvirt could not create it.
     """
     from hvlib.model.plan import Change, ChangeHow, ChangeReport
-    from hvlib.virt.storage import describe_volume
+    from hvlib.model.volplan import describe_volume
 
     pool = host.pools.find(doc.pool)
     if check and (pool is None or host.volumes.find(pool, doc.name) is None):

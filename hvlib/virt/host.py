@@ -35,7 +35,8 @@ from hvlib.virt.remote import check_path_arg, remote_uri
 if TYPE_CHECKING:
     from hvlib.guest.config import SshConfig
     from hvlib.virt.network import Networks
-    from hvlib.virt.storage import Pools, Volumes
+    from hvlib.virt.pools import Pools
+    from hvlib.virt.storage import Volumes
 
 log = logging.getLogger("hvlib")
 T = TypeVar("T")
@@ -107,8 +108,8 @@ class Host:
 
     @functools.cached_property
     def pools(self) -> Pools:
-        """The storage pools of this host (:class:`hvlib.virt.storage.Pools`)."""
-        from hvlib.virt.storage import Pools  # imported on first use: a faster ``import hvlib``
+        """The storage pools of this host (:class:`hvlib.virt.pools.Pools`)."""
+        from hvlib.virt.pools import Pools  # imported on first use: a faster ``import hvlib``
 
         return Pools(self)
 
