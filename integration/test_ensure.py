@@ -4,9 +4,11 @@ persistent XML are checked against the report."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +147,84 @@ def test_two_processes_ensuring_one_spec_end_with_one_domain(
         dom = lxc_host.domains.find("it-race")
         if dom is not None:
             dom.undefine()
+
+
+def _kit_vm(kit: GuestKit, name: str, **kw: object) -> DomainSpec:
+    fields: dict[str, object] = {
+        "virt": VirtType.QEMU,
+        "memory_mib": 192,
+        "max_memory_mib": 256,
+        "kernel": str(kit.kernel),
+        "initrd": str(kit.initrd),
+        "cmdline": guestkit.kernel_cmdline(),
+        "nics": [Nic.network("default")],
+    }
+    return DomainSpec(name=name, **(fields | kw))  # type: ignore[arg-type]
+
+
+@pytest.mark.integration
+@pytest.mark.qemu
+def test_qemu_pending_memory_stays_pending_and_check_mode_matches_apply(
+    qemu_host: Host, kit: GuestKit, cleanup: list[DomainSpec]
+) -> None:
+    """Issue 16 items 10, 15 and 19 on a real QEMU guest: memory above the running guest's
+    maximum stays pending (192 MiB of 256 -> 320 of 320) on every later ensure until a
+    restart applies it; a NIC added to the running guest is hot-plugged with the MAC its
+    check reported; an ensure that writes nothing shows no diff."""
+    spec = _kit_vm(kit, "it-ensure-pending")
+    cleanup.append(spec)
+    dom = qemu_host.domains.ensure(spec).domain
+    assert dom is not None
+    dom.wait_for_console(guestkit.READY_LINE, timeout=90)
+    same = qemu_host.domains.ensure(spec)
+    assert not same.changed and same.diff() == ""
+
+    bigger = replace(spec, memory_mib=320, max_memory_mib=320)
+    pending = {("memory_mib", 192, 320), ("max_memory_mib", 256, 320)}
+    second = qemu_host.domains.ensure(bigger)
+    assert {(c.field, c.before, c.after) for c in second.pending} == pending
+    for _ in range(2):
+        later = qemu_host.domains.ensure(bigger)
+        assert not later.changed and later.diff() == ""
+        assert {(c.field, c.before, c.after) for c in later.pending} == pending
+    assert dom.xml_doc().current_memory_kib == 192 * 1024
+
+    two = replace(bigger, nics=[*bigger.nics, Nic.network("default")])
+    checked = qemu_host.domains.ensure(two, check=True)
+    applied = qemu_host.domains.ensure(two)
+    assert (checked.changes, checked.pending) == (applied.changes, applied.pending)
+    assert [c.how for c in applied.changes] == [ChangeHow.LIVE]
+    new_mac = applied.changes[0].field.removeprefix("nics[").rstrip("]")
+    assert new_mac in {i.mac for i in dom.xml_doc().interfaces}, "hot-plugged with that MAC"
+
+    done = qemu_host.domains.ensure(two, allow_restart=True, shutdown_timeout=30)
+    assert {c.field for c in done.changes} == {"memory_mib", "max_memory_mib"}
+    assert not done.forced, "the kit's guest powers off on ACPI"
+    dom.wait_for_console(guestkit.READY_LINE, timeout=90)
+    final = qemu_host.domains.ensure(two)
+    assert not final.changed and final.pending == [] and final.diff() == ""
+    assert dom.xml_doc().current_memory_kib == 320 * 1024
+
+
+@pytest.mark.integration
+@pytest.mark.qemu
+def test_qemu_domain_with_snapshots_is_removed(
+    qemu_host: Host, kit: GuestKit, tmp_path: Path
+) -> None:
+    """Issue 16 item 9 on real QEMU: a domain with an internal snapshot on its qcow2 disk
+    is removed by ensure(ABSENT), its snapshot metadata with it."""
+    image = tmp_path / "snap.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
+    qemu_host.pools.ensure_dir("it-ensure-images", "/var/lib/libvirt/images/it-ensure")
+    vol = qemu_host.volumes.create("it-ensure-images", "snap.qcow2", data=image.read_bytes())
+    spec = _kit_vm(kit, "it-ensure-snap", disks=[vol.disk()])
+    try:
+        dom = qemu_host.domains.ensure(spec, state=State.SHUT_OFF).domain
+        assert dom is not None
+        dom.snapshots.create("before")
+        assert [s.name for s in dom.snapshots.list()] == ["before"]
+        res = qemu_host.domains.ensure(spec, state=State.ABSENT)
+        assert res.changed and qemu_host.domains.find(spec.name) is None
+    finally:
+        qemu_host.domains.ensure(spec, state=State.ABSENT)
+        vol.delete()

@@ -11,8 +11,8 @@ import pytest
 
 import hvlib
 from hvlib import Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, State, VirtType
-from hvlib.model.plan import ChangeHow
-from hvlib.virt import _virt
+from hvlib.model.plan import LIVE_ALL, ChangeHow
+from hvlib.virt import _virt, converge
 from hvlib.virt.host import Host
 from tests.counting import CountingLibvirt
 
@@ -92,20 +92,50 @@ def test_live_changes_on_a_running_guest(
 def test_nic_added_to_a_running_guest_without_hotplug_is_pending(
     counted: tuple[Host, CountingLibvirt], unique: str
 ) -> None:
-    # libvirt's test driver has no device hotplug: the NIC goes into the persistent
-    # definition (next boot) and the restart it needs is reported pending. The live
-    # hotplug itself is proven on a real QEMU guest in integration/test_ensure.py.
+    # libvirt's test driver has no device hotplug, and ensure knows it (check mode says so
+    # too): the NIC goes into the persistent definition (next boot) and the restart it
+    # needs is reported pending, without a hotplug attempt. The live hotplug itself is
+    # proven on a real QEMU guest in integration/test_ensure.py.
     host, proxy = counted
     host.domains.ensure(vm(unique))
     proxy.calls.clear()
     two = vm(unique, nics=[Nic.network("default"), Nic.network("default")])
+    checked = host.domains.ensure(two, check=True)
     res = host.domains.ensure(two)
     assert [c.how for c in res.changes] == [ChangeHow.NEXT_BOOT]
     assert [c.how for c in res.pending] == [ChangeHow.RESTART]
-    assert proxy.calls["attachDeviceFlags"] == 1
+    assert (checked.changes, checked.pending) == (res.changes, res.pending)
+    assert proxy.calls["attachDeviceFlags"] == 0
     assert len(host.domains.get(unique).xml_doc(inactive=True).interfaces) == 2
     again = host.domains.ensure(two)
     assert not again.changed and [c.how for c in again.pending] == [ChangeHow.RESTART]
+    host.domains.ensure(vm(unique), state=State.ABSENT)
+
+
+def test_a_hotplug_the_driver_refuses_becomes_a_pending_restart(
+    counted: tuple[Host, CountingLibvirt], unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refusal nothing predicted (here: ensure is told the test driver hot-plugs NICs,
+    which it refuses) is reported as it happened: a next-boot change and a pending restart,
+    and with allow_restart the restart applies it."""
+    host, proxy = counted
+    monkeypatch.setattr(converge, "live_abilities", lambda virt, test_driver: LIVE_ALL)
+    host.domains.ensure(vm(unique))
+    two = vm(unique, nics=[Nic.network("default"), Nic.network("default")])
+    assert [c.how for c in host.domains.ensure(two, check=True).changes] == [ChangeHow.LIVE]
+    proxy.calls.clear()
+    res = host.domains.ensure(two)
+    assert proxy.calls["attachDeviceFlags"] == 1
+    assert [c.how for c in res.changes] == [ChangeHow.NEXT_BOOT]
+    assert [c.how for c in res.pending] == [ChangeHow.RESTART]
+    three = vm(unique, nics=[Nic.network("default")] * 3)
+    done = host.domains.ensure(three, allow_restart=True)
+    # the second NIC, still not in the running guest, and the third, refused again: the
+    # restart applies both
+    hows = sorted(c.how.value for c in done.changes)
+    assert hows == ["next-boot", "restart", "restart"], done.changes
+    assert done.pending == [] and not done.forced
+    assert len(host.domains.get(unique).xml_doc().interfaces) == 3
     host.domains.ensure(vm(unique), state=State.ABSENT)
 
 
@@ -333,3 +363,39 @@ def test_rng_on_a_running_guest_waits_for_a_restart(
     final = host.domains.ensure(with_rng)
     assert not final.changed and final.pending == []
     host.domains.ensure(with_rng, state=State.ABSENT)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("shutdown_timeout", float("inf")),
+        ("shutdown_timeout", float("nan")),
+        ("shutdown_timeout", -1),
+        ("shutdown_timeout", "5"),
+        ("check", "yes"),
+        ("allow_restart", 1),
+        ("allow_recreate", None),
+        ("force_shutdown", "no"),
+    ],
+)
+def test_ensure_options_are_checked_before_anything_is_written(
+    counted: tuple[Host, CountingLibvirt], unique: str, option: str, value: object
+) -> None:
+    """Issue 16 item 8: a bad option is a SpecError naming it, raised before the domain is
+    defined (before, ``shutdown_timeout=inf`` was only seen by a later shutdown)."""
+    host, proxy = counted
+    with pytest.raises(hvlib.SpecError, match=option):
+        host.domains.ensure(vm(unique), State.RUNNING, **{option: value})  # type: ignore[arg-type]
+    assert host.domains.find(unique) is None
+    assert proxy.calls.writes() == {}
+
+
+def test_ensure_takes_a_state_by_its_spelling(
+    counted: tuple[Host, CountingLibvirt], unique: str
+) -> None:
+    """States are members or their value strings, as everywhere else in hvlib."""
+    host, _ = counted
+    res = host.domains.ensure(vm(unique), "shut-off")  # type: ignore[arg-type]
+    assert res.domain is not None and res.domain.state is State.SHUT_OFF
+    with pytest.raises(hvlib.SpecError, match="state"):
+        host.domains.ensure(vm(unique), "runing")  # type: ignore[arg-type]

@@ -226,3 +226,27 @@ def test_snapshots_of_an_absent_domain(vm: Domain) -> None:
         vm.snapshots.create("s1")
     with pytest.raises(hvlib.DomainNotFound):
         vm.snapshots.list()
+
+
+@pytest.mark.parametrize("state", [State.SHUT_OFF, State.RUNNING])
+def test_a_domain_with_snapshots_is_undefined_with_their_metadata(
+    host: Host, unique: str, state: State
+) -> None:
+    """undefine() and ensure(ABSENT) take a domain's snapshot metadata with it (the test
+    driver, like QEMU, refuses to undefine a domain with snapshots otherwise), on a driver
+    that refuses some of the other undefine flags (the test driver takes no NVRAM flag)."""
+    spec = vm_spec(unique)
+    for remove in ("ensure", "undefine"):
+        dom = host.domains.ensure(spec, state=state).domain
+        assert dom is not None
+        dom.snapshots.create("s1")
+        dom.snapshots.create("s2")
+        if remove == "ensure":
+            res = host.domains.ensure(spec, state=State.ABSENT)
+            assert res.changed and res.forced is state.is_active
+        else:
+            dom.undefine()
+            if state.is_active:  # left running, transient: destroying it removes it
+                assert dom.state is State.RUNNING and not dom.handle.isPersistent()
+                dom.destroy()
+        assert host.domains.find(unique) is None

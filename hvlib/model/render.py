@@ -287,7 +287,7 @@ def disk_node(disk: Disk, target: str, profile: Profile) -> DiskXML:
         node.source_pool, node.source_volume = disk.pool, disk.volume_name
     node.target_dev = target
     node.target_bus = profile.cdrom_bus if disk.device == "cdrom" else profile.disk_bus
-    node.readonly = disk.readonly
+    node.readonly = disk.readonly or disk.device == "cdrom"  # libvirt makes a cdrom read-only
     if profile.device_address and node.target_bus == "virtio":
         node.address_type = profile.device_address
     return node

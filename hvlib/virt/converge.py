@@ -1,31 +1,53 @@
-"""Carrying out a domain plan: the converger behind :meth:`hvlib.virt.host.Domains.ensure`.
+"""Carrying one domain ``ensure`` out on a host (:meth:`hvlib.virt.host.Domains.ensure`).
 
-:mod:`hvlib.model.plan` says what differs and how each difference can be applied; the
-:class:`Converger` applies it through :class:`hvlib.Domain` and the host's domain collection
-(defines, hotplugs, restarts, state transitions), never calling libvirt itself.
+The :class:`Converger` reads what the host has through :class:`hvlib.Domain` and
+``host.domains`` only (no libvirt here), plans with :mod:`hvlib.model.plan`'s pure functions and,
+unless in check mode, applies. The plan is made whole before anything is applied, and check
+mode returns it: what a check reports is what its apply does (the same changes, the same
+``how``, the same MAC addresses). Only a refusal nothing can predict turns a live change into
+a pending restart at apply time, and the report then says so: a guest that does not take a
+hot-plugged device, or its balloon within :data:`BALLOON_WAIT` seconds.
+
+Every stop it makes is a shutdown (graceful, then forced at ``shutdown_timeout``), reported in
+``EnsureResult.forced``; only a removal (ABSENT) destroys.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from hvlib.enums import State
-from hvlib.errors import AlreadyExists, Unsupported
+from hvlib.errors import AlreadyExists, HvlibError
 from hvlib.model.domxml import DomainXML
 from hvlib.model.plan import (
     Change,
     ChangeHow,
     ChangeReport,
+    MacFor,
+    balloon_reached,
+    defined_xml,
+    derived_mac,
+    device_of,
+    live_abilities,
     merge,
     owned,
     plan,
+    recreated,
     state_change,
 )
-from hvlib.model.render import render
+from hvlib.model.render import virt_of
 from hvlib.model.spec import DomainSpec
-from hvlib.model.xmlmodel import XmlNode
+from hvlib.model.xmlmodel import parse
+from hvlib.virt._parts import HostLike
 from hvlib.virt.domain import Domain
+
+BALLOON_WAIT = 10.0
+"""Seconds an ensure waits for a running guest's balloon to reach a live memory change
+before it reports the change as needing a restart (a guest without a balloon driver never
+takes one)."""
+BALLOON_POLL = 0.1
 
 
 @dataclass
@@ -39,11 +61,32 @@ class EnsureResult(ChangeReport):
 class DomainCollection(Protocol):
     """What the converger uses of a host's domains (:class:`hvlib.virt.host.Domains`)."""
 
+    @property
+    def host(self) -> HostLike: ...
+
     def find(self, name: str) -> Domain | None: ...
 
     def define(self, spec: DomainSpec) -> Domain: ...
 
     def define_xml(self, xml: str) -> Domain: ...
+
+
+@dataclass
+class _Wanted:
+    """An existing domain as read, and what is wanted of it."""
+
+    current: DomainXML
+    """Its persistent definition."""
+    live: DomainXML
+    """The running guest's definition (``current`` when it is not, or will not stay, up)."""
+    doc: DomainXML
+    """The definition wanted: the spec merged over ``current``, or a recreate's."""
+    up: bool
+    """The guest runs and stays up (the wanted state is not SHUT_OFF)."""
+    recreate: bool
+    """``doc`` is a recreate's definition (and, once reported, the recreate is allowed)."""
+    define: bool = False
+    """``doc`` is written (set when reported: there are changes and they are allowed)."""
 
 
 @dataclass
@@ -58,6 +101,8 @@ class Converger:
     allow_recreate: bool
     shutdown_timeout: float = 60.0
     force_shutdown: bool = True
+    """Past ``shutdown_timeout`` a guest is powered off (``result.forced``); when False it
+    is left running and the shutdown's WaitTimeout raised."""
 
     def run(self) -> EnsureResult:
         """Plan and (unless ``check``) apply; see :meth:`hvlib.virt.host.Domains.ensure`."""
@@ -71,149 +116,239 @@ class Converger:
     def _absent(self, dom: Domain | None) -> EnsureResult:
         if dom is None:
             return EnsureResult(False)
-        before = dom.xml(inactive=True)
-        change = Change("state", dom.state, State.ABSENT, ChangeHow.STATE)
+        before, state = dom.xml(inactive=True), dom.state
+        change = Change("state", state, State.ABSENT, ChangeHow.STATE)
+        result = EnsureResult(True, [change], before_xml=before)
         if not self.check:
+            result.forced = state.is_active  # a removal destroys an active domain
             dom.destroy()
             dom.undefine()
-        return EnsureResult(True, [change], before_xml=before)
+        return result
 
     def _create(self) -> EnsureResult:
-        after = render(self.spec)
+        after = defined_xml(self.spec)
         changes = [Change("domain", None, "defined", ChangeHow.STATE)]
         if self.state is not State.SHUT_OFF:
             changes.append(Change("state", State.SHUT_OFF, self.state, ChangeHow.STATE))
+        result = EnsureResult(True, changes, after_xml=after)
         if self.check:
-            return EnsureResult(True, changes, after_xml=after)
+            return result
         try:
             dom = self.domains.define(self.spec)
         except AlreadyExists:  # another process defined it meanwhile: converge on that one
             return self.run()
-        result = EnsureResult(True, changes, domain=dom, after_xml=after)
+        result.domain = dom
         self._converge_state(dom, result)
         return result
 
     def _existing(self, dom: Domain) -> EnsureResult:
+        state0 = dom.state
+        wanted = self._wanted(dom, state0)
+        result = self._report(dom, wanted)
+        state = state_change(state0, self.state)
+        if state is not None:
+            result.changes.append(state)
+        if not self.check:
+            self._apply(dom, wanted, result)
+            self._converge_state(result.domain or dom, result)
+        result.changed = bool(result.changes)
+        return result
+
+    def _wanted(self, dom: Domain, state0: State) -> _Wanted:
         current = DomainXML.from_xml(dom.xml(inactive=True))
-        before_xml = current.to_xml()  # serialised like the merged one, so diff() is minimal
-        merged = merge(DomainXML.from_xml(before_xml), self.spec)
-        running = dom.state.is_active
-        live = DomainXML.from_xml(dom.xml()) if running else current
-        limits = ((live.memory_kib or 0) // 1024, live.vcpu or 1)
-        changes = plan(owned(current, self.spec), owned(merged, self.spec), running, limits)
+        up = state0.is_active and self.state is not State.SHUT_OFF  # the guest stays up
+        live = DomainXML.from_xml(dom.xml()) if up else current
+        recreate = self._recreates(current)
+        mac_for = self._mac_for(current)
+        if recreate:
+            doc = recreated(current, self.spec, mac_for)
+        else:
+            doc = merge(DomainXML.from_xml(current.to_xml()), self.spec, mac_for)
+        return _Wanted(current, live, doc, up, recreate)
+
+    def _report(self, dom: Domain, w: _Wanted) -> EnsureResult:
+        """The report of everything but the run state; settles what ``w`` applies."""
+        before_xml = w.current.to_xml()  # serialised like the wanted one: a minimal diff
+        changes = self._plan(w)
+        defines = bool(changes)
         if dom.autostart != self.spec.autostart:
             changes.append(
                 Change("autostart", dom.autostart, self.spec.autostart, ChangeHow.NEXT_BOOT)
             )
-        stale = self._stale_live(live, merged, changes) if running else []
-        result = EnsureResult(False, domain=dom, before_xml=before_xml, after_xml=merged.to_xml())
-        self._sort(result, changes, stale)
-        if not self.check:
-            self._apply(dom, live, merged, result)
-        state = state_change(dom.state, self.state)
-        if state is not None:
-            result.changes.append(state)
-            if not self.check:
-                self._converge_state(dom, result)
-        result.changed = bool(result.changes)
+        stale = self._stale_live(w.live, w.doc, changes) if w.up and not w.recreate else []
+        result = EnsureResult(False, domain=dom, before_xml=before_xml, after_xml=before_xml)
+        blocked = self._sort(result, changes, stale)
+        w.define, w.recreate = defines and not blocked, w.recreate and not blocked
+        if w.define:
+            result.after_xml = w.doc.to_xml()
         return result
 
+    def _recreates(self, current: DomainXML) -> bool:
+        """Whether the spec needs the domain recreated: another virt type, or another uuid."""
+
+        other_uuid = self.spec.uuid is not None and self.spec.uuid != current.uuid
+        return virt_of(current) is not self.spec.virt or other_uuid
+
+    def _plan(self, w: _Wanted) -> list[Change]:
+        """The differences of the persistent definition; in a recreate, every one of them is
+        applied by the recreate."""
+        limits = ((w.live.memory_kib or 0) // 1024, w.live.vcpu or 1)
+        abilities = live_abilities(self.spec.virt, self.domains.host.is_test_driver)
+        changes = plan(
+            owned(w.current, self.spec), owned(w.doc, self.spec), w.up, limits, abilities
+        )
+        if w.recreate:
+            return [replace(c, how=ChangeHow.RECREATE) for c in changes]
+        return changes
+
+    def _mac_for(self, current: DomainXML) -> MacFor:
+        """MACs for new NICs, derived from the host's uuid and the domain's (read from the
+        host only when a NIC needs one): stable from a check to its apply, and different for
+        two domains of one name on two hosts."""
+        seed: list[str] = []
+
+        def mac_for(index: int, taken: Any) -> str:
+            if not seed:
+                caps = parse(self.domains.host.capabilities())
+                domain_uuid = self.spec.uuid or current.uuid or ""
+                seed.append(f"{caps.findtext('host/uuid') or ''}/{domain_uuid}")
+            return derived_mac(seed[0], index, taken)
+
+        return mac_for
+
     def _stale_live(
-        self, live: DomainXML, merged: DomainXML, changes: list[Change]
+        self, live: DomainXML, wanted: DomainXML, changes: list[Change]
     ) -> list[Change]:
         """Differences the persistent definition already has but the running guest has not
-        (written by an earlier ensure that was not allowed to restart, or by a hotplug the
-        driver refused). The live balloon size is left out: the guest reports it, and it
-        drifts from the configured size by design."""
-        known = {c.field for c in changes} | {"memory_mib"}
-        stale = plan(owned(live, self.spec), owned(merged, self.spec), True, (0, 0))
-        return [replace(c, how=ChangeHow.RESTART) for c in stale if c.field not in known]
+        (written by an earlier ensure that was not allowed to restart, or by a hotplug or a
+        balloon the guest did not take): they stay pending until a restart applies them. The
+        live memory size counts as reached within the balloon's slack
+        (:func:`hvlib.model.plan.balloon_reached`)."""
+        known = {c.field for c in changes}
+        stale = plan(owned(live, self.spec), owned(wanted, self.spec), True, (0, 0), ())
+        return [
+            replace(c, how=ChangeHow.RESTART)
+            for c in stale
+            if c.field not in known
+            and not (c.field == "memory_mib" and balloon_reached(c.before, c.after))
+        ]
 
-    def _sort(self, result: EnsureResult, changes: list[Change], stale: list[Change]) -> None:
-        """Split into applied and pending. A restart-only change not allowed to restart is
-        still written to the persistent definition (NEXT_BOOT) and listed as pending."""
+    def _sort(self, result: EnsureResult, changes: list[Change], stale: list[Change]) -> bool:
+        """Split into applied and pending; True when nothing is applied (a recreate that was
+        not allowed). A restart-only change not allowed to restart is still written to the
+        persistent definition (NEXT_BOOT) and listed as pending."""
         if any(c.how is ChangeHow.RECREATE for c in changes) and not self.allow_recreate:
-            result.pending.extend(changes + stale)  # nothing is applied without the recreate
-            return
+            result.pending.extend(changes + stale)
+            return True
         for c in changes:
             if c.how is ChangeHow.RESTART and not self.allow_restart:
-                result.changes.append(Change(c.field, c.before, c.after, ChangeHow.NEXT_BOOT))
+                result.changes.append(replace(c, how=ChangeHow.NEXT_BOOT))
                 result.pending.append(c)
             else:
                 result.changes.append(c)
         (result.changes if self.allow_restart else result.pending).extend(stale)
+        return False
 
-    def _apply(self, dom: Domain, live: DomainXML, merged: DomainXML, result: EnsureResult) -> None:
-        applied = [c for c in result.changes if c.how is not ChangeHow.STATE]
-        if not applied:
+    # -- applying ------------------------------------------------------------------------
+
+    def _apply(self, dom: Domain, w: _Wanted, result: EnsureResult) -> None:
+        if w.recreate:
+            result.domain = self._recreate(dom, w.doc, result)
             return
-        if any(c.how is ChangeHow.RECREATE for c in applied):
-            dom.destroy()
-            dom.undefine()
-            self.domains.define_xml(merged.to_xml())
-        elif any(c.field != "autostart" for c in applied):
-            self.domains.define_xml(merged.to_xml())
-        if any(c.field == "autostart" for c in applied):
+        if w.define:
+            self.domains.define_xml(w.doc.to_xml())
+        if any(c.field == "autostart" for c in result.changes):
             dom.autostart = self.spec.autostart
-        for c in applied:
+        deferred: list[Change] = []
+        for c in list(result.changes):
             if c.how is ChangeHow.LIVE:
-                self._apply_live_or_defer(dom, c, live, merged, result)
-        deferred = [c for c in result.pending if c.how is ChangeHow.RESTART]
-        if self.allow_restart and (deferred or any(c.how is ChangeHow.RESTART for c in applied)):
-            self._shutdown(dom, result)
-            dom.start()
-            result.changes.extend(deferred)  # the restart applied what hotplug could not
-            result.pending = [c for c in result.pending if c not in deferred]
+                self._apply_live_or_defer(dom, c, w, result, deferred)
+        self._restart_if_needed(dom, result, deferred)
+
+    def _recreate(self, dom: Domain, wanted: DomainXML, result: EnsureResult) -> Domain:
+        """Shut the guest down (as a restart does), undefine it, define ``wanted``; if libvirt
+        refuses that, the old definition is put back (without its snapshot metadata) and the
+        refusal raised."""
+        if dom.state.is_active:
+            self._stop(dom, result)
+        dom.undefine()
+        try:
+            fresh: Domain = self.domains.define_xml(wanted.to_xml())
+        except HvlibError:
+            self.domains.define_xml(result.before_xml)
+            raise
+        if self.spec.autostart:
+            fresh.autostart = True
+        return fresh
+
+    def _restart_if_needed(self, dom: Domain, result: EnsureResult, deferred: list[Change]) -> None:
+        restart = deferred or any(c.how is ChangeHow.RESTART for c in result.changes)
+        if not (self.allow_restart and restart):
+            return
+        self._stop(dom, result)
+        dom.start()
+        result.changes.extend(deferred)  # the restart applied what hotplug could not
+        result.pending = [c for c in result.pending if c not in deferred]
+
+    def _stop(self, dom: Domain, result: EnsureResult) -> None:
+        shut = dom.shutdown(timeout=self.shutdown_timeout, force=self.force_shutdown)
+        result.forced = result.forced or not shut.graceful
 
     def _apply_live_or_defer(
-        self, dom: Domain, c: Change, live: DomainXML, merged: DomainXML, result: EnsureResult
+        self, dom: Domain, c: Change, w: _Wanted, result: EnsureResult, deferred: list[Change]
     ) -> None:
-        """Apply ``c`` live; where the driver cannot hot-plug, it stays a next-boot change
-        (already in the persistent definition) and a pending restart."""
-        try:
-            self._apply_live(dom, c, live, merged)
-        except Unsupported:
-            result.changes[result.changes.index(c)] = replace(c, how=ChangeHow.NEXT_BOOT)
-            result.pending.append(replace(c, how=ChangeHow.RESTART))
+        """Apply ``c`` live; where the driver cannot hot-plug (or the guest's balloon does not
+        get there in time), it stays a next-boot change (already in the persistent
+        definition) and a pending restart."""
+        from hvlib.errors import Unsupported
 
-    def _apply_live(self, dom: Domain, c: Change, live: DomainXML, merged: DomainXML) -> None:
+        try:
+            taken = self._apply_live(dom, c, w)
+        except Unsupported:
+            taken = False
+        if not taken:
+            result.changes[result.changes.index(c)] = replace(c, how=ChangeHow.NEXT_BOOT)
+            pending = replace(c, how=ChangeHow.RESTART)
+            result.pending.append(pending)
+            deferred.append(pending)
+
+    def _apply_live(self, dom: Domain, c: Change, w: _Wanted) -> bool:
         if c.field == "memory_mib":
             dom.set_memory_live(c.after * 1024)
-        elif c.field == "vcpus":
+            return self._balloon_reaches(dom, c.after)
+        if c.field == "vcpus":
             dom.set_vcpus_live(c.after)
-        else:
-            old, new = _device(live, c.field), _device(merged, c.field)
-            if old is not None:
-                dom.detach_live(old.to_xml())
-            if new is not None:
-                dom.attach_live(new.to_xml())
+            return True
+        old, new = device_of(w.live, c.field), device_of(w.doc, c.field)
+        if old is not None:
+            dom.detach_live(old.to_xml())
+        if new is not None:
+            dom.attach_live(new.to_xml())
+        return True
 
-    def _shutdown(self, dom: Domain, result: EnsureResult) -> None:
-        """Shut ``dom`` down within ``shutdown_timeout``; past it, power it off when
-        ``force_shutdown`` (``result.forced``) or raise WaitTimeout (it keeps running)."""
-        done = dom.shutdown(timeout=self.shutdown_timeout, force=self.force_shutdown)
-        result.forced |= not done.graceful
+    @staticmethod
+    def _balloon_reaches(dom: Domain, mib: int) -> bool:
+        """Whether the guest reports ``mib`` MiB within :data:`BALLOON_WAIT` s (a paused guest
+        cannot move its balloon: it is taken at its word)."""
+        deadline = time.monotonic() + BALLOON_WAIT
+        while True:
+            have = (dom.xml_doc().current_memory_kib or 0) // 1024
+            if balloon_reached(have, mib) or dom.state is State.PAUSED:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(BALLOON_POLL)
 
     def _converge_state(self, dom: Domain, result: EnsureResult) -> None:
         current = dom.state
-        if self.state is State.SHUT_OFF and current.is_active:
-            self._shutdown(dom, result)
+        if self.state is State.SHUT_OFF:
+            if current.is_active:
+                self._stop(dom, result)
             return
-        if self.state in (State.RUNNING, State.PAUSED):
-            if not current.is_active:
-                dom.start()
-            if self.state is State.PAUSED:
-                dom.suspend()
-            elif dom.state is State.PAUSED:
-                dom.resume()
-            dom.wait_for(self.state, timeout=self.shutdown_timeout)
-
-
-def _device(doc: DomainXML, field_name: str) -> XmlNode | None:
-    kind, _, key = field_name.partition("[")
-    key = key.rstrip("]")
-    if kind == "disks":
-        return next((d for d in doc.disks if d.target_dev == key), None)
-    if kind == "nics":
-        return next((i for i in doc.interfaces if i.mac == key), None)
-    return next((f for f in doc.filesystems if f.target_dir == key), None)
+        if not current.is_active:
+            dom.start()
+        if self.state is State.PAUSED:
+            dom.suspend()
+        elif dom.state is State.PAUSED:
+            dom.resume()
+        dom.wait_for(self.state, timeout=self.shutdown_timeout)

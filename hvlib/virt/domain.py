@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import re
 import time
-from collections.abc import Iterable
+import weakref
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -63,11 +65,16 @@ TEARDOWN_POLL = 0.05
 """Seconds between checks that a domain reported shut off is also torn down (libxl)."""
 """Seconds before re-asking a guest that could not take a shutdown request yet."""
 _UNDEFINE_FLAGS = (
-    "VIR_DOMAIN_UNDEFINE_NVRAM",
-    "VIR_DOMAIN_UNDEFINE_MANAGED_SAVE",
     "VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA",
+    "VIR_DOMAIN_UNDEFINE_MANAGED_SAVE",
+    "VIR_DOMAIN_UNDEFINE_NVRAM",
     "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA",
 )
+"""What an undefine removes with the definition, most needed first, where the driver takes
+the flag (libvirt 9.0's test driver takes only the first two, and refuses the whole call for
+a third: it then kept no domain that had snapshots)."""
+_UNDEFINE_MASKS: weakref.WeakKeyDictionary[HostLike, tuple[int, int]] = weakref.WeakKeyDictionary()
+"""Per host: (connection generation, the undefine flags its driver took)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,24 @@ class ShutdownResult:
     elapsed: float
     requests: int = 0
     """How many shutdown requests were sent (0: it was already off)."""
+
+
+def _undefine_flag_sets(first: int | None) -> Iterator[int]:
+    """The undefine flag sets to try: ``first`` (what the driver took before), then every
+    subset of :data:`_UNDEFINE_FLAGS` this libvirt-python has, larger sets first and, among
+    sets of one size, those with the more needed flags first; 0 last."""
+    if first is not None:
+        yield first
+    values = [v for v in (getattr(_virt.C, n, 0) for n in _UNDEFINE_FLAGS) if v]
+    subsets = [
+        combo
+        for size in range(len(values), -1, -1)
+        for combo in itertools.combinations(values, size)
+    ]  # combinations() keeps the order of ``values``: the more needed flags come first
+    for combo in subsets:
+        flags = functools.reduce(lambda a, b: a | b, combo, 0)
+        if flags != first:
+            yield flags
 
 
 class Domain(GuestAccess, Mobility, HostObject):
@@ -440,28 +465,39 @@ class Domain(GuestAccess, Mobility, HostObject):
             self._write(lambda h: h.destroy())
 
     def undefine(self) -> None:
-        """Remove the persistent definition (and its NVRAM, managed save and snapshot
-        metadata); a no-op if the domain is absent. A running domain keeps running, transient.
+        """Remove the persistent definition with its snapshot metadata, managed save image,
+        NVRAM and checkpoint metadata (each where the driver has it); a no-op if the domain
+        is absent. A running domain keeps running, transient. The snapshots' data (inside
+        qcow2 images, or overlay files) stays on disk.
+
+        A driver refuses an undefine flag it does not know (``VIR_ERR_INVALID_ARG``) as a
+        whole, so the largest set of these flags the driver takes is found by trying them,
+        most needed first, and remembered for the host's connection.
 
         Raises:
-            LibvirtError: libvirt refused.
+            LibvirtError, InvalidState: libvirt refused (the message says why).
         """
         try:
             self._write(self._undefine)
         except DomainNotFound:
             return
 
-    @staticmethod
-    def _undefine(handle: Any) -> None:
-        flags = 0
-        for name in _UNDEFINE_FLAGS:
-            flags |= getattr(_virt.C, name, 0)
-        try:
-            handle.undefineFlags(flags)
-        except Exception as e:  # drivers that reject a flag (the test driver, LXC)
-            if _virt.code_of(e) not in (_virt.C.VIR_ERR_INVALID_ARG, _virt.C.VIR_ERR_NO_SUPPORT):
-                raise
-            handle.undefine()
+    def _undefine(self, handle: Any) -> None:
+        known = _UNDEFINE_MASKS.get(self.host)
+        first = known[1] if known is not None and known[0] == self.host.generation else None
+        for flags in _undefine_flag_sets(first):
+            try:
+                handle.undefineFlags(flags)
+            except Exception as e:
+                code = _virt.code_of(e)
+                if code == _virt.C.VIR_ERR_NO_SUPPORT:  # a driver without undefineFlags
+                    handle.undefine()
+                    return
+                if code != _virt.C.VIR_ERR_INVALID_ARG or not flags:
+                    raise
+                continue
+            _UNDEFINE_MASKS[self.host] = (self.host.generation, flags)
+            return
 
     # -- configuration -------------------------------------------------------------------
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 from hvlib.enums import State
 from hvlib.errors import AlreadyExists, DomainNotFound, NotFound, SpecError, Unsupported
 from hvlib.guest.config import PathArg, check_ssh_config
-from hvlib.model.checks import as_enum
-from hvlib.model.plan import ENSURE_STATES
+from hvlib.model.checks import as_enum, check_bool, check_seconds
+from hvlib.model.plan import ENSURE_STATES, defined_xml
 from hvlib.model.render import render
 from hvlib.model.spec import DiskKind, DomainSpec, check_text
 from hvlib.model.uri import allowed_names
@@ -285,7 +285,7 @@ class Domains:
             AlreadyExists: a domain of that name exists (use ``ensure`` to converge).
         """
         spec = fit(self.host, spec).spec
-        xml = render(spec)
+        xml = defined_xml(spec)
         self.check_host_refs(spec)
         if self._lookup(spec.name) is not None:
             raise AlreadyExists(f"domain {spec.name} already exists", name=spec.name)
@@ -298,7 +298,7 @@ class Domains:
         return dom
 
     def define_xml(self, xml: str) -> Domain:
-        """Define (or redefine, same name and uuid) a domain from raw XML.
+        """Define (or redefine, same name and uuid) a domain from raw XML; return it.
 
         Raises:
             SpecError: libvirt rejected the XML. AlreadyExists: the name has another uuid.
@@ -319,23 +319,51 @@ class Domains:
     ) -> EnsureResult:
         """Make the host hold exactly ``spec`` in ``state``; report what changed.
 
-        Only what the spec owns is compared (libvirt's defaults, addresses, generated MACs and
-        the uuid are kept across re-defines); the spec's device lists replace the current
-        ones. Changes are applied live where the guest allows, else to the persistent
-        definition; a running guest is restarted only with ``allow_restart`` and recreated
-        only with ``allow_recreate`` (what is not allowed is listed in ``result.pending``).
-        ``check=True`` changes nothing and returns the same report. A second call with the
-        same spec reports ``changed=False`` and makes no write call to libvirt. A guest that
-        must stop (``SHUT_OFF``, or a restart) gets ``shutdown_timeout`` s to shut down; then
-        it is powered off (``result.forced``), or with ``force_shutdown=False`` left running
-        and WaitTimeout raised.
+        Every field the spec owns is compared (:data:`hvlib.model.plan.DEVICES` lists those of
+        each device; libvirt's defaults, addresses and the uuid are kept across re-defines;
+        a field the spec leaves unset, such as a volume disk's format, is libvirt's to
+        choose). The spec's device lists replace the current ones; a new NIC without a MAC
+        gets one derived from the host's and the domain's uuids. Changes are applied live
+        where the guest's driver can (balloon, vcpus, hot-plugging a NIC, or a disk on a bus
+        that takes hotplug), else to the persistent definition. A running guest is
+        restarted only with ``allow_restart``; a change of virt type (or of the spec's
+        uuid) needs ``allow_recreate``: the domain is then shut down like for a restart,
+        undefined (with its snapshot metadata, managed save image and NVRAM) and defined as
+        exactly what ``render(spec)`` gives, keeping its uuid and MAC addresses. What is not
+        allowed is listed in ``result.pending``, and stays there until it is applied:
+        the running guest is compared with the spec too, not only its definition.
+
+        Every stop is a shutdown, forced (destroyed) only past ``shutdown_timeout``;
+        ``result.forced`` says whether one had to be. With ``force_shutdown=False`` a guest
+        still running at the deadline is left running and WaitTimeout raised. ABSENT
+        destroys an active domain (``forced`` then too) and undefines it.
+
+        ``check=True`` changes nothing and returns the report its apply would return: the
+        same changes, ``how`` and MAC addresses. Only a refusal nothing predicts (a guest
+        that does not take a hot-plugged device, or its balloon within
+        :data:`hvlib.virt.converge.BALLOON_WAIT` s) turns a live change into a next-boot change
+        and a pending restart at apply time. ``result.diff()`` shows the definition written
+        (or, in check mode, that would be): empty whenever none is. A second call with the
+        same spec reports ``changed=False`` and makes no write call to libvirt.
 
         Raises:
             SpecError, Unsupported: the spec cannot be true on this host (nothing changed).
             WaitTimeout: a state transition did not complete.
+            LibvirtError, InvalidState: libvirt refused a step (the message says which).
         """
+        if not isinstance(spec, DomainSpec):
+            raise SpecError("spec", "must be an hvlib.DomainSpec", spec)
+        state = as_enum(State, "state", state)
         if state not in ENSURE_STATES:
             raise SpecError("state", "must be RUNNING, SHUT_OFF, PAUSED or ABSENT", state)
+        for flag, value in (
+            ("check", check),
+            ("allow_restart", allow_restart),
+            ("allow_recreate", allow_recreate),
+            ("force_shutdown", force_shutdown),
+        ):
+            check_bool(flag, value)
+        shutdown_timeout = check_seconds("shutdown_timeout", shutdown_timeout)
         if state is not State.ABSENT:
             spec = fit(self.host, spec).spec
         render(spec)
