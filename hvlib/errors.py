@@ -160,32 +160,55 @@ class LibvirtError(HvlibError):
 
 @dataclass(frozen=True)
 class Location:
-    """A place in a spec file: the path as given and a 1-based line."""
+    """A place in a spec file: the path as given, a 1-based line (0: the file as a whole)
+    and, where known, a 1-based column."""
 
     path: str
     line: int
+    column: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}"
+        col = "" if self.column is None else f":{self.column}"
+        return f"{self.path}:{self.line}{col}"
 
 
 class SpecFileError(SpecError):
     """A spec file is unreadable or says something hvlib refuses.
 
-    ``str()`` is ``FILE:LINE: FIELD: RULE (got VALUE)``. Attributes: ``path``, ``line``,
-    ``field`` (a path into the document, e.g. ``disks[1].target``), ``rule``, ``value``.
+    ``str()`` is ``FILE:LINE: FIELD: RULE (got VALUE)`` (``FILE:LINE:COL`` where the column
+    is known), on one line; a long value is shortened. Attributes: ``path``, ``line``,
+    ``column`` (or None), ``field`` (a path into the document, e.g. ``disks[1].target``),
+    ``rule``, ``value``.
     """
 
     def __init__(self, where: Location, field: str, rule: str, value: object = None) -> None:
         super().__init__(field, rule, value)
         self.path = where.path
         self.line = where.line
-        self.args = (f"{where}: {self.args[0]}",)
+        self.column = where.column
+        shown = "" if value is None else f" (got {_shown(value)})"
+        self.args = (f"{where}: {field}: {rule}{shown}",)
 
     @property
     def location(self) -> Location:
         """Where the error is."""
-        return Location(self.path, self.line)
+        return Location(self.path, self.line, self.column)
+
+
+_VALUE_SHOWN = 120
+"""Characters of a refused value a SpecFileError shows (a longer one is shortened)."""
+_INT_BITS_SHOWN = 64
+"""An integer longer than this is shown by its size, not its digits."""
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, shortened to about :data:`_VALUE_SHOWN` characters."""
+    if isinstance(value, int) and value.bit_length() > _INT_BITS_SHOWN:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    if len(text) <= _VALUE_SHOWN:
+        return text
+    return f"{text[:_VALUE_SHOWN]}... ({len(text)} characters)"
 
 
 # -- inside a guest -------------------------------------------------------------------

@@ -34,6 +34,39 @@ carrying the file, the line, the field (as a path into the document: ``disks[1].
 ``hosts[0].mac``) and the rule. Unknown and duplicate keys are errors. A key set to null means
 "not given" (the field's default). Across all files, a domain name, a network name and a
 volume (pool and name) may each be declared once, and a directory pool with one ``dir``.
+A file with no document at all (empty, or only comments) is an error too: ``up`` would
+otherwise succeed having done nothing, which is never what an empty file meant.
+
+Reading is bounded (:mod:`hvlib.specyaml` keeps the limits while it composes the YAML, so a
+hostile file costs at most about a second and a few tens of MiB before it is refused; each
+limit is an error naming the file, the line and the column where it was crossed):
+
+=====================  =========  ==============================================================
+limit                  value      why this number
+=====================  =========  ==============================================================
+file size              1 MiB      real spec files are a few KiB; a fleet of 300 domains is
+                                  about 150 KiB. Pure-Python YAML reads ~1 MiB/s.
+nodes, through aliases 50,000     a domain is ~20-150 nodes, so this is hundreds of domains per
+                                  file; an alias counts as every node it stands for, so the
+                                  463-byte alias bomb that took 4.3 GB is refused at once.
+characters, through    1 MiB      what a file of the largest size could hold written out; an
+aliases                           alias of a long value counts as all of its characters.
+aliases (``*name``)    1,000      anchors are for sharing a disk or a nic list, a few per file.
+nesting depth,         32         the deepest real document is 5 (``disks[0].volume.pool``,
+through aliases                   ``idmap.uids[0].count``); Python's recursion limit is far.
+one value              65,536     ``description`` takes 64 KiB, no other field more than 4,096.
+                       chars
+one key                64 chars   hvlib's longest key has 14 characters.
+one list               1,024      items of disks, nics, DHCP reservations, cpu features,
+                       items      xml_edits...: more than PCI slots allow; checks that compare
+                                  each item with the others stay well under a second.
+an integer             64 bits    the largest any field takes is below 2**33; longer literals
+                                  are refused unread (Python refuses 4,300-digit ones).
+=====================  =========  ==============================================================
+
+A character YAML refuses (NUL, other control characters), bytes that are not UTF-8, and
+every YAML syntax error are errors with their line and column; so is a value an explicit
+tag cannot read (``!!int x``, ``!!bool maybe``, ``!!timestamp 2001-13-45``).
 
 Must not: talk to libvirt (nor import it: :mod:`hvlib.virt.network` and :mod:`hvlib.virt.storage`
 are imported only when a document of theirs is read), render XML, read anything but the files it is
@@ -65,6 +98,14 @@ from hvlib.model.spec import (
     check_name,
     check_path,
 )
+from hvlib.specyaml import (
+    MAX_INT_BITS,
+    MAX_KEY_CHARS,
+    BoundedLoader,
+    compose,
+    is_null,
+    read_text,
+)
 
 if TYPE_CHECKING:
     from hvlib.model.netplan import DhcpHost, NetworkSpec
@@ -83,6 +124,33 @@ NETWORK_KEYS = ("kind", "name", "ipv4", "mode", "dhcp_range", "hosts", "bridge",
 VOLUME_KEYS = ("kind", "pool", "name", "size_mib", "format", "backing")
 """Every key a volume document may have: ``kind`` and the parameters of ``Volumes.ensure``
 (but ``data``)."""
+DISK_SOURCES = ("file", "volume", "cdrom")
+"""The keys of a disk that say what it is (exactly one is given)."""
+DISK_OPTIONS = ("target", "format", "readonly")
+NIC_SOURCES = ("network", "bridge")
+"""The keys of a nic that say what it plugs into (exactly one is given)."""
+NIC_OPTIONS = ("mac", "model")
+FILESYSTEM_KEYS = ("source", "target", "readonly")
+XML_EDIT_KEYS = ("set", "value", "remove")
+DHCP_HOST_KEYS = ("mac", "ip", "name")
+POOL_DIR_KEYS = ("name", "dir")
+VOLUME_REF_KEYS = ("pool", "name")
+KEYS: Mapping[str, tuple[str, ...]] = {
+    "domain": DOMAIN_KEYS,
+    "network": NETWORK_KEYS,
+    "volume": VOLUME_KEYS,
+    "disks[]": (*DISK_SOURCES, *DISK_OPTIONS),
+    "disks[].volume": VOLUME_REF_KEYS,
+    "nics[]": (*NIC_SOURCES, *NIC_OPTIONS),
+    "filesystems[]": FILESYSTEM_KEYS,
+    "xml_edits[]": XML_EDIT_KEYS,
+    "hosts[]": DHCP_HOST_KEYS,
+    "pool": POOL_DIR_KEYS,
+    "backing": VOLUME_REF_KEYS,
+}
+"""Every mapping of a document and its keys: a kind, or a path into that kind's document
+(``[]``: each item of the list; ``cpu`` and ``idmap`` are :class:`~hvlib.model.spec.Cpu`'s and
+:class:`~hvlib.model.spec.IdMap`'s own ``from_dict`` keys)."""
 _BOOL_FIELDS = ("autostart", "rng")
 _STR_FIELDS = (
     "name",
@@ -113,6 +181,10 @@ _UNSUPPORTED_BLAME = (
     ("kernel", "kernel"),
     ("rng is for", "rng"),
 )
+
+_INT_TAG = "tag:yaml.org,2002:int"
+_INT_CHARS_MAX = MAX_INT_BITS + 6
+"""Longer integer literals are refused unread: ``-0b`` and 64 binary digits is the longest."""
 
 Node = yaml.Node
 T = TypeVar("T")
@@ -220,15 +292,11 @@ def load(path: str | Path) -> SpecFile:
     """Read and validate the spec file at ``path``.
 
     Raises:
-        SpecFileError: the file cannot be read, is not YAML, or a document is invalid
-            (the first error found, with its line).
+        SpecFileError: the file cannot be read, is too large, is not UTF-8, is not YAML,
+            crosses a limit (see the module docstring), holds no document, or a document
+            is invalid (the first error found, with its line).
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise SpecFileError(Location(str(path), 0), "file", f"cannot be read: {reason}") from None
-    return loads(text, str(path))
+    return loads(read_text(path), str(path))
 
 
 def load_all(paths: Iterable[str | Path]) -> list[SpecFile]:
@@ -271,41 +339,23 @@ def loads(text: str, path: str = "<string>") -> SpecFile:
     """Parse and validate spec-file ``text`` (``path`` names it in errors).
 
     Raises:
-        SpecFileError: not YAML, or a document is invalid (the first error, with its line).
+        SpecFileError: as :func:`load` (but for reading the file).
     """
     out = SpecFile(path)
-    loader = yaml.SafeLoader(text)
-    try:
-        for node in _documents(loader, path):
-            _Document(loader, path, node).convert(out)
-    finally:
-        loader.dispose()
+    found = False
+    for loader, node in compose(text, path):
+        _Document(loader, path, node).convert(out)
+        found = True
+    if not found:
+        rule = "holds no document (it is empty, or only comments and ---)"
+        raise SpecFileError(Location(path, 1), "file", rule)
     return out
-
-
-def _documents(loader: yaml.SafeLoader, path: str) -> Iterable[Node]:
-    """The non-empty document nodes of ``loader``'s stream."""
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is not None and not _is_null(node):
-                yield node
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else 0
-        raise SpecFileError(Location(path, line), "yaml", str(e.problem or e.context)) from None
-    except yaml.YAMLError as e:
-        raise SpecFileError(Location(path, 0), "yaml", str(e)) from None
-
-
-def _is_null(node: Node) -> bool:
-    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
 
 
 class _Document:
     """Turns one document node into a DomainDocument, NetworkDocument or VolumeDocument."""
 
-    def __init__(self, loader: yaml.SafeLoader, path: str, node: Node) -> None:
+    def __init__(self, loader: BoundedLoader, path: str, node: Node) -> None:
         self.loader = loader
         self.path = path
         self.node = node
@@ -354,9 +404,16 @@ class _Document:
         return out
 
     def key_name(self, key: Node, where: str) -> str:
-        value = self.scalar(key, where or "document") if isinstance(key, yaml.ScalarNode) else key
+        """A mapping key: a string of at most MAX_KEY_CHARS characters."""
+        if not isinstance(key, yaml.ScalarNode):
+            what = "a list" if isinstance(key, yaml.SequenceNode) else "a mapping"
+            raise self.fail(key, where or "document", f"keys must be strings, not {what}")
+        value = self.scalar(key, where or "document")
         if not isinstance(value, str):
-            raise self.fail(key, where or "document", "keys must be strings", str(key.value))
+            raise self.fail(key, where or "document", "keys must be strings", key.value)
+        if len(value) > MAX_KEY_CHARS:
+            rule = f"keys are at most {MAX_KEY_CHARS} characters"
+            raise self.fail(key, where or "document", rule, value)
         return value
 
     def check_keys(self, keys: Mapping[str, Node], allowed: Iterable[str], where: str) -> None:
@@ -372,13 +429,32 @@ class _Document:
                 )
 
     def scalar(self, node: Node, fieldname: str) -> Any:
-        """The Python value of a scalar node (YAML 1.1 types: int, bool, str, null...)."""
+        """The Python value of a scalar node (YAML 1.1 types: int, bool, str, null...).
+
+        Raises:
+            SpecFileError: not a scalar; a value its tag cannot read (PyYAML's constructors
+                raise ValueError, KeyError, IndexError, AttributeError... on explicitly
+                tagged nonsense such as ``!!int x``, ``!!bool maybe`` or
+                ``!!timestamp domain``: any exception of theirs is reported, with the tag);
+                an integer beyond MAX_INT_BITS bits.
+        """
         if not isinstance(node, yaml.ScalarNode):
             raise self.fail(node, fieldname, "must be a single value, not a list or mapping")
+        if node.tag == _INT_TAG and len(node.value.replace("_", "")) > _INT_CHARS_MAX:
+            raise self.fail(node, fieldname, f"is too large (more than {MAX_INT_BITS} bits)")
         try:
-            return self.loader.construct_object(node, deep=True)
-        except yaml.YAMLError as e:
-            raise self.fail(node, fieldname, f"cannot be read: {e}") from None
+            value = self.loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as e:
+            raise self.fail(node, fieldname, f"cannot be read: {e.problem}") from None
+        except MemoryError:
+            raise
+        except Exception as e:  # PyYAML's constructors on tagged nonsense: see the docstring
+            tag = node.tag.rsplit(":", 1)[-1]
+            why = f": {_one_line(e)}" if isinstance(e, ValueError | ArithmeticError) else ""
+            raise self.fail(node, fieldname, f"is not a valid {tag}{why}", node.value) from None
+        if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+            raise self.fail(node, fieldname, f"is too large (more than {MAX_INT_BITS} bits)")
+        return value
 
     def plain(self, node: Node, fieldname: str, *, mapping: bool = False) -> Any:
         """Plain Python data (dicts, lists, scalars) of ``node``, every nested field's line
@@ -405,7 +481,10 @@ class _Document:
 
     def string(self, node: Node, fieldname: str) -> str:
         """A string field's value. An unquoted scalar is taken as written: YAML 1.1 would
-        read ``52:54:00:00:00:01`` as a number and ``no`` as false, never what is meant."""
+        read ``52:54:00:00:00:01`` as a number and ``no`` as false, never what is meant.
+        (An integer is not even read: a string field takes any number of digits.)"""
+        if isinstance(node, yaml.ScalarNode) and node.tag == _INT_TAG:
+            return str(node.value)
         value = self.scalar(node, fieldname)
         if isinstance(value, str):
             return value
@@ -425,7 +504,7 @@ class _Document:
         """Append this document to ``out`` as what its ``kind`` says."""
         keys = self.mapping(self.node, "")
         kind = "domain"
-        if "kind" in keys and not _is_null(keys["kind"]):
+        if "kind" in keys and not is_null(keys["kind"]):
             kind = self.string(keys["kind"], "kind")
         if kind not in KINDS:
             raise self.fail(keys["kind"], "kind", f"must be one of {', '.join(KINDS)}", kind)
@@ -445,7 +524,7 @@ class _Document:
             SpecFileError: an unknown key, or one of ``required`` is missing.
         """
         self.check_keys(keys, allowed, "")
-        out = {k: node for k, node in keys.items() if k != "kind" and not _is_null(node)}
+        out = {k: node for k, node in keys.items() if k != "kind" and not is_null(node)}
         for name in required:
             if name not in out:
                 raise SpecFileError(self.where, name, "is required")
@@ -514,8 +593,8 @@ class _Document:
         from hvlib.model.netplan import DhcpHost
 
         keys = self.mapping(node, where)
-        self.check_keys(keys, ("mac", "ip", "name"), where)
-        args = {k: self.string(n, f"{where}.{k}") for k, n in keys.items() if not _is_null(n)}
+        self.check_keys(keys, DHCP_HOST_KEYS, where)
+        args = {k: self.string(n, f"{where}.{k}") for k, n in keys.items() if not is_null(n)}
         for k in ("mac", "ip"):
             if k not in args:
                 raise self.fail(node, f"{where}.{k}", "is required")
@@ -546,21 +625,21 @@ class _Document:
         if not isinstance(node, yaml.MappingNode):
             return self.string(node, "pool"), None
         keys = self.mapping(node, "pool")
-        self.check_keys(keys, ("name", "dir"), "pool")
+        self.check_keys(keys, POOL_DIR_KEYS, "pool")
         name, path = (self.required_string(keys, node, f"pool.{k}") for k in ("name", "dir"))
         return name, path
 
     def volume_ref(self, node: Node, where: str) -> tuple[str, str]:
         """A ``{pool: P, name: N}`` mapping as (P, N)."""
         keys = self.mapping(node, where)
-        self.check_keys(keys, ("pool", "name"), where)
+        self.check_keys(keys, VOLUME_REF_KEYS, where)
         pool, name = (self.required_string(keys, node, f"{where}.{k}") for k in ("pool", "name"))
         return pool, name
 
     def required_string(self, keys: Mapping[str, Node], node: Node, fieldname: str) -> str:
         """The string at ``fieldname`` (a key of ``keys``, the mapping ``node``)."""
         key = fieldname.rsplit(".", 1)[-1]
-        if key not in keys or _is_null(keys[key]):
+        if key not in keys or is_null(keys[key]):
             raise self.fail(node, fieldname, "is required")
         return self.string(keys[key], fieldname)
 
@@ -577,11 +656,11 @@ class _Document:
 
     def disk(self, node: Node, where: str) -> Disk:
         keys = self.mapping(node, where)
-        sources = [k for k in ("file", "volume", "cdrom") if k in keys]
+        sources = [k for k in DISK_SOURCES if k in keys]
         if len(sources) != 1:
             raise self.fail(node, where, "needs exactly one of file, volume, cdrom", sources)
         source = sources[0]
-        self.check_keys(keys, (source, "target", "format", "readonly"), where)
+        self.check_keys(keys, (source, *DISK_OPTIONS), where)
         opts = self.disk_options(keys, where)
         if source == "volume":
             pool, name = self.volume_ref(keys["volume"], f"{where}.volume")
@@ -602,7 +681,7 @@ class _Document:
     def disk_options(self, keys: Mapping[str, Node], where: str) -> dict[str, Any]:
         opts: dict[str, Any] = {}
         for k in ("target", "format"):
-            if k in keys and not _is_null(keys[k]):
+            if k in keys and not is_null(keys[k]):
                 opts[k] = self.string(keys[k], f"{where}.{k}")
         if "readonly" in keys:
             opts["readonly"] = self.boolean(keys["readonly"], f"{where}.readonly")
@@ -621,16 +700,16 @@ class _Document:
 
     def nic(self, node: Node, where: str) -> Nic:
         keys = self.mapping(node, where)
-        sources = [k for k in ("network", "bridge") if k in keys]
+        sources = [k for k in NIC_SOURCES if k in keys]
         if len(sources) != 1:
             raise self.fail(node, where, "needs exactly one of network, bridge", sources)
         kind = sources[0]
-        self.check_keys(keys, (kind, "mac", "model"), where)
+        self.check_keys(keys, (kind, *NIC_OPTIONS), where)
         source = self.string(keys[kind], f"{where}.{kind}")
         opts = {
             k: self.string(keys[k], f"{where}.{k}")
             for k in ("mac", "model")
-            if k in keys and not _is_null(keys[k])
+            if k in keys and not is_null(keys[k])
         }
         return self.device(
             where,
@@ -644,7 +723,7 @@ class _Document:
                 raise self.fail(node, where, "must be a mapping or the word host_root")
             return Filesystem.host_root()
         keys = self.mapping(node, where)
-        self.check_keys(keys, ("source", "target", "readonly"), where)
+        self.check_keys(keys, FILESYSTEM_KEYS, where)
         if "source" not in keys:
             raise self.fail(node, f"{where}.source", "is required")
         source = self.string(keys["source"], f"{where}.source")
@@ -679,6 +758,10 @@ class _Document:
 
 
 _DISK_OPTS = {"disk.target": "target", "disk.format": "format", "disk.device": ""}
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _join(where: str, name: str) -> str:

@@ -8,6 +8,7 @@ a deadline. Guest networks exist only inside the sandboxes' network namespaces.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import select
 import shutil
@@ -40,8 +41,6 @@ pytestmark = [
 ]
 
 BUSYBOX = Path("/bin/busybox")  # busybox-static: runs with no libraries in the container
-UP_DEADLINE = 120.0  # a cold start probes QEMU (~8 s); generous for a loaded 2-core machine
-EXIT_DEADLINE = 60.0
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -254,65 +253,177 @@ def test_start_interrupted_midway_leaves_nothing(monkeypatch: pytest.MonkeyPatch
 # ---- an owner interrupted or killed ------------------------------------------------------------
 
 CHILD = """
-import sys, time, libvirt
+import signal, sys, time, libvirt
 from hvlib.testkit.sandbox import SandboxHost
+# Ctrl-C raises KeyboardInterrupt, as in a program started from a terminal, even when this
+# test runs under a shell's background job (bash gives those SIGINT ignored, and Python then
+# keeps it ignored): the cause of this test's 60 s hangs in fresh-clone runs.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 name, lxc, qemu = sys.argv[1:4]
+started = time.monotonic()
 with SandboxHost(name) as sb:
-    libvirt.open(sb.lxc_uri).createXML(lxc)
-    libvirt.open(sb.qemu_uri).createXML(qemu)
-    print("UP", *sorted(sb.pids()), flush=True)
+    for uri, xml in ((sb.lxc_uri, lxc), (sb.qemu_uri, qemu)):
+        conn = libvirt.open(uri)
+        conn.createXML(xml)
+        conn.close()
+    took = round(time.monotonic() - started, 2)
+    print("UP", took, sb.watcher_pid, *sorted(sb.pids()), flush=True)
     time.sleep(600)
 """
+OWNER_UP = 60.0
+"""Seconds for the owner to start its sandbox, an LXC container and a QEMU guest. Measured
+(2 cores): 1.1-1.7 s idle, 1.6-2.2 s with a CPU hog on one core, also after test_faults.py;
+a cold QEMU capability probe (no cache yet) adds ~8 s. 60 s is ~6x that cold worst."""
+CTRL_C_EXIT = 30.0
+"""Seconds from SIGINT to the owner's exit (its stop(): destroy 2 guests, stop libvirtd,
+delete the netns). Measured: 2.4 s idle, 2.35-2.75 s with a CPU hog (5 runs); ~11x margin."""
+OWNER_DEATH_GONE = 20.0
+"""Seconds from the owner's death (SIGTERM or SIGKILL) until its watcher removed everything.
+Measured: 2.3-2.4 s idle, 2.75-2.85 s with a CPU hog (8 runs); ~7x margin."""
+
+
+def catches(pid: int, sig: signal.Signals) -> bool:
+    """True if process pid has a handler installed for sig (``SigCgt`` in its status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+def process_report(pid: int) -> str:
+    """What a process that did not exit is doing: state, signal masks, kernel wait, children."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+    except OSError as e:
+        return f"pid {pid}: {e}"
+    keep = ("State", "SigBlk", "SigIgn", "SigCgt", "Threads")
+    fields = [line for line in status if line.split(":")[0] in keep]
+    kids = subprocess.run(["ps", "-o", "pid,stat,wchan:20,cmd", "--ppid", str(pid)], **TEXT)
+    return f"pid {pid}: {'; '.join(fields)}; wchan {wchan}; children:\n{kids.stdout}"
+
+
+TEXT: dict[str, object] = {"capture_output": True, "text": True, "check": False}
+
+
+def what_remains(name: str, pids: set[int]) -> list[str]:
+    """What of sandbox name still exists (empty: all gone)."""
+    netns, root = f"hvlib-{name}", Path("/var/tmp/hvlib-sandboxes", name)
+    found = [f"process {p}" for p in sorted(pids) if alive(p)]
+    found += [f"netns {netns}"] if netns_exists(netns) else []
+    found += [f"directory {root}"] if root.exists() else []
+    found += [f"state entry {name}"] if Path("/run/hvlib-sandboxes", name).exists() else []
+    try:
+        found += [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/**/{netns}")]
+    except FileNotFoundError as e:  # a cgroup removed while glob walked it: look again
+        found.append(f"cgroups being removed ({e.filename})")
+    return found
+
+
+def wait_all_gone(name: str, pids: set[int], bound: float) -> float:
+    """Seconds until nothing of sandbox name remains; fails with what remains after bound."""
+    started = time.monotonic()
+    while remains := what_remains(name, pids):
+        if time.monotonic() - started > bound:
+            pytest.fail(f"{bound} s after its owner died, sandbox {name} still has {remains}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+@dataclasses.dataclass
+class Owner:
+    proc: subprocess.Popen[str]
+    name: str
+    watcher: int
+    pids: set[int]
+    err: Path
+
+    def wait_exit(self, bound: float, after: str) -> float:
+        """Seconds until the owner exits; fails with what it is doing after bound."""
+        started = time.monotonic()
+        try:
+            self.proc.wait(bound)
+        except subprocess.TimeoutExpired:
+            report = process_report(self.proc.pid)
+            tail = self.err.read_text()[-2000:]
+            pytest.fail(f"owner did not exit within {bound} s {after}: {report}\nstderr: {tail}")
+        return time.monotonic() - started
 
 
 @contextlib.contextmanager
-def owner_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, set[int]]]:
+def owner_process(tmp_path: Path) -> Iterator[Owner]:
     """A child process owning a sandbox with an LXC container and a QEMU guest running.
 
-    Yields (process, sandbox name, the sandbox's pids); kills the child if still there after.
+    Kills the child (and reaps the sandbox) if still there after.
     """
     name = f"own{os.getpid()}x{time.monotonic_ns() % 10**6}"
     rootfs = make_rootfs(tmp_path / "rootfs")
     args = [sys.executable, "-c", CHILD, name, lxc_xml("c1", rootfs), qemu_xml("q1")]
-    with (tmp_path / "child.err").open("w") as err:
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True)
+    err = tmp_path / "child.err"
+    with err.open("w") as out:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=out, text=True)
     try:
         assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], UP_DEADLINE)
+        ready, _, _ = select.select([proc.stdout], [], [], OWNER_UP)
         line = proc.stdout.readline() if ready else ""
-        assert line.startswith("UP "), (tmp_path / "child.err").read_text()[-3000:]
-        yield proc, name, {int(p) for p in line.split()[1:]}
+        assert line.startswith("UP "), f"no sandbox within {OWNER_UP} s: {err.read_text()[-3000:]}"
+        _, took, watcher, *pids = line.split()
+        print(f"owner's sandbox and guests up in {took} s")
+        yield Owner(proc, name, int(watcher), {int(p) for p in pids}, err)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait(EXIT_DEADLINE)
+            proc.wait(CTRL_C_EXIT)
+        reap_stale()
 
 
 @pytest.mark.lxc
 @pytest.mark.qemu
 def test_ctrl_c_in_owner_cleans_up(tmp_path: Path) -> None:
-    with owner_process(tmp_path) as (proc, name, pids):
-        assert len(pids) >= 4  # libvirtd, dnsmasq, libvirt_lxc + container init, QEMU
-        started = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(EXIT_DEADLINE)
-        print(f"owner exited {time.monotonic() - started:.2f} s after SIGINT")
-    assert "KeyboardInterrupt" in (tmp_path / "child.err").read_text()
-    assert_all_gone(name, f"hvlib-{name}", Path("/var/tmp/hvlib-sandboxes", name), pids)
+    with owner_process(tmp_path) as owner:
+        assert len(owner.pids) >= 4  # libvirtd, dnsmasq, libvirt_lxc + container init, QEMU
+        assert catches(owner.proc.pid, signal.SIGINT), process_report(owner.proc.pid)
+        owner.proc.send_signal(signal.SIGINT)
+        took = owner.wait_exit(CTRL_C_EXIT, "after its SIGINT")
+        print(f"owner exited {took:.2f} s after SIGINT")
+    assert "KeyboardInterrupt" in owner.err.read_text()
+    assert_all_gone(owner.name, f"hvlib-{owner.name}", sandbox_root(owner.name), owner.pids)
 
 
 @pytest.mark.lxc
 @pytest.mark.qemu
-def test_killed_owner_is_reported_then_reaped(tmp_path: Path) -> None:
-    with owner_process(tmp_path) as (proc, name, pids):
-        proc.kill()
-        proc.wait(EXIT_DEADLINE)
-    found = mine(name, leftovers())
-    text = "\n".join(found)
-    assert "libvirtd pid" in text and "qemu-system" in text and "libvirt_lxc" in text, text
-    assert f"netns hvlib-{name}" in text and "hvbr-" in text, text
-    assert all(alive(p) for p in pids)  # leftovers() only reads
-    removed = "\n".join(mine(name, reap_stale()))
-    assert "destroyed qemu domain q1" in removed and "destroyed lxc domain c1" in removed, removed
-    assert f"deleted netns hvlib-{name}" in removed, removed
-    assert_all_gone(name, f"hvlib-{name}", Path("/var/tmp/hvlib-sandboxes", name), pids)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killed_owner_takes_its_sandbox_along(tmp_path: Path, sig: signal.Signals) -> None:
+    """No stop() runs (Python dies of SIGTERM as of SIGKILL): the watcher sees the owner's
+    pidfd become readable and tears everything down by itself, at once."""
+    with owner_process(tmp_path) as owner:
+        owner.proc.send_signal(sig)
+        owner.wait_exit(CTRL_C_EXIT, f"after {sig.name}")
+        took = wait_all_gone(owner.name, owner.pids | {owner.watcher}, OWNER_DEATH_GONE)
+        print(f"{sig.name}: sandbox gone {took:.2f} s after its owner died")
+    assert_all_gone(owner.name, f"hvlib-{owner.name}", sandbox_root(owner.name), owner.pids)
+
+
+@pytest.mark.lxc
+@pytest.mark.qemu
+def test_owner_and_watcher_killed_is_reported_then_reaped(tmp_path: Path) -> None:
+    """What outlives the watcher too (a reboot, a killed watcher): leftovers() reports it and
+    the next reap_stale() removes it."""
+    with owner_process(tmp_path) as owner:
+        os.kill(owner.watcher, signal.SIGKILL)
+        owner.proc.kill()
+        owner.wait_exit(CTRL_C_EXIT, "after SIGKILL")
+        found = mine(owner.name, leftovers())
+        text = "\n".join(found)
+        assert "libvirtd pid" in text and "qemu-system" in text and "libvirt_lxc" in text, text
+        assert f"netns hvlib-{owner.name}" in text and "hvbr-" in text, text
+        assert all(alive(p) for p in owner.pids)  # leftovers() only reads
+        removed = "\n".join(mine(owner.name, reap_stale()))
+        assert "destroyed qemu domain q1" in removed, removed
+        assert "destroyed lxc domain c1" in removed, removed
+        assert f"deleted netns hvlib-{owner.name}" in removed, removed
+    assert_all_gone(owner.name, f"hvlib-{owner.name}", sandbox_root(owner.name), owner.pids)
+
+
+def sandbox_root(name: str) -> Path:
+    return Path("/var/tmp/hvlib-sandboxes", name)

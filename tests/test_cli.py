@@ -187,7 +187,7 @@ def test_up_reports_changes_that_wait_for_a_restart_and_exits_3(tmp_path: Path) 
             "backing: {pool: default-pool, name: nobase.img}\n",
             "f.yaml:4: backing: does not exist on this host (got 'default-pool/nobase.img')",
         ),
-        ("name: v\n  bad: [\n", "f.yaml:2: yaml: "),
+        ("name: v\n  bad: [\n", "f.yaml:2:6: yaml: "),
     ],
 )
 def test_up_bad_input_exits_2_with_file_line_field_and_changes_nothing(

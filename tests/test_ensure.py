@@ -399,3 +399,22 @@ def test_ensure_takes_a_state_by_its_spelling(
     assert res.domain is not None and res.domain.state is State.SHUT_OFF
     with pytest.raises(hvlib.SpecError, match="state"):
         host.domains.ensure(vm(unique), "runing")  # type: ignore[arg-type]
+
+
+def test_absent_needs_nothing_the_spec_refers_to(
+    counted: tuple[Host, CountingLibvirt], unique: str
+) -> None:
+    """A removal must work after what the domain used is gone (its volume deleted, its
+    network or pool removed): ``ensure(ABSENT)`` checks no host reference (seen in a full
+    run: a test's clean-up failed with 'disks[0].volume: does not exist on this host')."""
+    host, _ = counted
+    uses = vm(unique, nics=[Nic.network("default")])
+    host.domains.ensure(uses, State.SHUT_OFF)
+    gone = replace(
+        uses,
+        disks=[hvlib.Disk.volume("default-pool", f"{unique}-deleted.img")],
+        nics=[Nic.network("no-such-net")],
+    )
+    res = host.domains.ensure(gone, State.ABSENT)
+    assert res.changed and host.domains.find(unique) is None
+    assert not host.domains.ensure(gone, State.ABSENT).changed

@@ -423,10 +423,13 @@ def test_readme_s_fleet_example_places_on_the_shipped_test_host(
 
 
 def test_the_stock_test_driver_places_nothing_as_readme_says() -> None:
+    """The stock host's own domain already takes more than its memory (-5120 MiB of
+    headroom measured alone); other tests in this process may define more on the shared
+    ``test:///default``, so only the sign is asserted."""
     web = spec("web-1", memory=2048)
     with (
         Fleet(["test:///default"], poll_interval=None) as f,
-        pytest.raises(PlacementError, match="headroom is -5120 MiB"),
+        pytest.raises(PlacementError, match=r"headroom is -\d+ MiB"),
     ):
         f.plan(web)
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -376,3 +378,124 @@ def test_start_needs_root() -> None:
         pytest.skip("running as root")
     with pytest.raises(sbx.SandboxError, match="root"):
         sbx.SandboxHost("unit3").start()
+
+
+# ---- the watcher: a sandbox goes when its owner dies ---------------------------------------------
+
+OWNER = """
+import os, sys, time, subprocess
+from pathlib import Path
+from hvlib.testkit import sandbox as sbx
+state, root, name = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+root.mkdir()
+(root / ".hvlib-sandbox").write_text(name)
+rec = sbx._Record(name, "hvlib-" + name, str(root), sbx.bridge_name(name), os.getpid())
+fd = sbx._register(state / name, rec)
+w = subprocess.Popen(sbx.watcher_argv(os.getpid(), state / name), start_new_session=True)
+print("UP", w.pid, flush=True)
+time.sleep(600)
+"""
+WATCH_BOUND = 5.0
+"""Seconds from an owner's death to its sandbox's tree and entry being gone (no daemon in
+this one). Measured here: 0.15-0.3 s (an interpreter start and a teardown of a tree); 5 s
+leaves room for a loaded 2-core machine."""
+
+
+def _owner(tmp_path: Path, name: str) -> tuple[subprocess.Popen[str], int, Path, Path]:
+    state, root = tmp_path / "state", tmp_path / "root"
+    argv = [sys.executable, "-c", OWNER, str(state), str(root), name]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("UP "), f"the owner did not start: {line!r}"
+    return proc, int(line.split()[1]), state / name, root
+
+
+def _ended_within(pid: int, bound: float) -> None:
+    """Wait until pid has exited (gone, or a zombie its parent has not reaped); fails after
+    bound."""
+    started = time.monotonic()
+    while sbx._alive(pid):
+        assert time.monotonic() - started < bound, f"process {pid} still runs after {bound} s"
+        time.sleep(0.01)
+
+
+def _gone_within(paths: list[Path], bound: float) -> float:
+    """Seconds until none of paths exists; fails naming what stayed after bound."""
+    started = time.monotonic()
+    while any(p.exists() for p in paths):
+        left = [str(p) for p in paths if p.exists()]
+        assert time.monotonic() - started < bound, f"still there {bound} s after: {left}"
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_watcher_reaps_the_sandbox_when_its_owner_dies(tmp_path: Path, sig: signal.Signals) -> None:
+    proc, watcher, entry, root = _owner(tmp_path, f"w{sig.value}")
+    assert root.exists() and entry.exists()
+    time.sleep(0.3)  # let the watcher open its pidfd (it may also see the owner gone: fine)
+    proc.send_signal(sig)
+    proc.wait(WATCH_BOUND)
+    took = _gone_within([root, entry], WATCH_BOUND)
+    print(f"{sig.name}: sandbox tree and entry gone {took:.3f} s after the owner's death")
+    _ended_within(watcher, WATCH_BOUND)
+
+
+def test_watcher_ended_by_its_owner_leaves_the_sandbox_alone(tmp_path: Path) -> None:
+    """What stop() does once it tore the sandbox down itself: SIGTERM ends the watcher and
+    the watcher does nothing (here the tree is left on purpose, so doing nothing shows)."""
+    proc, watcher, entry, root = _owner(tmp_path, "wstop")
+    try:
+        os.kill(watcher, signal.SIGTERM)
+        _ended_within(watcher, WATCH_BOUND)
+        assert root.exists() and entry.exists()
+    finally:
+        proc.kill()
+        proc.wait(WATCH_BOUND)
+
+
+def test_wait_for_exit_returns_at_once_for_a_process_that_is_gone_or_not_the_parent() -> None:
+    from hvlib.testkit import _reaper
+
+    started = time.monotonic()
+    _reaper.wait_for_exit(_dead_pid())
+    _reaper.wait_for_exit(1)  # alive, but not our parent: its death could never be seen
+    assert time.monotonic() - started < 1.0
+
+
+# ---- the LXC start race: libvirtd's monitor connection, from /proc (hvlib.virt.lxcmonitor) ----
+
+NET_UNIX_HEAD = "Num       RefCount Protocol Flags    Type St Inode Path\n"
+LISTENER = "0000000000000000: 00000002 00000000 00010000 0001 01 249493 /run/libvirt/lxc/ct.sock\n"
+ACCEPTED = "0000000000000000: 00000003 00000000 00000000 0001 03 230089 /run/libvirt/lxc/ct.sock\n"
+OTHER = "0000000000000000: 00000003 00000000 00000000 0001 03 230090 /run/libvirt/lxc/ct2.sock\n"
+
+
+def test_monitor_sockets_tell_a_lost_monitor_from_a_connected_one() -> None:
+    """Lines as a libvirt 9.0 controller's netns shows them (seen in NOTES-lxc-race.md): a
+    start whose init libvirt learned has the listener and one connection, a lost one only
+    the listener."""
+    from hvlib.virt.lxcmonitor import monitor_sockets
+
+    assert monitor_sockets(NET_UNIX_HEAD + LISTENER + ACCEPTED, "ct") == (1, 1)
+    assert monitor_sockets(NET_UNIX_HEAD + LISTENER + OTHER, "ct") == (1, 0)
+    assert monitor_sockets(NET_UNIX_HEAD + OTHER, "ct") == (0, 0)
+    assert monitor_sockets(NET_UNIX_HEAD + "garbage\n", "ct") == (0, 0)
+
+
+def test_only_the_named_containers_controller_counts() -> None:
+    from hvlib.virt.lxcmonitor import is_controller
+
+    argv = b"/usr/lib/libvirt/libvirt_lxc\0--name\0ct\0--console\0" + b"25\0"
+    assert is_controller(argv, "ct")
+    assert not is_controller(argv, "ct2")
+    assert not is_controller(b"/usr/bin/sleep\0--name\0ct\0", "ct")
+    assert not is_controller(b"", "ct")
+
+
+def test_monitor_lost_cannot_tell_for_a_process_that_is_no_controller() -> None:
+    from hvlib.virt.lxcmonitor import monitor_lost
+
+    assert monitor_lost(os.getpid(), "ct") is None
+    assert monitor_lost(_dead_pid(), "ct") is None

@@ -6,20 +6,27 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import hvlib
-from hvlib import Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, VirtType, XmlEdit
+from hvlib import Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, VirtType, XmlEdit, specfile
 from hvlib.errors import SpecError, SpecFileError
 from hvlib.model.netplan import DhcpHost, NetworkSpec
 from hvlib.model.spec import Cpu
 from hvlib.specfile import (
     DOMAIN_KEYS,
+    KEYS,
+    KINDS,
     NETWORK_KEYS,
     VOLUME_KEYS,
     VolumeDocument,
@@ -27,7 +34,18 @@ from hvlib.specfile import (
     load_all,
     loads,
 )
+from hvlib.specyaml import (
+    MAX_ALIASES,
+    MAX_CHARS,
+    MAX_DEPTH,
+    MAX_FILE_BYTES,
+    MAX_ITEMS,
+    MAX_KEY_CHARS,
+    MAX_NODES,
+    MAX_SCALAR_CHARS,
+)
 from hvlib.virt.storage import Volumes
+from tests import fuzz_worker
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 README_SECTION = "## Command line and spec files"
@@ -413,7 +431,7 @@ def test_errors_carry_file_line_field_and_rule(text: str, line: int, field: str,
     e = error(text)
     assert (e.path, e.line, e.field) == ("f.yaml", line, field), str(e)
     assert rule in e.rule
-    assert str(e).startswith(f"f.yaml:{line}: {field}: "), str(e)
+    assert re.match(rf"f\.yaml:{line}(:\d+)?: {re.escape(field)}: ", str(e)), str(e)
     assert isinstance(e, SpecError) and isinstance(e, ValueError)
 
 
@@ -572,8 +590,8 @@ def test_an_unreadable_file_is_an_error_naming_it(tmp_path: Path) -> None:
         load(tmp_path / "missing.yaml")
     assert str(info.value).startswith(f"{tmp_path / 'missing.yaml'}:0: file: cannot be read")
     bad = tmp_path / "bin.yaml"
-    bad.write_bytes(b"name: \xff\n")
-    with pytest.raises(SpecFileError, match=r"bin\.yaml:0: file: cannot be read"):
+    bad.write_bytes(b"name: v\ndescription: caf\xe9\n")
+    with pytest.raises(SpecFileError, match=r"bin\.yaml:2:17: file: is not UTF-8 text \(byte 0xe9"):
         load(bad)
 
 
@@ -603,3 +621,308 @@ def test_idmap_and_cpu_map_onto_their_spec_types() -> None:
     assert long.spec.idmap == IdMap(pairs, pairs)
     vm = loads(VM + "cpu: {model: EPYC, disable: [smap]}\n", "f.yaml").domains[0].spec
     assert vm.cpu == Cpu.model("EPYC", disable=["smap"])
+
+
+# -- issue 16, items 2 and 8: bounded reading; every error a SpecFileError at FILE:LINE ------
+
+LOCATED = re.compile(r"f\.yaml:(\d+)(?::(\d+))?: ")
+LISTS_OF_SCALARS = {  # a document, and a key in it whose value is a list of strings
+    "cpu.require": (VM + "cpu:\n  model: EPYC\n  require: ", ""),
+    "cpu.disable": (VM + "cpu:\n  model: EPYC\n  disable: ", ""),
+    "init": (CT.replace("init: [/sbin/init]\n", "") + "init: ", ""),
+    "dhcp_range": ("kind: network\nname: n\nipv4: 192.0.2.0/24\ndhcp_range: ", ""),
+    "xml_edits": (VM + "xml_edits: ", ""),
+    "disks": (VM + "disks: ", ""),
+    "hosts": ("kind: network\nname: n\nipv4: 192.0.2.0/24\nhosts: ", ""),
+    "idmap.uids": (CT + "idmap:\n  gids: [{start: 0, target: 1000, count: 1}]\n  uids: ", ""),
+}
+
+
+def located(e: SpecFileError) -> tuple[int, int | None]:
+    """The line and column ``str(e)`` names (and the attributes agree)."""
+    m = LOCATED.match(str(e))
+    assert m, str(e)
+    line, col = int(m[1]), None if m[2] is None else int(m[2])
+    assert (e.line, e.column) == (line, col)
+    assert "\n" not in str(e)
+    return line, col
+
+
+def bomb(levels: int, width: int, leaf: str = "aes") -> str:
+    """A flow list of anchors, each a list of ``width`` aliases of the one before."""
+    parts = [f"&b0 [{leaf}]"]
+    parts += [f"&b{i} [{', '.join([f'*b{i - 1}'] * width)}]" for i in range(1, levels + 1)]
+    return f"[{', '.join(parts)}]"
+
+
+def loads_bounded(text: str, tmp: Path) -> dict[str, Any] | None:
+    """``load`` of ``text`` in a child under 1 GiB and 10 s (tests/fuzz_worker.py), so that
+    what once took 4.3 GB fails this test instead of eating the machine: None when valid,
+    else the SpecFileError's attributes (``path``, ``line``, ``column``, ``field``, ``rule``,
+    ``message``), checked to name FILE:LINE:COL on one line."""
+    path = tmp / "f.yaml"
+    path.write_text(text)
+    outcome, detail = fuzz_worker.run_isolated(str(path), mode="load")
+    assert outcome in ("ok", "refused"), detail
+    if outcome == "ok":
+        return None
+    info: dict[str, Any] = json.loads(detail)
+    col = "" if info["column"] is None else f":{info['column']}"
+    assert info["message"].startswith(f"{path}:{info['line']}{col}: {info['field']}: ")
+    assert "\n" not in info["message"]
+    return info
+
+
+@given(
+    where=st.sampled_from(sorted(LISTS_OF_SCALARS)),
+    levels=st.integers(2, 30),
+    width=st.integers(2, 40),
+)
+@settings(max_examples=30, deadline=None)
+def test_alias_bombs_are_refused_in_bounded_time(
+    tmp_path_factory: pytest.TempPathFactory, where: str, levels: int, width: int
+) -> None:
+    """Item 2: a list whose aliases expand past MAX_NODES is refused at the alias that
+    crosses the limit (whatever key it is under), in well under a second."""
+    head, tail = LISTS_OF_SCALARS[where]
+    text = head + bomb(levels, width) + "\n" + tail
+    expanded = sum(width**i for i in range(levels + 1))
+    started = time.monotonic()
+    refused = loads_bounded(text, tmp_path_factory.mktemp("b"))
+    assert time.monotonic() - started < 5
+    if expanded > MAX_NODES:
+        assert refused is not None and refused["field"] == "yaml", refused
+        assert "expands to more than" in refused["rule"] or "aliases" in refused["rule"]
+        assert text.splitlines()[refused["line"] - 1][refused["column"] - 1] == "*"  # an alias
+
+
+def test_the_issue_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    """Item 2: 9 levels of 9 aliases under a cpu feature list (~470 bytes; 4.3 GB before)."""
+    levels = ["&l0 [aes, aes, aes, aes, aes, aes, aes, aes, aes]"]
+    levels += [f"&l{i} [{','.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    text = "name: v\nvirt: kvm\ncpu:\n  model: EPYC\n  require:\n"
+    text += "".join(f"    - {level}\n" for level in levels)
+    assert len(text) < 520
+    started = time.monotonic()
+    refused = loads_bounded(text, tmp_path)
+    assert time.monotonic() - started < 2
+    assert refused is not None and refused["line"] == 10, refused
+    assert "expands to more than 50000 YAML nodes" in refused["rule"]
+
+
+@given(levels=st.integers(1, 40), how=st.sampled_from(["merge", "alias"]))
+@settings(max_examples=20, deadline=None)
+def test_aliases_count_through_merge_keys_and_mappings(
+    tmp_path_factory: pytest.TempPathFactory, levels: int, how: str
+) -> None:
+    """Item 2: mappings that merge or alias the one before twice double at each level."""
+    lines = ["  a0: &a0 {x: 1}"]
+    for i in range(1, levels + 1):
+        ref = f"*a{i - 1}"
+        body = f"<<: [{ref}, {ref}], k{i}: 1" if how == "merge" else f"l: {ref}, r: {ref}"
+        lines.append(f"  a{i}: &a{i} {{{body}}}")
+    text = VM + "idmap:\n" + "\n".join(lines) + "\n"
+    # an unknown idmap key, or a bound crossed: never anything else
+    assert loads_bounded(text, tmp_path_factory.mktemp("m")) is not None
+
+
+@given(
+    depth=st.one_of(st.integers(33, 200), st.sampled_from([1000, 100_000])),
+    style=st.sampled_from(["[]", "{}", "block-list", "block-map"]),
+    key=st.sampled_from(["cpu", "idmap", "disks", "description", "name"]),
+)
+@settings(max_examples=40, deadline=None)
+def test_nesting_deeper_than_the_limit_is_refused(depth: int, style: str, key: str) -> None:
+    """Item 8: a 100,000-deep list gave RecursionError; any nesting past MAX_DEPTH is
+    refused where it crosses the limit, in flow or block style."""
+    if style in ("[]", "{}"):
+        value = " " + "[" * depth + "]" * depth if style == "[]" else " " + "{a: " * depth + "}"
+        value = value if style == "[]" else " " + "{a: " * depth + "1" + "}" * depth
+        text = f"{VM}{key}:{value}\n"
+    else:
+        depth = min(depth, 300)
+        step = "- " if style == "block-list" else "a: "
+        nest = "".join("  " * i + step.rstrip() + "\n" for i in range(depth))
+        text = f"{VM}{key}:\n" + "\n".join("  " + line for line in nest.splitlines()) + " 1\n"
+    with pytest.raises(SpecFileError, match=f"nested more than {MAX_DEPTH}") as info:
+        loads(text, "f.yaml")
+    located(info.value)
+
+
+def test_nesting_to_the_limit_is_not_refused_for_depth() -> None:
+    value = "[" * (MAX_DEPTH - 2) + "]" * (MAX_DEPTH - 2)
+    with pytest.raises(SpecFileError) as info:
+        loads(VM + f"cpu: {{model: EPYC, require: {value}}}\n", "f.yaml")
+    assert "nested" not in info.value.rule  # refused by Cpu (a feature must be a string)
+
+
+def test_an_alias_cycle_is_refused() -> None:
+    with pytest.raises(SpecFileError, match=r"f\.yaml:4:33: yaml: alias \*c is used inside"):
+        loads(VM + "cpu: &c {model: EPYC, require: [*c]}\n", "f.yaml")
+
+
+YAML_REFUSES = [
+    *(chr(c) for c in range(0x20) if chr(c) not in "\t\n\r"),
+    "\x7f",
+    *(chr(c) for c in range(0x80, 0xA0) if c != 0x85),
+    "\ufffe",
+    "\uffff",
+]
+
+
+@given(
+    char=st.sampled_from(YAML_REFUSES),
+    line=st.integers(1, 3),
+    where=st.sampled_from(["value", "key", "comment"]),
+)
+@settings(max_examples=120, deadline=None)
+def test_every_character_yaml_refuses_names_its_line_and_column(
+    char: str, line: int, where: str
+) -> None:
+    """Item 8: a NUL or other control character gave a ReaderError traceback (exit 1)."""
+    lines = VM.splitlines()
+    text = lines[line - 1]
+    if where == "comment":
+        lines[line - 1], col = f"{text} #{char}", len(text) + 3
+    elif where == "key":
+        lines[line - 1], col = text[:1] + char + text[1:], 2
+    else:
+        lines[line - 1], col = text + char, len(text) + 1
+    with pytest.raises(SpecFileError) as info:
+        loads("\n".join(lines) + "\n", "f.yaml")
+    assert located(info.value) == (line, col)
+    assert info.value.field == "yaml" and "is not allowed" in info.value.rule
+
+
+@given(
+    bad=st.sampled_from([b"\xff", b"\xe9", b"\xc3", b"\xed\xa0\x80", b"\xc0\xaf", b"\x80\x80"]),
+    line=st.integers(1, 3),
+    prefix=st.sampled_from(["", "é", "日本"]),
+)
+@settings(max_examples=60, deadline=None)
+def test_bytes_that_are_not_utf8_name_their_line_and_column(
+    tmp_path_factory: pytest.TempPathFactory, bad: bytes, line: int, prefix: str
+) -> None:
+    """Item 8: a non-UTF-8 file is refused at the first bad byte (column in characters)."""
+    lines = [s.encode() for s in VM.splitlines()]
+    head = lines[line - 1] + b" # " + prefix.encode()
+    lines[line - 1] = head + bad
+    path = tmp_path_factory.mktemp("u") / "f.yaml"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(SpecFileError, match="is not UTF-8 text") as info:
+        load(path)
+    assert (info.value.line, info.value.column) == (line, len(head.decode()) + 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        ("", "holds no document"),
+        ("# only a comment\n---\n...\n", "holds no document"),
+        ("hello\n", "must be a mapping"),
+        ("- name: v\n", "must be a mapping"),
+        ("42\n", "must be a mapping"),
+        (VM + "vcpus: " + "9" * 5000 + "\n", "is too large (more than 64 bits)"),
+        (VM + "vcpus: " + ":".join(["59"] * 3000) + "\n", "is too large (more than 64 bits)"),
+        (VM + "vcpus: 18446744073709551616\n", "is too large (more than 64 bits)"),
+        (VM + "vcpus: !!int x\n", "is not a valid int"),
+        (VM + "vcpus: !!int ''\n", "is not a valid int"),
+        (VM + "autostart: !!bool maybe\n", "is not a valid bool"),
+        (VM + "description: !!timestamp 2001-13-45\n", "is not a valid timestamp"),
+        ("kind: !!timestamp domain\nname: v\n", "is not a valid timestamp"),
+        (VM + "description: !!binary a\n", "failed to decode base64"),
+        (VM + "description: !!python/object:os.system x\n", "could not determine a constructor"),
+        (VM + "description: *nowhere\n", "undefined alias"),
+        (VM + "description: &d x\ncmdline: &d y\n", "duplicate anchor"),
+        (VM + "? [a, b]\n: 1\n", "keys must be strings, not a list"),
+        (VM + "k" * 65 + ": 1\n", "keys are at most 64 characters"),
+        (VM + "cpu: {<<: 1, model: EPYC}\n", "bad merge"),
+        (VM + "cpu: {model: EPYC, require: [" + ",".join(["a"] * 1025) + "]}\n", "more than 1024"),
+        (VM + "description: " + "x" * 65537 + "\n", "a value longer than 65536 characters"),
+        (VM + "disks:\n\t- file: /a.img\n", "yaml"),
+        (VM + "disks: [{file: /a.img}\n", "yaml"),
+    ],
+)
+def test_every_raw_exception_path_is_a_located_spec_file_error(text: str, rule: str) -> None:
+    """Item 8: each of these once escaped as a YAML, Unicode, Value or Recursion error, or
+    misled (an empty file 'succeeded' having done nothing)."""
+    with pytest.raises(SpecFileError) as info:
+        loads(text, "f.yaml")
+    located(info.value)
+    assert rule in str(info.value)
+    assert len(str(info.value)) < 400  # one short line, whatever the value's size
+
+
+def test_file_level_errors(tmp_path: Path) -> None:
+    """Item 8: directories, missing paths, bad path types and oversized files."""
+    with pytest.raises(SpecFileError, match=r":0: file: cannot be read: Is a directory"):
+        load(tmp_path)
+    with pytest.raises(SpecFileError, match=r"cannot be read: embedded null byte"):
+        load(str(tmp_path / "a\x00b"))
+    with pytest.raises(SpecError, match="path: must be a str or a Path"):
+        load(3)  # type: ignore[arg-type]  # open(3) would read file descriptor 3
+    big = tmp_path / "big.yaml"
+    big.write_bytes(VM.encode() + b"#" * (MAX_FILE_BYTES - len(VM)))
+    assert load(big).domains[0].spec.name == "v"  # exactly the limit is read
+    big.write_bytes(big.read_bytes() + b"\n")
+    with pytest.raises(SpecFileError, match=r"big\.yaml:4: file: is larger than 1048576"):
+        load(big)
+    with pytest.raises(SpecFileError, match=r"f\.yaml:1: file: is larger than"):
+        loads("x" * (MAX_FILE_BYTES + 1), "f.yaml")
+
+
+WRONG_TYPES = st.one_of(
+    st.sampled_from(["[1, 2]", "{a: 1}", "[[[x]]]", "{}", "[]", "3.5", "-7", "true", "1e400"]),
+    st.sampled_from(["!!binary aGk=", "!!float 1", "2001-12-14", "9" * 40, "[{}]", ".nan"]),
+)
+
+
+def _keyed_documents() -> list[tuple[str, str, str]]:
+    """(document, key path, how to write KEY: VALUE into it) for every key of every kind."""
+    bases = {"domain": VM, "network": NET, "volume": VOL + "size_mib: 1\n"}
+    out = [(bases[kind], key, "{key}: {value}\n") for kind in KINDS for key in KEYS[kind]]
+    devices = {
+        "disks[]": (VM, "disks: [{{file: /a.img, {key}: {value}}}]\n"),
+        "disks[].volume": (VM, "disks: [{{volume: {{pool: p, {key}: {value}}}}}]\n"),
+        "nics[]": (VM, "nics: [{{network: default, {key}: {value}}}]\n"),
+        "filesystems[]": (CT, "filesystems: [{{source: /s, {key}: {value}}}]\n"),
+        "xml_edits[]": (VM, "xml_edits: [{{set: ./description, {key}: {value}}}]\n"),
+        "hosts[]": (NET, "hosts: [{{mac: '52:54:00:00:00:01', {key}: {value}}}]\n"),
+        "pool": (VOL.replace("pool: p\n", ""), "pool: {{name: p, {key}: {value}}}\n"),
+        "backing": (VOL, "backing: {{pool: p, {key}: {value}}}\n"),
+    }
+    for path, (base, how) in devices.items():
+        out += [(base, f"{path.rstrip('[]')}.{key}", how) for key in KEYS[path]]
+    return out
+
+
+KEYED = _keyed_documents()
+
+
+@given(which=st.sampled_from(range(len(KEYED))), value=WRONG_TYPES)
+@settings(max_examples=300, deadline=None)
+def test_a_wrong_type_for_any_key_of_any_kind_is_refused_naming_it(which: int, value: str) -> None:
+    """Item 8: every key of every kind (from specfile.KEYS, so new keys are covered) with a
+    value of the wrong type is read as that value (a string field takes it as written) or
+    refused naming FILE:LINE and a field at or under that key (or the document it breaks)."""
+    base, key, how = KEYED[which]
+    name = key.rsplit(".", 1)[-1]
+    lines = [line for line in base.splitlines(keepends=True) if not line.startswith(f"{name}:")]
+    text = "".join(lines) + how.format(key=name, value=value)
+    try:
+        loads(text, "f.yaml")
+    except SpecFileError as e:
+        located(e)
+        assert isinstance(e, SpecError)
+    except Exception as e:  # the failure this test looks for
+        raise AssertionError(f"{type(e).__name__} escaped for {key}: {value}") from e
+
+
+def test_the_limits_are_written_in_the_module_docstring() -> None:
+    doc = specfile.__doc__ or ""
+    for number in (MAX_NODES, MAX_ALIASES, MAX_SCALAR_CHARS, MAX_ITEMS):
+        assert f"{number:,}" in doc
+    assert f"{MAX_DEPTH}  " in doc and f"{MAX_KEY_CHARS} chars" in doc
+    assert MAX_FILE_BYTES == MAX_CHARS == 1024 * 1024 and doc.count("1 MiB") >= 2
+    longest = max(len(k) for keys in KEYS.values() for k in keys)
+    assert longest == 14 and "longest key has 14 characters" in doc

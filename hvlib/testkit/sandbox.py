@@ -119,7 +119,10 @@ from hvlib.testkit.sandbox_registry import (
     _write_record,
     leftovers,
     reap_stale,
+    watcher_argv,
 )
+
+_WATCHER_EXIT = 5.0  # the watcher exits on SIGTERM at once (it only waits in poll)
 
 __all__ = [
     "LINK_SUBNET",
@@ -235,6 +238,7 @@ class SandboxHost:
         self.lxc_uri = self._rec.uri("lxc")
         self._entry = STATE_DIR / self.name
         self._lock_fd: int | None = None
+        self._watcher: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:
         return f"SandboxHost({self.name!r}, root={str(self.root)!r})"
@@ -277,6 +281,7 @@ class SandboxHost:
             raise SandboxError(f"sandbox root {self.root} exists and is not empty")
         self._lock_fd = _register(self._entry, self._rec)
         try:
+            self._start_watcher()
             self._make_tree()
             self._add_netns()
             self._launch_libvirtd()
@@ -300,10 +305,48 @@ class SandboxHost:
         try:
             _teardown(self._rec)
         finally:
+            self._stop_watcher()
             if not _describe(self._rec):
                 shutil.rmtree(self._entry, ignore_errors=True)
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    @property
+    def watcher_pid(self) -> int | None:
+        """The pid of the process that tears this sandbox down if its owner dies (None when
+        the sandbox is not started)."""
+        return self._watcher.pid if self._watcher is not None else None
+
+    def _start_watcher(self) -> None:
+        """Start the watcher: a child in its own session that waits for this process to end
+        (a pidfd: whatever the signal, SIGKILL included) and then reaps the sandbox at once
+        (:func:`reap_entry`). :meth:`stop` ends it. Raises SandboxError if it cannot start."""
+        with open(self._entry / "watch.log", "ab") as out:
+            try:
+                self._watcher = subprocess.Popen(
+                    watcher_argv(os.getpid(), self._entry),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    start_new_session=True,
+                )
+            except OSError as e:
+                raise SandboxError(f"sandbox {self.name}: cannot start its watcher: {e}") from e
+        self._rec.watcher_pid = self._watcher.pid
+        _write_record(self._entry, self._rec)
+
+    def _stop_watcher(self) -> None:
+        """End the watcher (its owner is doing the teardown itself); bounded, idempotent."""
+        proc, self._watcher = self._watcher, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.wait(_WATCHER_EXIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(_WATCHER_EXIT)
 
     def kill_libvirtd(self, sig: signal.Signals = signal.SIGKILL) -> None:
         """Kill the daemon as a crash would; guests keep running. For fault tests.

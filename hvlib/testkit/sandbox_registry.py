@@ -14,6 +14,8 @@ import json
 import os
 import shutil
 import signal
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +52,8 @@ class _Record:
     libvirtd_pid: int | None = None
     libvirtd_start: int | None = None
     cgroups: list[str] = dataclasses.field(default_factory=list)
+    watcher_pid: int | None = None
+    """The process that tears the sandbox down when its owner dies (``_reaper --watch``)."""
     stop_attempted: bool = False
     """Set by ``stop()`` before it tears down: leftovers of such a sandbox are a failed
     cleanup (after Ctrl-C, say), not an owner killed before it could clean up (SIGKILL)."""
@@ -295,13 +299,47 @@ def leftovers(*, state_dir: Path = STATE_DIR) -> list[str]:
 
 def reap_stale(*, state_dir: Path = STATE_DIR) -> list[str]:
     """Remove what :func:`leftovers` reports; return what was removed. Raises nothing
-    (failures are logged, and what stays is reported by the next ``leftovers()``)."""
+    (failures are logged, and what stays is reported by the next ``leftovers()``).
+
+    A sandbox whose owner dies is torn down by its watcher within seconds (see
+    :func:`reap_entry`); this is for what outlives the watcher too (a reboot, a killed
+    watcher, a teardown step that failed)."""
     lines = []
     for entry in _stale_entries(state_dir):
-        rec = _read_record(entry)
-        removed = _teardown(rec) if rec else []
-        if rec is None or not _describe(rec):
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(f"state entry {entry}")
-        lines += [f"sandbox {rec.name if rec else entry.name}: {r}" for r in removed]
+        lines += _reap_locked(entry)
     return lines
+
+
+def _reap_locked(entry: Path) -> list[str]:
+    """Tear down the sandbox registered at entry (whose lock the caller holds); remove the
+    entry if nothing of it is left. Returns what was removed, each line ``sandbox NAME: ...``."""
+    rec = _read_record(entry)
+    removed = _teardown(rec) if rec else []
+    if rec is None or not _describe(rec):
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(f"state entry {entry}")
+    return [f"sandbox {rec.name if rec else entry.name}: {r}" for r in removed]
+
+
+def reap_entry(entry: Path, *, lock_wait: float = 5.0) -> list[str]:
+    """Tear down the one sandbox registered at entry once its lock is free (its owner gone):
+    what the owner's watcher runs when it sees the owner die. Waits up to ``lock_wait`` s for
+    the lock (the kernel drops a dead owner's lock as it closes its files); [] if the entry
+    is gone or another process holds the lock throughout. Raises nothing."""
+    deadline = time.monotonic() + lock_wait
+    while (fd := _try_lock(entry)) is None:
+        if not entry.is_dir():
+            return []
+        if time.monotonic() >= deadline:
+            log.warning("sandbox %s: lock held after %.1f s; not reaping", entry.name, lock_wait)
+            return []
+        time.sleep(0.02)
+    try:
+        return _reap_locked(entry)
+    finally:
+        os.close(fd)
+
+
+def watcher_argv(owner_pid: int, entry: Path) -> list[str]:
+    """argv of the watcher that reaps entry when process owner_pid ends (any signal)."""
+    return [sys.executable, "-m", "hvlib.testkit._reaper", "--watch", str(owner_pid), str(entry)]

@@ -364,10 +364,11 @@ class Domains:
         ):
             check_bool(flag, value)
         shutdown_timeout = check_seconds("shutdown_timeout", shutdown_timeout)
-        if state is not State.ABSENT:
+        if state is not State.ABSENT:  # a removal needs none of what the spec refers to
             spec = fit(self.host, spec).spec
         render(spec)
-        self.check_host_refs(spec)
+        if state is not State.ABSENT:
+            self.check_host_refs(spec)
         return Converger(
             self,
             spec,

@@ -1,0 +1,63 @@
+"""Whether libvirtd still holds its monitor connection to an LXC container's controller.
+
+libvirt 9.0 can drop that connection right after a start (the LXC start race, see README):
+it then never learns the container's init pid or its exit. :func:`monitor_lost` tells,
+from the controller's ``/proc/PID/net/unix``, so that :meth:`hvlib.Domain.start` can start
+the container again at once. Reads /proc only; no libvirt call.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+
+def monitor_sockets(net_unix: str, name: str) -> tuple[int, int]:
+    """(listening, connected) unix sockets bound to the LXC controller's monitor path
+    ``.../lxc/NAME.sock`` in ``/proc/PID/net/unix`` text. Pure.
+
+    The controller listens on that path and its accepted connection to libvirtd carries the
+    same path; so ``(1, 0)`` means libvirtd holds no monitor connection to that container.
+    """
+    listening = connected = 0
+    suffix = f"/lxc/{name}.sock"
+    for line in net_unix.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8 or not fields[7].endswith(suffix):
+            continue
+        if fields[5] == "01":  # SS_UNCONNECTED: a listening socket
+            listening += 1
+        elif fields[5] == "03":  # SS_CONNECTED
+            connected += 1
+    return listening, connected
+
+
+def is_controller(cmdline: bytes, name: str) -> bool:
+    """True if ``/proc/PID/cmdline`` bytes are those of ``libvirt_lxc --name NAME ...``. Pure."""
+    argv = cmdline.split(b"\0")
+    if not argv or not argv[0].endswith(b"libvirt_lxc"):
+        return False
+    return any(a == b"--name" and b == name.encode() for a, b in itertools.pairwise(argv))
+
+
+def monitor_lost(controller_pid: int, name: str) -> bool | None:
+    """Whether libvirtd has lost its monitor connection to container ``name``'s controller.
+
+    libvirt 9.0 (and 11.3) registers the monitor socket with its event loop before it adds
+    the monitor's event program; when the controller's ``init`` event is read in between,
+    libvirt finds no program for it, closes the connection, and never learns the init pid
+    or the container's exit (see README, "The LXC start race"). This reads the controller's
+    network namespace's ``/proc/PID/net/unix``: True if the controller listens but nothing is
+    connected, False if connected, None if it cannot tell (not the same pid namespace as
+    libvirtd, not our controller, or no /proc). Raises nothing.
+    """
+    try:
+        if not is_controller(Path(f"/proc/{controller_pid}/cmdline").read_bytes(), name):
+            return None
+        text = Path(f"/proc/{controller_pid}/net/unix").read_text()
+    except OSError:
+        return None
+    listening, connected = monitor_sockets(text, name)
+    if listening == 0:
+        return None
+    return connected == 0
