@@ -24,9 +24,8 @@ from lxml import etree
 import hvlib
 from hvlib import Disk, Domain, DomainSpec, Nic, State
 from hvlib.fleet import virt_types_of
-from hvlib.model import render
 from hvlib.model.domxml import DomainXML
-from hvlib.model.render import virt_of
+from hvlib.model.render import render, virt_of
 from hvlib.testkit import guestkit as gk
 from hvlib.testkit.forward import LOOPBACK, LoopbackForwarder, free_loopback_port, in_netns
 from hvlib.testkit.sandbox import SandboxHost
