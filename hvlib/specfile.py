@@ -166,21 +166,6 @@ _STR_FIELDS = (
 )
 _LIST_FIELDS = ("disks", "nics", "filesystems", "init", "xml_edits")
 _FIELD_TAIL = re.compile(r"(\.[^.\[\]]*|\[[^\]]*\])$")
-# Words of profiles.check's Unsupported messages, in the order to blame them.
-_UNSUPPORTED_BLAME = (
-    ("kernel command line", "cmdline"),
-    ("max_vcpus", "max_vcpus"),
-    ("initrd", "initrd"),
-    ("cmdline", "cmdline"),
-    ("init is", "init"),
-    ("cdrom", "disks"),
-    ("disks", "disks"),
-    ("filesystems", "filesystems"),
-    ("idmap", "idmap"),
-    ("host_root", "filesystems"),
-    ("kernel", "kernel"),
-    ("rng is for", "rng"),
-)
 
 _INT_TAG = "tag:yaml.org,2002:int"
 _INT_CHARS_MAX = MAX_INT_BITS + 6
@@ -205,11 +190,9 @@ class _Located:
         """
         return _locate(self.fields, self.location, fieldname)
 
-    def error(self, err: SpecError) -> SpecFileError:
+    def error(self, err: SpecError | Unsupported) -> SpecFileError:
         """``err`` (raised by hvlib about this document) with its file and line."""
-        if isinstance(err, SpecFileError):
-            return err
-        return SpecFileError(self.locate(err.field), err.field, err.rule, err.value)
+        return in_document(err, self.locate)
 
 
 @dataclass(frozen=True)
@@ -266,6 +249,20 @@ class VolumeDocument(_Located):
 
 Document = DomainDocument | NetworkDocument | VolumeDocument
 """Any document of a spec file."""
+
+
+def in_document(err: SpecError | Unsupported, locate: Callable[[str], Location]) -> SpecFileError:
+    """``err``, raised by hvlib about a document, at the line ``locate`` gives its field.
+
+    An :class:`Unsupported` names its field (``err.field``); one that names none was refused
+    by the virtualization type as a whole, so it is put at ``virt``.
+    """
+    if isinstance(err, SpecFileError):
+        return err
+    if isinstance(err, SpecError):
+        return SpecFileError(locate(err.field), err.field, err.rule, err.value)
+    fieldname = err.field or "virt"
+    return SpecFileError(locate(fieldname), fieldname, str(err))
 
 
 def _locate(fields: Mapping[str, Location], default: Location, fieldname: str) -> Location:
@@ -536,11 +533,8 @@ class _Document:
         try:
             spec = DomainSpec(**kwargs)
             profiles.check(spec)
-        except SpecError as e:
-            raise SpecFileError(self.locate(e.field), e.field, e.rule, e.value) from None
-        except Unsupported as e:
-            blamed = _blame(str(e), keys)
-            raise SpecFileError(self.locate(blamed), blamed, str(e)) from None
+        except (SpecError, Unsupported) as e:
+            raise in_document(e, self.locate) from None
         return DomainDocument(spec, self.where, dict(self.fields))
 
     def field_value(self, name: str, node: Node) -> Any:
@@ -576,7 +570,7 @@ class _Document:
         try:
             spec = NetworkSpec(**kwargs)
         except SpecError as e:
-            raise SpecFileError(self.locate(e.field), e.field, e.rule, e.value) from None
+            raise in_document(e, self.locate) from None
         return NetworkDocument(spec, self.where, dict(self.fields))
 
     def network_value(self, name: str, node: Node) -> Any:
@@ -766,15 +760,6 @@ def _one_line(e: BaseException) -> str:
 
 def _join(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
-
-
-def _blame(message: str, keys: Mapping[str, Node]) -> str:
-    """The document key an Unsupported message of :func:`hvlib.model.profiles.check` is about: the
-    first of its words that the document has, else ``virt`` (the type refused it)."""
-    for word, key in _UNSUPPORTED_BLAME:
-        if word in message and key in keys:
-            return key
-    return "virt"
 
 
 def _norm(path: str | None) -> str | None:

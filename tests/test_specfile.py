@@ -421,7 +421,7 @@ CT = "name: c\nvirt: lxc\ninit: [/sbin/init]\nfilesystems:\n  - {source: /srv/c,
         (
             "name: v\nvirt: xen-pv\nkernel: /k\ndisks: [{cdrom: /a.iso}]\n",
             4,
-            "disks",
+            "disks[0]",
             "no emulated cdrom",
         ),
         ("name: v\nvirt: kvm\n", 1, "disks", "needs a kernel or at least one disk"),
