@@ -42,9 +42,10 @@ from hvlib.model.spec import Cpu, Disk, DomainSpec, Filesystem, IdMap, IdRange, 
 
 if TYPE_CHECKING:
     from hvlib.fleet import Fleet, HostCapacity, Inventory, Placement
-    from hvlib.guest.config import CommandResult, PathArg, SshConfig
+    from hvlib.guest.config import CommandResult, SshConfig
     from hvlib.guest.ready import Ready
     from hvlib.model.addresses import AddressSource
+    from hvlib.model.checks import PathArg
     from hvlib.model.plan import Change, ChangeHow
     from hvlib.virt.accel import Acceleration
     from hvlib.virt.converge import EnsureResult

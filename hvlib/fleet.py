@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from hvlib.enums import State, VirtType
 from hvlib.errors import HostError, HvlibError, InvalidState, PlacementError, SpecError
-from hvlib.guest.config import PathArg
+from hvlib.model.checks import PathArg
 from hvlib.model.render import render
 from hvlib.model.spec import DomainSpec
 from hvlib.model.uri import allowed_names, check_uri

@@ -28,7 +28,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import fields, is_dataclass
 from types import NoneType, UnionType
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from hvlib.errors import SpecError
 
@@ -130,6 +130,10 @@ def as_tuple(fieldname: str, value: object, what: str) -> tuple[Any, ...]:
     if isinstance(value, (str, bytes, bytearray, Mapping, Set)) or not isinstance(value, Iterable):
         raise SpecError(fieldname, f"must be {what}", value)
     return tuple(value)
+
+
+PathArg: TypeAlias = str | os.PathLike[str]
+"""A filesystem path: a string or an :class:`os.PathLike` (what every path argument takes)."""
 
 
 def as_path_text(fieldname: str, value: object) -> str:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from hvlib.enums import State
 from hvlib.errors import AlreadyExists, DomainNotFound, NotFound, SpecError, Unsupported
-from hvlib.guest.config import PathArg, check_ssh_config
-from hvlib.model.checks import as_enum, check_bool, check_seconds
+from hvlib.guest.config import check_ssh_config
+from hvlib.model.checks import PathArg, as_enum, check_bool, check_seconds
 from hvlib.model.plan import ENSURE_STATES, defined_xml
 from hvlib.model.render import render
 from hvlib.model.spec import DiskKind, DomainSpec, check_text
