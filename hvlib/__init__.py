@@ -37,8 +37,11 @@ from hvlib.errors import (
     Unsupported,
     WaitTimeout,
 )
+from hvlib.model.cpuspec import Cpu
+from hvlib.model.devices import Disk, Filesystem, Nic, XmlEdit
+from hvlib.model.idmap import IdMap, IdRange
 from hvlib.model.render import render, validate
-from hvlib.model.spec import Cpu, Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, XmlEdit
+from hvlib.model.spec import DomainSpec
 
 if TYPE_CHECKING:
     from hvlib.fleet import Fleet, HostCapacity, Inventory, Placement

@@ -88,16 +88,9 @@ import yaml
 
 from hvlib.errors import Location, SpecError, SpecFileError, Unsupported
 from hvlib.model import profiles
-from hvlib.model.spec import (
-    Disk,
-    DiskKind,
-    DomainSpec,
-    Filesystem,
-    Nic,
-    XmlEdit,
-    check_name,
-    check_path,
-)
+from hvlib.model.checks import check_name, check_path
+from hvlib.model.devices import Disk, DiskKind, Filesystem, Nic, XmlEdit
+from hvlib.model.spec import DomainSpec
 from hvlib.specyaml import (
     MAX_INT_BITS,
     MAX_KEY_CHARS,
@@ -149,8 +142,8 @@ KEYS: Mapping[str, tuple[str, ...]] = {
     "backing": VOLUME_REF_KEYS,
 }
 """Every mapping of a document and its keys: a kind, or a path into that kind's document
-(``[]``: each item of the list; ``cpu`` and ``idmap`` are :class:`~hvlib.model.spec.Cpu`'s and
-:class:`~hvlib.model.spec.IdMap`'s own ``from_dict`` keys)."""
+(``[]``: each item of the list; ``cpu`` and ``idmap`` are :class:`~hvlib.model.cpuspec.Cpu`'s and
+:class:`~hvlib.model.idmap.IdMap`'s own ``from_dict`` keys)."""
 _BOOL_FIELDS = ("autostart", "rng")
 _STR_FIELDS = (
     "name",

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 import hvlib
 from hvlib import Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, VirtType, XmlEdit, specfile
 from hvlib.errors import SpecError, SpecFileError
+from hvlib.model.cpuspec import Cpu
 from hvlib.model.netplan import DhcpHost, NetworkSpec
-from hvlib.model.spec import Cpu
 from hvlib.specfile import (
     DOMAIN_KEYS,
     KEYS,

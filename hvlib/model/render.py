@@ -25,9 +25,11 @@ from hvlib.enums import VirtType
 from hvlib.errors import SpecError
 from hvlib.model import profiles
 from hvlib.model.cpu import HVLIB_CPU_NS, cpu_node, cpu_request, request_of
+from hvlib.model.devices import Disk, DiskKind, Filesystem, Nic, XmlEdit
 from hvlib.model.domxml import DiskXML, DomainXML, FilesystemXML, IdRanges, InterfaceXML, RngXML
+from hvlib.model.idmap import IdRange
 from hvlib.model.profiles import Profile, machine_family
-from hvlib.model.spec import Disk, DiskKind, DomainSpec, Filesystem, IdRange, Nic, XmlEdit
+from hvlib.model.spec import DomainSpec
 from hvlib.model.xmlmodel import Element, XmlNode, parse, parse_checked
 
 SCHEMA_DIR = Path("/usr/share/libvirt/schemas")

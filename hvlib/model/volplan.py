@@ -11,7 +11,7 @@ import posixpath
 from typing import Literal
 
 from hvlib.errors import SpecError
-from hvlib.model.spec import check_name, check_path
+from hvlib.model.checks import check_name, check_path
 from hvlib.model.storxml import VolumeXML, volume_doc
 
 MIB = 1024 * 1024

@@ -30,6 +30,7 @@ from hvlib.enums import VirtType
 from hvlib.errors import DomainNotFound, LibvirtError, NotFound, SpecError, Unsupported
 from hvlib.model import profiles
 from hvlib.model.cpu import CpuRequest, cpu_request, cpu_xml
+from hvlib.model.devices import DISK_FORMATS, Disk, DiskKind
 from hvlib.model.domcaps import (
     Compare,
     DomainCapabilities,
@@ -41,7 +42,7 @@ from hvlib.model.domcaps import (
 )
 from hvlib.model.domxml import DomainXML
 from hvlib.model.profiles import VIRT_EXTENSIONS
-from hvlib.model.spec import DISK_FORMATS, Disk, DiskKind, DomainSpec
+from hvlib.model.spec import DomainSpec
 from hvlib.model.storxml import VolumeXML
 from hvlib.virt import _virt, accel
 

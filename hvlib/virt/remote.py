@@ -30,8 +30,7 @@ from urllib.parse import urlsplit
 from hvlib.errors import SpecError
 from hvlib.guest.config import SshConfig, check_ssh_config
 from hvlib.model import uri as urimod
-from hvlib.model.checks import PathArg
-from hvlib.model.spec import check_path
+from hvlib.model.checks import PathArg, check_path
 from hvlib.model.uri import SSH_TRANSPORTS, transport_of
 
 log = logging.getLogger("hvlib")

@@ -38,7 +38,7 @@ from hvlib.errors import (
     NotFound,
     Unsupported,
 )
-from hvlib.model.spec import check_name, check_path, check_text
+from hvlib.model.checks import check_name, check_path, check_text
 from hvlib.model.xmlmodel import parse
 from hvlib.virt import _virt
 
