@@ -236,10 +236,10 @@ class XmlEdit:
     definition with the spec laid over it), before the ``xml_hook``.
 
     Edits may not touch what hvlib owns to find and tell apart its domains and their NICs
-    (:data:`hvlib.model.render.IDENTITY`): the domain's ``<name>``, ``<uuid>``, ``type`` attribute,
-    ``<os><type>`` (hvm, xen, exe: the virt type), hvlib's own ``<metadata>`` entries and
-    each NIC's ``<mac>``, nor delete an element holding one of the first five. Which nodes
-    an XPath reaches is decided by evaluating it on the document, so any spelling
+    (:data:`hvlib.model.xmledits.IDENTITY`): the domain's ``<name>``, ``<uuid>``, ``type``
+    attribute, ``<os><type>`` (hvm, xen, exe: the virt type), hvlib's own ``<metadata>``
+    entries and each NIC's ``<mac>``, nor delete an element holding one of the first five.
+    Which nodes an XPath reaches is decided by evaluating it on the document, so any spelling
     (``./name``, ``/domain/name``, ``name``, ``//name``, ``*[1]``) counts; set the spec's
     own fields (``name``, ``uuid``, ``virt``, ``Nic.mac``) instead.
 
