@@ -43,6 +43,7 @@ def dir_pool_path(name: str, path: str) -> str:
 
 
 def norm_path(path: str | None) -> str | None:
+    """``path`` normalised (``/srv/p/`` and ``/srv//p`` are ``/srv/p``); None stays None."""
     return None if path is None else posixpath.normpath(path)
 
 
