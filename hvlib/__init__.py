@@ -37,14 +37,19 @@ from hvlib.errors import (
     Unsupported,
     WaitTimeout,
 )
+from hvlib.model.cpuspec import Cpu
+from hvlib.model.devices import Disk, Filesystem, Nic, XmlEdit
+from hvlib.model.idmap import IdMap, IdRange
 from hvlib.model.render import render, validate
-from hvlib.model.spec import Cpu, Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, XmlEdit
+from hvlib.model.spec import DomainSpec
 
 if TYPE_CHECKING:
-    from hvlib.fleet import Fleet, HostCapacity, Inventory, Placement
-    from hvlib.guest.config import CommandResult, PathArg, SshConfig
+    from hvlib.fleet import Fleet
+    from hvlib.fleet_capacity import HostCapacity, Inventory, Placement
+    from hvlib.guest.config import CommandResult, SshConfig
     from hvlib.guest.ready import Ready
     from hvlib.model.addresses import AddressSource
+    from hvlib.model.checks import PathArg
     from hvlib.model.plan import Change, ChangeHow
     from hvlib.virt.accel import Acceleration
     from hvlib.virt.converge import EnsureResult
@@ -123,9 +128,9 @@ _LAZY = {
     "SshConfig": "hvlib.guest.config",
     "Ready": "hvlib.guest.ready",
     "Fleet": "hvlib.fleet",
-    "HostCapacity": "hvlib.fleet",
-    "Inventory": "hvlib.fleet",
-    "Placement": "hvlib.fleet",
+    "HostCapacity": "hvlib.fleet_capacity",
+    "Inventory": "hvlib.fleet_capacity",
+    "Placement": "hvlib.fleet_capacity",
     "Snapshot": "hvlib.virt.snapshot",
     "SnapshotKind": "hvlib.virt.snapshot",
     "Acceleration": "hvlib.virt.accel",

@@ -75,8 +75,10 @@ class Unsupported(HvlibError):
     """The virtualization type, the driver or the host cannot do what was asked.
 
     Attributes:
-        field: the spec field that asks for it (``cmdline``, ``disks``), when one does; None
-            when the refusal is about the whole call or the host.
+        field: the spec field (or the argument) that asks for it, spelled as a
+            :class:`SpecError`'s field is (``cmdline``, ``disks[1]``, ``cpu.mode``,
+            ``copy_storage``); ``virt`` when the type refuses the spec as a whole; None when
+            the refusal is about the whole call or the host. Every raise in hvlib sets it.
     """
 
     def __init__(

@@ -39,7 +39,8 @@ from hvlib.virt.domain import Domain
 from hvlib.virt.host import ConnectOptions, Host, check_connect_options, connect
 
 if TYPE_CHECKING:
-    from hvlib.guest.config import PathArg, SshConfig
+    from hvlib.guest.config import SshConfig
+    from hvlib.model.checks import PathArg
 
 __all__ = [
     "DEFAULT_CONNECTIONS",

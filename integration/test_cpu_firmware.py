@@ -29,7 +29,7 @@ import pytest
 
 import hvlib
 from hvlib import Disk, DomainSpec, SpecError, State, Unsupported, VirtType
-from hvlib.model.spec import Cpu
+from hvlib.model.cpuspec import Cpu
 from hvlib.testkit import guestkit
 from hvlib.testkit.guestkit import GuestKit
 from hvlib.testkit.sandbox import SandboxHost

@@ -23,7 +23,7 @@ from lxml import etree
 
 import hvlib
 from hvlib import Disk, Domain, DomainSpec, Nic, State
-from hvlib.fleet import virt_types_of
+from hvlib.fleet_capacity import virt_types_of
 from hvlib.model.domxml import DomainXML
 from hvlib.model.render import render, virt_of
 from hvlib.testkit import guestkit as gk

@@ -7,7 +7,7 @@ read them, so a change in rendering shows up as a reviewable diff of the goldens
 from __future__ import annotations
 
 from hvlib import Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, VirtType, XmlEdit
-from hvlib.model.spec import Cpu
+from hvlib.model.cpuspec import Cpu
 from hvlib.testkit import guestkit as gk
 from hvlib.testkit.xenimage import DOM0_KIT_DIR
 

@@ -11,10 +11,10 @@ import pytest
 import hvlib
 from hvlib import Disk, DomainSpec, Filesystem, Nic, SpecError, Unsupported, VirtType
 from hvlib.model.cpu import HVLIB_CPU_NS, cpu_key_of
+from hvlib.model.cpuspec import Cpu
 from hvlib.model.domxml import DomainXML
 from hvlib.model.plan import merge, owned
 from hvlib.model.render import firmware_of, render_tree
-from hvlib.model.spec import Cpu
 from hvlib.model.xmlmodel import parse
 from tests.cpu_specs import LIVE_SPECS
 from tests.hostfakes import FIXTURES

@@ -12,6 +12,7 @@ import pytest
 
 import hvlib
 from hvlib import DomainSpec, SpecError, State, Unsupported, VirtType
+from hvlib.model.cpuspec import Cpu
 from hvlib.model.domcaps import (
     DomainCapabilities,
     HostCpu,
@@ -19,7 +20,6 @@ from hvlib.model.domcaps import (
     check_platform,
     unknown_name_in,
 )
-from hvlib.model.spec import Cpu
 from hvlib.virt import accel, hostfit
 from hvlib.virt.accel import Acceleration, Finding
 from tests.cpu_specs import CPU_SPECS

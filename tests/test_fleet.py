@@ -13,7 +13,8 @@ from lxml import etree
 import hvlib
 from hvlib import DomainSpec, HostError, SpecError, State, VirtType
 from hvlib.errors import PlacementError
-from hvlib.fleet import Fleet, HostCapacity, choose, spec_memory_mib, virt_types_of
+from hvlib.fleet import Fleet
+from hvlib.fleet_capacity import HostCapacity, choose, spec_memory_mib, virt_types_of
 from hvlib.model.uri import check_uri
 from hvlib.virt.remote import known_hosts_line, pin_host_keys, remote_uri, write_known_hosts
 

@@ -35,9 +35,9 @@ from hvlib import (
     XmlEdit,
 )
 from hvlib.model.addresses import AddressSource
+from hvlib.model.devices import DiskKind
 from hvlib.model.domxml import DomainXML
 from hvlib.model.netplan import DhcpHost, NetworkSpec
-from hvlib.model.spec import DiskKind
 
 NASTY = st.one_of(
     st.text(max_size=80),

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 import hvlib
 from hvlib import Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, VirtType, XmlEdit, specfile
 from hvlib.errors import SpecError, SpecFileError
+from hvlib.model.cpuspec import Cpu
 from hvlib.model.netplan import DhcpHost, NetworkSpec
-from hvlib.model.spec import Cpu
 from hvlib.specfile import (
     DOMAIN_KEYS,
     KEYS,
@@ -421,7 +421,7 @@ CT = "name: c\nvirt: lxc\ninit: [/sbin/init]\nfilesystems:\n  - {source: /srv/c,
         (
             "name: v\nvirt: xen-pv\nkernel: /k\ndisks: [{cdrom: /a.iso}]\n",
             4,
-            "disks",
+            "disks[0]",
             "no emulated cdrom",
         ),
         ("name: v\nvirt: kvm\n", 1, "disks", "needs a kernel or at least one disk"),

@@ -10,7 +10,7 @@ import click
 
 from hvlib import specfile
 from hvlib.cli._base import EXIT_BAD_INPUT, Exit, cli, say, verbose_option
-from hvlib.errors import Location, SpecError, SpecFileError, Unsupported
+from hvlib.errors import Location, SpecError, Unsupported
 
 # -- render --------------------------------------------------------------------------------
 
@@ -79,10 +79,8 @@ def _domain(doc: specfile.DomainDocument) -> Rendered:
 
     try:
         xml = hvlib.render(doc.spec)
-    except SpecError as e:
+    except (SpecError, Unsupported) as e:
         raise doc.error(e) from None
-    except Unsupported as e:
-        raise SpecFileError(doc.location, "virt", str(e)) from None
     return Rendered(doc.spec.name, (doc.spec.name,), doc.location, xml)
 
 

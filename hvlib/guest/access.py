@@ -33,14 +33,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hvlib.errors import Command, TransferError
-from hvlib.guest.config import CommandResult, PathArg, SshConfig
+from hvlib.guest.config import CommandResult, SshConfig
 from hvlib.guest.container import ContainerTransport
 from hvlib.guest.io import Input, OutputCallback, OutputSink, normalize_command
 from hvlib.guest.ready import Ready, ReadyProbe, require_running, run_probe
 from hvlib.guest.sshtransport import SshTransport
 from hvlib.guest.target import GuestTarget
 from hvlib.guest.transport import Transport
-from hvlib.model.checks import check_seconds
+from hvlib.model.checks import PathArg, check_seconds
 from hvlib.model.profiles import profile_for
 
 DEFAULT_TIMEOUT = 30.0

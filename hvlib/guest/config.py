@@ -5,14 +5,11 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-from typing import TypeAlias
 
 from hvlib.errors import Command, RemoteCommandError, SpecError
+from hvlib.model.checks import PathArg
 
-PathArg: TypeAlias = str | os.PathLike[str]
-"""A filesystem path: a string or an :class:`os.PathLike`."""
 _KEY_TYPE = re.compile(r"[a-z][a-z0-9@.+-]*")
 
 

@@ -39,6 +39,7 @@ def missing_capture(name: str, *, test_driver: bool, state: Any = None) -> Hvlib
             f"{name}: no console capture: libvirt's test driver has no console streams, "
             "so hvlib captures no console there and there is no console line to wait for",
             name=name,
+            field=None,
         )
     return InvalidState(
         f"{name}: no console capture: hvlib captures a console from a start made through "

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import select
 import shlex
 import socket
@@ -40,6 +39,7 @@ from hvlib.errors import (
 from hvlib.guest import netns as netnsmod
 from hvlib.guest.config import CommandResult, SshConfig
 from hvlib.guest.io import CHUNK, Input, InputFeeder, OutputSink, normalize_command
+from hvlib.model.checks import PathArg
 
 log = logging.getLogger("hvlib")
 
@@ -208,7 +208,7 @@ def expected_host_keys(config: SshConfig, address: str) -> list[paramiko.PKey]:
     return keys
 
 
-def known_host_keys(path: str | os.PathLike[str], name: str) -> list[paramiko.PKey]:
+def known_host_keys(path: PathArg, name: str) -> list[paramiko.PKey]:
     """Every key an OpenSSH known_hosts file lists for ``name`` (``host`` or ``[host]:port``;
     plain and hashed entries; wildcards, negations and ``@`` markers are not supported and
     skipped). Unlike ``paramiko.HostKeys.lookup``, several keys of one type are all kept.

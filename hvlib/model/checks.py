@@ -11,7 +11,9 @@ A check either returns the value (converted where the rule says so) or raises
   the choices;
 - a list field takes a list, a tuple or another ordered iterable (kept as a tuple), never a
   string, bytes, a mapping, a set (no order) or a single item;
-- a path field takes a ``str`` or an ``os.PathLike`` (kept as a ``str``).
+- a path field takes a ``str`` or an ``os.PathLike`` (kept as a ``str``);
+- text holds nothing XML cannot carry (:func:`check_text`), a name is libvirt-safe
+  (:func:`check_name`), a host path is absolute and without ``..`` (:func:`check_path`).
 
 :func:`check_fields` applies these rules to every field of a spec dataclass from its type
 annotations, so a field added later is checked without being listed anywhere.
@@ -24,11 +26,13 @@ import enum
 import functools
 import math
 import os
+import re
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import fields, is_dataclass
+from pathlib import PurePosixPath
 from types import NoneType, UnionType
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from hvlib.errors import SpecError
 
@@ -132,6 +136,10 @@ def as_tuple(fieldname: str, value: object, what: str) -> tuple[Any, ...]:
     return tuple(value)
 
 
+PathArg: TypeAlias = str | os.PathLike[str]
+"""A filesystem path: a string or an :class:`os.PathLike` (what every path argument takes)."""
+
+
 def as_path_text(fieldname: str, value: object) -> str:
     """``value`` (a ``str`` or an ``os.PathLike`` of one) as a ``str``.
 
@@ -142,6 +150,73 @@ def as_path_text(fieldname: str, value: object) -> str:
         value = os.fspath(value)
     if not isinstance(value, str):
         raise SpecError(fieldname, "must be a path (a string)", value)
+    return value
+
+
+# -- text, names and paths ----------------------------------------------------------------
+
+NAME_MAX = 64
+"""The longest object name (domain, network, pool, volume) hvlib takes."""
+# Every pattern is matched whole (``fullmatch``): ``$`` would also match before a trailing
+# newline, and a value libvirt normalises differently from the spec never converges.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def check_text(
+    fieldname: str,
+    value: str,
+    *,
+    max_len: int = 4096,
+    allow_empty: bool = False,
+    multiline: bool = False,
+) -> str:
+    """Reject strings XML cannot carry (NUL, control characters) or of absurd length. A tab
+    is allowed; line breaks (``\\n``, ``\\r``) only with ``multiline``.
+
+    Raises:
+        SpecError: naming ``fieldname`` and the rule broken.
+    """
+    if not isinstance(value, str):
+        raise SpecError(fieldname, "must be a string", value)
+    if not value and not allow_empty:
+        raise SpecError(fieldname, "must not be empty")
+    if len(value) > max_len:
+        raise SpecError(fieldname, f"must be at most {max_len} characters", len(value))
+    allowed = "\t\n\r" if multiline else "\t"
+    if any((ord(c) < 32 and c not in allowed) or ord(c) == 127 for c in value):
+        raise SpecError(fieldname, "must not contain NUL or control characters", value)
+    if any(0xD800 <= ord(c) <= 0xDFFF or ord(c) in (0xFFFE, 0xFFFF) for c in value):
+        raise SpecError(fieldname, "must not contain characters XML cannot carry", value)
+    return value
+
+
+def check_name(fieldname: str, value: str) -> str:
+    """Check an object name (domain, network, pool, volume) against libvirt-safe rules.
+
+    Raises:
+        SpecError: empty, longer than 64, or not ``[A-Za-z0-9][A-Za-z0-9_.+-]*``.
+    """
+    check_text(fieldname, value, max_len=NAME_MAX)
+    if not _NAME_RE.fullmatch(value):
+        raise SpecError(
+            fieldname, "must start with a letter or digit and use only A-Z a-z 0-9 _ . + -", value
+        )
+    return value
+
+
+def check_path(fieldname: str, value: str) -> str:
+    """Check a host path: absolute, normalised, no ``..`` component. A path is otherwise
+    free-form: any character a file name may hold but NUL and control characters (a
+    trailing space or U+2028 is part of a name, not a typo hvlib could tell).
+
+    Raises:
+        SpecError: relative, containing ``..``, or not valid text.
+    """
+    check_text(fieldname, value)
+    if not value.startswith("/"):
+        raise SpecError(fieldname, "must be an absolute path", value)
+    if ".." in PurePosixPath(value).parts:
+        raise SpecError(fieldname, "must not contain '..'", value)
     return value
 
 

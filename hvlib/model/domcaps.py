@@ -151,10 +151,12 @@ def check_platform(spec: DomainSpec, caps: DomainCapabilities) -> None:
     if spec.firmware == "efi" and "efi" not in caps.firmware:
         raise Unsupported(
             f"firmware efi: this host has no UEFI firmware for {where} (its domain capabilities "
-            "list none; on Debian the package is ovmf)"
+            "list none; on Debian the package is ovmf)",
+            field="firmware",
         )
     if spec.secure_boot and True not in caps.secure_boot:
-        raise Unsupported(f"secure_boot: this host has no secure-boot UEFI firmware for {where}")
+        rule = f"secure_boot: this host has no secure-boot UEFI firmware for {where}"
+        raise Unsupported(rule, field="secure_boot")
 
 
 def check_cpu(
@@ -181,7 +183,8 @@ def check_cpu(
     if request.mode in ("host-passthrough", "host-model") and not caps.cpu_modes.get(
         request.mode, False
     ):
-        raise Unsupported(f"cpu mode {request.mode} is not supported by {where}")
+        rule = f"cpu mode {request.mode} is not supported by {where}"
+        raise Unsupported(rule, field="cpu.mode")
     if request.mode == "custom" and request.name not in caps.models:
         known = ", ".join(sorted(caps.models, key=str.lower))
         raise SpecError(
@@ -200,7 +203,8 @@ def _judge(
 ) -> list[str]:
     lacking_nested = sorted(missing & nested)
     if lacking_nested:
-        raise Unsupported(f"nested: {where} cannot provide {', '.join(lacking_nested)}")
+        rule = f"nested: {where} cannot provide {', '.join(lacking_nested)}"
+        raise Unsupported(rule, field="nested")
     wanted = sorted((missing & set(request.require)) - nested)
     warnings = []
     if wanted and not fallback:

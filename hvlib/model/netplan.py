@@ -22,9 +22,9 @@ from typing import Any, Literal
 from lxml import etree
 
 from hvlib.errors import SpecError
+from hvlib.model.checks import check_name, check_text
 from hvlib.model.netxml import DhcpHostXML, IpXML, NetworkXML
 from hvlib.model.plan import Change, ChangeHow
-from hvlib.model.spec import check_name, check_text
 from hvlib.model.xmlmodel import ensure_path, tostring
 
 NetworkMode = Literal["nat", "isolated"]

@@ -27,6 +27,7 @@ from typing import Any
 from hvlib.enums import State, VirtType
 from hvlib.model import profiles
 from hvlib.model.cpu import cpu_key_of
+from hvlib.model.devices import XmlEdit
 from hvlib.model.domxml import (
     ID_KINDS,
     DiskXML,
@@ -48,7 +49,7 @@ from hvlib.model.render import (
     set_rng,
     virt_of,
 )
-from hvlib.model.spec import DomainSpec, XmlEdit
+from hvlib.model.spec import DomainSpec
 from hvlib.model.xmlmodel import XmlNode
 
 

@@ -194,18 +194,21 @@ def _check_platform(spec: DomainSpec, profile: Profile) -> None:
     if asked and not profile.platform:
         raise Unsupported(
             f"{spec.virt.value} guests take no {', '.join(asked)} in hvlib "
-            "(cpu, nested, machine and firmware are for kvm and qemu guests)"
+            "(cpu, nested, machine and firmware are for kvm and qemu guests)",
+            field=asked[0],
         )
     if spec.rng and not profile.platform:
         kind = "containers" if profile.is_container else "guests"
         raise Unsupported(
             f"{spec.virt.value} {kind} take no virtio random number generator in hvlib "
-            "(rng is for kvm and qemu guests)"
+            "(rng is for kvm and qemu guests)",
+            field="rng",
         )
     if spec.virt is VirtType.QEMU and spec.cpu is not None and spec.cpu.mode == "host-passthrough":
         raise Unsupported(
             "qemu (software emulation) cannot pass the host CPU through: "
-            "use Cpu.host_model() or Cpu.model(NAME)"
+            "use Cpu.host_model() or Cpu.model(NAME)",
+            field="cpu.mode",
         )
     if spec.nested and spec.cpu is not None:
         needed = NESTED_TCG_FEATURES if spec.virt is VirtType.QEMU else ("vmx", "svm")
@@ -218,22 +221,32 @@ def _check_platform(spec: DomainSpec, profile: Profile) -> None:
 
 def _check_microvm(spec: DomainSpec) -> None:
     if spec.kernel is None:
-        raise Unsupported("a microvm boots a kernel directly: it needs a kernel")
-    if any(d.device == "cdrom" for d in spec.disks):
-        raise Unsupported("a microvm has no cdrom bus: attach the image as a disk")
+        raise Unsupported("a microvm boots a kernel directly: it needs a kernel", field="machine")
+    cdrom = _first_cdrom(spec)
+    if cdrom is not None:
+        raise Unsupported("a microvm has no cdrom bus: attach the image as a disk", field=cdrom)
     if spec.filesystems:
-        raise Unsupported("a microvm has no PCI bus for host filesystems")
+        raise Unsupported("a microvm has no PCI bus for host filesystems", field="filesystems")
+
+
+def _first_cdrom(spec: DomainSpec) -> str | None:
+    """``disks[i]`` of the spec's first cdrom, or None."""
+    return next((f"disks[{i}]" for i, d in enumerate(spec.disks) if d.device == "cdrom"), None)
 
 
 def _check_container(spec: DomainSpec) -> None:
     what = spec.virt.value
     for attr in ("kernel", "initrd", "cmdline"):
         if getattr(spec, attr) is not None:
-            raise Unsupported(f"{what} containers share the host's kernel: {attr} is not allowed")
+            raise Unsupported(
+                f"{what} containers share the host's kernel: {attr} is not allowed", field=attr
+            )
     if spec.disks:
-        raise Unsupported(f"{what} containers take filesystems, not disks (or cdroms)")
+        raise Unsupported(
+            f"{what} containers take filesystems, not disks (or cdroms)", field="disks"
+        )
     if spec.max_vcpus is not None:
-        raise Unsupported(f"{what} containers have no vcpu hotplug (max_vcpus)")
+        raise Unsupported(f"{what} containers have no vcpu hotplug (max_vcpus)", field="max_vcpus")
     if spec.root_filesystem is None:
         raise SpecError(
             "filesystems",
@@ -247,22 +260,33 @@ def _check_container(spec: DomainSpec) -> None:
 def _check_vm(spec: DomainSpec, profile: Profile) -> None:
     what = spec.virt.value
     if spec.idmap is not None:
-        raise Unsupported(f"{what} guests have no user namespace: idmap is for lxc containers")
+        rule = f"{what} guests have no user namespace: idmap is for lxc containers"
+        raise Unsupported(rule, field="idmap")
     if spec.init:
-        raise Unsupported(f"{what} guests boot a kernel or a disk; init is for containers")
+        raise Unsupported(
+            f"{what} guests boot a kernel or a disk; init is for containers", field="init"
+        )
     if spec.filesystems and not profile.filesystems:
-        raise Unsupported(f"{what} guests cannot take host filesystems in hvlib")
-    if any(f.is_host_root for f in spec.filesystems):
-        raise Unsupported("Filesystem.host_root() is for containers only")
+        raise Unsupported(
+            f"{what} guests cannot take host filesystems in hvlib", field="filesystems"
+        )
+    root = next((i for i, f in enumerate(spec.filesystems) if f.is_host_root), None)
+    if root is not None:
+        rule = "Filesystem.host_root() is for containers only"
+        raise Unsupported(rule, field=f"filesystems[{root}]")
     if spec.cmdline is not None and spec.kernel is None:
-        raise Unsupported(f"{what}: a kernel command line needs a kernel (direct kernel boot)")
+        rule = f"{what}: a kernel command line needs a kernel (direct kernel boot)"
+        raise Unsupported(rule, field="cmdline")
     if profile.boots_kernel_only and spec.kernel is None:
-        raise Unsupported(f"{what} guests need a kernel (hvlib sets no PV bootloader)")
+        rule = f"{what} guests need a kernel (hvlib sets no PV bootloader)"
+        raise Unsupported(rule, field="virt")
     if not spec.kernel and not spec.disks and not spec.nics:
         raise SpecError(
             "disks",
             f"a {what} guest needs a kernel or at least one disk to boot, or a NIC to boot "
             "from the network (PXE)",
         )
-    if spec.virt in _NO_CDROM and any(d.device == "cdrom" for d in spec.disks):
-        raise Unsupported(f"{what} guests have no emulated cdrom; attach the image as a disk")
+    cdrom = _first_cdrom(spec)
+    if spec.virt in _NO_CDROM and cdrom is not None:
+        rule = f"{what} guests have no emulated cdrom; attach the image as a disk"
+        raise Unsupported(rule, field=cdrom)

@@ -11,7 +11,7 @@ import posixpath
 from typing import Literal
 
 from hvlib.errors import SpecError
-from hvlib.model.spec import check_name, check_path
+from hvlib.model.checks import check_name, check_path
 from hvlib.model.storxml import VolumeXML, volume_doc
 
 MIB = 1024 * 1024
@@ -43,6 +43,7 @@ def dir_pool_path(name: str, path: str) -> str:
 
 
 def norm_path(path: str | None) -> str | None:
+    """``path`` normalised (``/srv/p/`` and ``/srv//p`` are ``/srv/p``); None stays None."""
     return None if path is None else posixpath.normpath(path)
 
 

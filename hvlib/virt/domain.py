@@ -36,10 +36,11 @@ from hvlib.guest.access import GuestAccess
 from hvlib.guest.ready import missing_capture
 from hvlib.model import addresses as addrs
 from hvlib.model.addresses import AddressSource
-from hvlib.model.checks import as_enum, as_enums, check_bool, check_int, check_seconds
+from hvlib.model.checks import as_enum, as_enums, check_bool, check_int, check_seconds, check_text
+from hvlib.model.cpuspec import VCPUS_MAX
 from hvlib.model.domxml import DomainXML
 from hvlib.model.render import virt_of
-from hvlib.model.spec import MEMORY_MIB_MAX, VCPUS_MAX, check_text
+from hvlib.model.spec import MEMORY_MIB_MAX
 from hvlib.model.xmlmodel import parse_checked
 from hvlib.virt import _virt, lxcmonitor
 from hvlib.virt.console import ConsoleCapture

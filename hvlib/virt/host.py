@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from hvlib.enums import State
 from hvlib.errors import AlreadyExists, DomainNotFound, NotFound, SpecError, Unsupported
-from hvlib.guest.config import PathArg, check_ssh_config
-from hvlib.model.checks import as_enum, check_bool, check_seconds
+from hvlib.guest.config import check_ssh_config
+from hvlib.model.checks import PathArg, as_enum, check_bool, check_seconds, check_text
+from hvlib.model.devices import DiskKind
 from hvlib.model.plan import ENSURE_STATES, defined_xml
 from hvlib.model.render import render
-from hvlib.model.spec import DiskKind, DomainSpec, check_text
+from hvlib.model.spec import DomainSpec
 from hvlib.model.uri import allowed_names
 from hvlib.virt import _virt, accel
 from hvlib.virt.connection import Connection, check_timeout

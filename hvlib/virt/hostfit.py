@@ -30,6 +30,7 @@ from hvlib.enums import VirtType
 from hvlib.errors import DomainNotFound, LibvirtError, NotFound, SpecError, Unsupported
 from hvlib.model import profiles
 from hvlib.model.cpu import CpuRequest, cpu_request, cpu_xml
+from hvlib.model.devices import DISK_FORMATS, Disk, DiskKind
 from hvlib.model.domcaps import (
     Compare,
     DomainCapabilities,
@@ -41,7 +42,7 @@ from hvlib.model.domcaps import (
 )
 from hvlib.model.domxml import DomainXML
 from hvlib.model.profiles import VIRT_EXTENSIONS
-from hvlib.model.spec import DISK_FORMATS, Disk, DiskKind, DomainSpec
+from hvlib.model.spec import DomainSpec
 from hvlib.model.storxml import VolumeXML
 from hvlib.virt import _virt, accel
 
@@ -118,13 +119,16 @@ def _accelerate(host: HostLike, spec: DomainSpec, notes: list[str]) -> DomainSpe
         raise Unsupported(
             f"{spec.name}: a kvm guest cannot run on {host.uri}: {report.summary} (pass "
             f"allow_emulation=True to hvlib.connect() or set {accel.ENV_ALLOW_EMULATION}=1 "
-            "to run kvm specs under software emulation instead)"
+            "to run kvm specs under software emulation instead)",
+            name=spec.name,
+            field="virt",
         )
     emulated = replace(spec, virt=VirtType.QEMU)
     try:
         profiles.check(emulated)
     except Unsupported as e:
-        raise Unsupported(f"{spec.name}: runs as qemu here (KVM does not work): {e}") from None
+        rule = f"{spec.name}: runs as qemu here (KVM does not work): {e}"
+        raise Unsupported(rule, name=spec.name, field=e.field) from None
     note = f"runs as qemu (software emulation, allow_emulation): {report.summary}"
     notes.append(note)
     _warn_once(host, spec, note)
@@ -334,12 +338,14 @@ def _nested_kvm(host: HostLike, spec: DomainSpec) -> DomainSpec:
         raise Unsupported(
             f"nested: this host's CPU ({cpu.vendor} {cpu.model}) has no "
             f"{ext or 'vmx or svm'} in libvirt's host capabilities: KVM cannot give guests "
-            "hardware virtualization"
+            "hardware virtualization",
+            field="nested",
         )
     if accel.is_local(host.uri):
         module = accel.nested_module()
         if module.ok is False:
-            raise Unsupported(f"nested: the host's KVM module does not allow it: {module.detail}")
+            rule = f"nested: the host's KVM module does not allow it: {module.detail}"
+            raise Unsupported(rule, field="nested")
     current = spec.cpu
     if current is None or current.mode == "host-passthrough" or ext in current.require:
         return spec

@@ -173,9 +173,11 @@ class Mobility(DomainParts):
                     f"{self.name} is stopped: libvirt 9.0 migrates a stopped domain's "
                     "definition only and cannot copy its storage (copy the volumes first)",
                     name=self.name,
+                    field="copy_storage",
                 )
             if not persistent:
-                raise Unsupported(f"{self.name}: a stopped transient domain cannot migrate")
+                rule = f"{self.name}: a stopped transient domain cannot migrate"
+                raise Unsupported(rule, name=self.name, field=None)
             return _Plan(flags | C.VIR_MIGRATE_OFFLINE, params, True, False)
         if live:
             flags |= C.VIR_MIGRATE_LIVE

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 from hvlib.errors import AlreadyExists, HvlibError, InvalidState, NotFound, SpecError
+from hvlib.model.checks import check_name
+from hvlib.model.devices import Disk, DiskKind
 from hvlib.model.plan import Change, ChangeHow
-from hvlib.model.spec import Disk, DiskKind, check_name
 from hvlib.model.storxml import PoolXML, VolumeXML, dir_pool_doc, volume_doc
 from hvlib.model.volplan import (
     FORMATS,

@@ -28,16 +28,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from hvlib.errors import SpecError
-from hvlib.guest.config import PathArg, SshConfig, check_ssh_config
+from hvlib.guest.config import SshConfig, check_ssh_config
 from hvlib.model import uri as urimod
-from hvlib.model.spec import check_path
+from hvlib.model.checks import PathArg, check_path
 from hvlib.model.uri import SSH_TRANSPORTS, transport_of
 
 log = logging.getLogger("hvlib")
 
 __all__ = [
     "SSH_TRANSPORTS",
-    "PathArg",
     "check_path_arg",
     "display_uri",
     "known_hosts_line",

@@ -38,7 +38,7 @@ from hvlib.errors import (
     NotFound,
     Unsupported,
 )
-from hvlib.model.spec import check_name, check_path, check_text
+from hvlib.model.checks import check_name, check_path, check_text
 from hvlib.model.xmlmodel import parse
 from hvlib.virt import _virt
 
@@ -167,6 +167,7 @@ class Snapshots:
             raise Unsupported(
                 f"{self.domain.name}: libvirt has no snapshots of LXC containers",
                 name=self.domain.name,
+                field=None,
             )
 
     # -- reading -------------------------------------------------------------------------
@@ -283,6 +284,7 @@ class Snapshots:
                 raise Unsupported(
                     f"{self.domain.name}: no writable disk to take a disk-only snapshot of",
                     name=self.domain.name,
+                    field="disk_only",
                 )
             overlays = {d.target_dev or "": self._overlay(d, name) for d in writable}
             return snapshot_xml(name, description, external=overlays, skip=readonly)
@@ -308,12 +310,14 @@ class Snapshots:
                     f"{name}: internal snapshots need qcow2 disks; {disk.target_dev} is "
                     f"{disk.driver_type or 'raw'} (disk_only=True takes an external one)",
                     name=name,
+                    field=None,
                 )
         if not writable and self.domain.state.is_active:
             raise Unsupported(
                 f"{name}: an internal snapshot of a running guest is stored in its qcow2 "
                 "disks, and it has none",
                 name=name,
+                field=None,
             )
 
     def revert(self, name: str) -> None:
@@ -337,6 +341,7 @@ class Snapshots:
                     f"the external snapshot {name} (reverting external snapshots came in "
                     f"libvirt {version_text(EXTERNAL_REVERT_VERSION)})",
                     name=self.domain.name,
+                    field=None,
                 )
         active = snap.state in ("running", "paused")
         flags = _virt.C.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED if active else 0

@@ -8,8 +8,8 @@ half-made stays in the pool. The objects (:class:`hvlib.virt.pools.Pool`,
 :class:`hvlib.virt.pools.Volume`) and ``host.pools`` are in :mod:`hvlib.virt.pools`; what a
 planned volume may be is pure, in :mod:`hvlib.model.volplan`.
 
-Names are checked with :func:`hvlib.model.spec.check_name` (no ``/``, no leading ``.``: a
-volume stays inside its pool) and paths with :func:`hvlib.model.spec.check_path`, before
+Names are checked with :func:`hvlib.model.checks.check_name` (no ``/``, no leading ``.``: a
+volume stays inside its pool) and paths with :func:`hvlib.model.checks.check_path`, before
 libvirt is called. This module never imports libvirt and never reads or writes pool files
 itself (only libvirt does, wherever the pool is).
 """
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from hvlib.errors import AlreadyExists, InvalidState, NotFound, SpecError
+from hvlib.model.checks import check_name, check_path
 from hvlib.model.plan import Change, ChangeHow, ChangeReport
-from hvlib.model.spec import check_name, check_path
 from hvlib.model.storxml import VolumeXML, volume_doc
 from hvlib.model.volplan import (
     FORMATS,
