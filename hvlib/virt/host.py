@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from hvlib.enums import State
-from hvlib.errors import AlreadyExists, DomainNotFound, NotFound, SpecError, Unsupported
+from hvlib.errors import AlreadyExists, DomainNotFound, SpecError, Unsupported
 from hvlib.guest.config import PathArg, check_ssh_config
 from hvlib.model.checks import as_enum, check_bool, check_seconds
-from hvlib.model.plan import ENSURE_STATES, defined_xml
-from hvlib.model.render import render
-from hvlib.model.spec import DiskKind, DomainSpec, check_text
+from hvlib.model.plan import ENSURE_STATES
+from hvlib.model.spec import DomainSpec, check_text
 from hvlib.model.uri import allowed_names
 from hvlib.virt import _virt, accel
 from hvlib.virt.connection import Connection, check_timeout
@@ -29,7 +28,8 @@ from hvlib.virt.console import ConsoleCapture
 from hvlib.virt.converge import Converger, EnsureResult
 from hvlib.virt.domain import Domain
 from hvlib.virt.events import Callback, DomainEvent, EventHub, EventKind, Subscription
-from hvlib.virt.hostfit import fit
+from hvlib.virt.hostrefs import HostRefs, check_host_refs
+from hvlib.virt.prepare import Prepared, prepare, rendered
 from hvlib.virt.remote import check_path_arg, remote_uri
 
 if TYPE_CHECKING:
@@ -284,13 +284,26 @@ class Domains:
             SpecError, Unsupported: the spec is bad for its type or this host (nothing defined).
             AlreadyExists: a domain of that name exists (use ``ensure`` to converge).
         """
-        spec = fit(self.host, spec).spec
-        xml = defined_xml(spec)
-        self.check_host_refs(spec)
+        if not isinstance(spec, DomainSpec):
+            raise SpecError("spec", "must be an hvlib.DomainSpec", spec)
+        return self.define_prepared(prepare(self.host, spec))
+
+    def define_prepared(self, prepared: Prepared) -> Domain:
+        """Define the domain :func:`hvlib.virt.prepare.prepare` made ready, as it is (what
+        :meth:`define` and a creating :meth:`ensure` do once the spec is fitted, rendered
+        and its host references checked).
+
+        Raises:
+            SpecError: ``prepared`` is not a Prepared, or libvirt rejected its XML.
+            AlreadyExists: a domain of that name exists.
+        """
+        if not isinstance(prepared, Prepared):
+            raise SpecError("prepared", "must be what hvlib.virt.prepare.prepare returns", prepared)
+        spec = prepared.spec
         if self._lookup(spec.name) is not None:
             raise AlreadyExists(f"domain {spec.name} already exists", name=spec.name)
         with _virt.translated(spec.name):
-            handle = self.host.conn.defineXML(xml)
+            handle = self.host.conn.defineXML(prepared.xml)
         dom = Domain(self.host, handle, spec.virt)
         if spec.autostart:
             with _virt.translated(spec.name):
@@ -364,14 +377,11 @@ class Domains:
         ):
             check_bool(flag, value)
         shutdown_timeout = check_seconds("shutdown_timeout", shutdown_timeout)
-        if state is not State.ABSENT:  # a removal needs none of what the spec refers to
-            spec = fit(self.host, spec).spec
-        render(spec)
-        if state is not State.ABSENT:
-            self.check_host_refs(spec)
+        # a removal needs none of what the spec refers to: it is only checked and rendered
+        prepared = rendered(spec) if state is State.ABSENT else prepare(self.host, spec)
         return Converger(
             self,
-            spec,
+            prepared,
             state,
             check,
             allow_restart,
@@ -380,36 +390,35 @@ class Domains:
             force_shutdown,
         ).run()
 
-    def check_host_refs(self, spec: DomainSpec) -> None:
+    def check_host_refs(
+        self,
+        spec: DomainSpec,
+        *,
+        networks: Iterable[str] = (),
+        pools: Iterable[str] = (),
+        volumes: Iterable[tuple[str, str]] = (),
+    ) -> None:
         """Check that the networks and pools ``spec`` names exist on this host, and the
         volumes of its volume disks without a format (they are read in the volume's own,
-        which the host must tell: :func:`hvlib.virt.hostfit.volume_formats`).
+        which the host must tell: :func:`hvlib.virt.hostfit.volume_formats`), each looked
+        up once. The names in ``networks``, ``pools`` and ``volumes`` (``(pool, name)``
+        pairs) count as existing: the caller makes them before the domain.
 
         Raises:
-            SpecError: naming the missing network, pool or volume.
+            SpecError: naming the missing network (``nics[i].network``), pool
+                (``disks[i].pool``) or volume (``disks[i].volume``), or an argument of the
+                wrong type.
+            HostError: the connection failed.
         """
-        conn = self.host.conn
-        for i, nic in enumerate(spec.nics):
-            if nic.kind == "network":
-                self._must_exist(f"nics[{i}].network", nic.source, conn.networkLookupByName)
-        for i, disk in enumerate(spec.disks):
-            if disk.kind is not DiskKind.VOLUME:
-                continue
-            where = f"disks[{i}]"
-            pool = self._must_exist(f"{where}.pool", disk.pool or "", conn.storagePoolLookupByName)
-            if disk.format is None:
-                self._must_exist(
-                    f"{where}.volume", disk.volume_name or "", pool.storageVolLookupByName
-                )
-
-    @staticmethod
-    def _must_exist(fieldname: str, name: str, lookup: Any) -> Any:
-        """``lookup(name)``, translated; NotFound as a SpecError naming ``fieldname``."""
-        try:
-            with _virt.translated():
-                return lookup(name)
-        except NotFound:
-            raise SpecError(fieldname, "does not exist on this host", name) from None
+        if not isinstance(spec, DomainSpec):
+            raise SpecError("spec", "must be an hvlib.DomainSpec", spec)
+        check_host_refs(
+            HostRefs(self.host),
+            spec,
+            networks=_names("networks", networks),
+            pools=_names("pools", pools),
+            volumes=_volume_names(volumes),
+        )
 
     def _lookup(self, name: str) -> Any | None:
         try:
@@ -501,6 +510,27 @@ class Domains:
                     )
                 )
         return out
+
+
+def _names(field: str, names: object) -> frozenset[str]:
+    """An iterable of names (not a string) as a set."""
+    if isinstance(names, str | bytes) or not isinstance(names, Iterable):
+        raise SpecError(field, "must be an iterable of names", names)
+    out = frozenset(names)
+    if not all(isinstance(n, str) for n in out):
+        raise SpecError(field, "must hold names (strings) only", names)
+    return out
+
+
+def _volume_names(volumes: object) -> frozenset[tuple[str, str]]:
+    """An iterable of (pool, volume) name pairs as a set."""
+    if isinstance(volumes, str | bytes) or not isinstance(volumes, Iterable):
+        raise SpecError("volumes", "must be an iterable of (pool, volume) pairs", volumes)
+    out = frozenset(volumes)
+    pairs = (isinstance(v, tuple) and len(v) == 2 for v in out)
+    if not all(pairs) or not all(isinstance(n, str) for v in out for n in v):
+        raise SpecError("volumes", "must hold (pool, volume) pairs of names", volumes)
+    return out
 
 
 def _state_arg(state: object) -> State | None:
