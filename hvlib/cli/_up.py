@@ -294,7 +294,9 @@ def _scheme(uri: str) -> str:
 
 def _check_host_refs(plan: UpPlan, by_uri: dict[str, Host]) -> None:
     """Every network and pool a document names, and every backing volume, exists on its
-    host or is declared by the files (checked before anything changes).
+    host or is declared by the files (checked before anything changes): a domain's with the
+    library's own check (:meth:`hvlib.virt.host.Domains.check_host_refs`), told what the
+    files make before the domains.
 
     Raises:
         SpecFileError: one does not (with the line that names it).
@@ -303,30 +305,14 @@ def _check_host_refs(plan: UpPlan, by_uri: dict[str, Host]) -> None:
     pools = {doc.pool for _, doc in plan.pools}
     vols = {(doc.pool, doc.name) for _, doc in plan.volumes}
     for uri, dom in plan.domains:
-        err = _missing_domain_ref(by_uri[uri], dom.spec, nets, pools)
-        if err is not None:
-            raise dom.error(err)
+        try:
+            by_uri[uri].domains.check_host_refs(dom.spec, networks=nets, pools=pools, volumes=vols)
+        except SpecError as e:
+            raise dom.error(e) from None
     for uri, vol in plan.volumes:
         err = _missing_volume_ref(by_uri[uri], vol, pools, vols)
         if err is not None:
             raise vol.error(err)
-
-
-def _missing_domain_ref(
-    host: Host, spec: DomainSpec, nets: set[str], pools: set[str]
-) -> SpecError | None:
-    """What ``host.domains.check_host_refs`` raises for ``spec``, but for the networks and
-    pools the files declare (they are made before the domains)."""
-    absent = "does not exist on this host"
-    for i, nic in enumerate(spec.nics):
-        wanted = nic.kind == "network" and nic.source not in nets
-        if wanted and host.networks.find(nic.source) is None:
-            return SpecError(f"nics[{i}].network", absent, nic.source)
-    for i, disk in enumerate(spec.disks):
-        wanted = disk.pool is not None and disk.pool not in pools
-        if wanted and host.pools.find(disk.pool or "") is None:
-            return SpecError(f"disks[{i}].pool", absent, disk.pool)
-    return None
 
 
 def _missing_volume_ref(

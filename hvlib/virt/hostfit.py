@@ -44,7 +44,7 @@ from hvlib.model.profiles import VIRT_EXTENSIONS, Profile
 from hvlib.model.spec import DISK_FORMATS, Disk, DiskKind, DomainSpec
 from hvlib.model.storxml import VolumeXML
 from hvlib.virt import _virt, accel
-from hvlib.virt.hostrefs import HostRefs
+from hvlib.virt.hostrefs import HostRefs, volume_rule
 
 if TYPE_CHECKING:
     from hvlib.virt._parts import HostLike
@@ -196,11 +196,7 @@ def _defined_formats(host: HostLike, name: str) -> dict[tuple[str | None, str | 
 def _volume_format(host: HostLike, refs: HostRefs, index: int, disk: Disk) -> str:
     """The format ``disk``'s volume is read as (its pool and volume looked up in ``refs``)."""
     pool, name = disk.pool or "", disk.volume_name or ""
-    rule = (
-        f"does not exist in pool {pool} (a volume disk without a format is read in the "
-        "volume's own: create the volume first, or give the disk a format)"
-    )
-    volume = refs.volume(f"disks[{index}].volume", pool, name, rule=rule)
+    volume = refs.volume(f"disks[{index}].volume", pool, name, rule=volume_rule(pool))
     xml = host.call(lambda _c: volume.XMLDesc(0), safe=True)
     own = VolumeXML.from_xml(xml).target_format or ""
     if own not in VOLUME_FORMATS:

@@ -21,6 +21,14 @@ if TYPE_CHECKING:
 ABSENT = "does not exist on this host"
 
 
+def volume_rule(pool: str) -> str:
+    """What a missing volume of a volume disk without a format is told."""
+    return (
+        f"does not exist in pool {pool} (a volume disk without a format is read in the "
+        "volume's own: create the volume first, or give the disk a format)"
+    )
+
+
 class HostRefs:
     """Networks, pools and volumes of one host, each looked up once (again only after a
     reconnect, whose handles are new)."""
@@ -106,6 +114,6 @@ def check_host_refs(
         if disk.kind is not DiskKind.VOLUME or pool in pools:
             continue
         if disk.format is None and (pool, volume) not in volumes:
-            refs.volume(f"disks[{i}].volume", pool, volume)
+            refs.volume(f"disks[{i}].volume", pool, volume, rule=volume_rule(pool))
         else:
             refs.pool(f"disks[{i}].pool", pool)
