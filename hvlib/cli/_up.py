@@ -295,7 +295,7 @@ def _scheme(uri: str) -> str:
 def _check_host_refs(plan: UpPlan, by_uri: dict[str, Host]) -> None:
     """Every network and pool a document names, and every backing volume, exists on its
     host or is declared by the files (checked before anything changes): a domain's with the
-    library's own check (:meth:`hvlib.virt.host.Domains.check_host_refs`), told what the
+    library's own check (:meth:`hvlib.virt.domains.Domains.check_host_refs`), told what the
     files make before the domains.
 
     Raises:

@@ -6,7 +6,7 @@ own), :func:`recreated` is what a recreate defines (exactly what ``render(spec)`
 the domain's uuid and MAC addresses), :func:`owned` projects a definition onto the fields a
 spec owns (:data:`DEVICES` declares them for each kind of device), and :func:`plan`
 classifies each difference by how it can be applied (:class:`ChangeHow`). The Host layer
-carries the plan out (:mod:`hvlib.virt.converge`, behind :meth:`hvlib.virt.host.Domains.ensure`).
+carries the plan out (:mod:`hvlib.virt.converge`, behind :meth:`hvlib.virt.domains.Domains.ensure`).
 
 One owned view serves every comparison: the persistent definition against the spec merged
 over it (what changes), the running guest against the same (what is still pending), and the

@@ -1,4 +1,4 @@
-"""Carrying one domain ``ensure`` out on a host (:meth:`hvlib.virt.host.Domains.ensure`).
+"""Carrying one domain ``ensure`` out on a host (:meth:`hvlib.virt.domains.Domains.ensure`).
 
 The :class:`Converger` reads what the host has through :class:`hvlib.Domain` and
 ``host.domains`` only (no libvirt here), plans with :mod:`hvlib.model.plan`'s pure functions and,
@@ -59,7 +59,7 @@ class EnsureResult(ChangeReport):
 
 
 class DomainCollection(Protocol):
-    """What the converger uses of a host's domains (:class:`hvlib.virt.host.Domains`)."""
+    """What the converger uses of a host's domains (:class:`hvlib.virt.domains.Domains`)."""
 
     @property
     def host(self) -> HostLike: ...
@@ -112,7 +112,7 @@ class Converger:
         return self.prepared.spec
 
     def run(self) -> EnsureResult:
-        """Plan and (unless ``check``) apply; see :meth:`hvlib.virt.host.Domains.ensure`."""
+        """Plan and (unless ``check``) apply; see :meth:`hvlib.virt.domains.Domains.ensure`."""
         dom = self.domains.find(self.spec.name)
         if self.state is State.ABSENT:
             return self._absent(dom)
