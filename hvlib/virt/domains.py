@@ -57,7 +57,9 @@ class Domains:
         """The :class:`hvlib.Host` these domains are on."""
 
     def define(self, spec: DomainSpec) -> Domain:
-        """Define (persistently) the domain ``spec`` describes, without starting it.
+        """Define (persistently) the domain ``spec`` describes, without starting it. The spec
+        is fitted to the host, checked and rendered once, and each network and pool it names
+        looked up once (:func:`hvlib.virt.prepare.prepare`), before anything is defined.
 
         Raises:
             SpecError, Unsupported: the spec is bad for its type or this host (nothing defined).
@@ -136,7 +138,10 @@ class Domains:
         :data:`hvlib.virt.converge.BALLOON_WAIT` s) turns a live change into a next-boot change
         and a pending restart at apply time. ``result.diff()`` shows the definition written
         (or, in check mode, that would be): empty whenever none is. A second call with the
-        same spec reports ``changed=False`` and makes no write call to libvirt.
+        same spec reports ``changed=False`` and makes no write call to libvirt. Each call fits,
+        checks and renders the spec once and looks each network and pool it names up once
+        (:func:`hvlib.virt.prepare.prepare`; a removal only checks and renders it), and hands
+        that to the converger.
 
         Raises:
             SpecError, Unsupported: the spec cannot be true on this host (nothing changed).
