@@ -53,10 +53,11 @@ if TYPE_CHECKING:
     from hvlib.model.plan import Change, ChangeHow
     from hvlib.virt.accel import Acceleration
     from hvlib.virt.converge import EnsureResult
-    from hvlib.virt.domain import Domain, ShutdownResult
+    from hvlib.virt.domain import Domain
     from hvlib.virt.events import DomainEvent, EventKind
     from hvlib.virt.host import Host
     from hvlib.virt.snapshot import Snapshot, SnapshotKind
+    from hvlib.virt.stopping import ShutdownResult
 
 __all__ = [
     "Acceleration",
@@ -116,7 +117,7 @@ __all__ = [
 
 _LAZY = {
     "Domain": "hvlib.virt.domain",
-    "ShutdownResult": "hvlib.virt.domain",
+    "ShutdownResult": "hvlib.virt.stopping",
     "Host": "hvlib.virt.host",
     "DomainEvent": "hvlib.virt.events",
     "EventKind": "hvlib.virt.events",

@@ -268,7 +268,7 @@ class HostPool:
             SpecError: two specs share a name, bad ``workers``, or ``state`` is not one
                 ``ensure`` takes (nothing was done).
             ParallelError: some specs failed (``.errors`` by domain name; each error is what
-                :meth:`hvlib.virt.host.Domains.ensure` raised); the others were ensured.
+                :meth:`hvlib.virt.domains.Domains.ensure` raised); the others were ensured.
         """
         if state not in ENSURE_STATES:
             raise SpecError("state", "must be RUNNING, SHUT_OFF, PAUSED or ABSENT", state)
@@ -301,7 +301,7 @@ class HostPool:
         Raises:
             SpecError: two specs share a name, or bad ``workers``.
             ParallelError: some specs failed (``.errors`` by domain name: what
-                :meth:`hvlib.virt.host.Domains.define` or :meth:`hvlib.Domain.start` raised).
+                :meth:`hvlib.virt.domains.Domains.define` or :meth:`hvlib.Domain.start` raised).
         """
         names = unique_names(specs)
         return self.map(
@@ -355,7 +355,7 @@ def ensure_all(
     shutdown_timeout: float = 60.0,
 ) -> list[EnsureResult]:
     """Ensure every spec in ``state`` on ``target`` (``check``, ``allow_restart``,
-    ``allow_recreate`` and ``shutdown_timeout`` as in :meth:`hvlib.virt.host.Domains.ensure`).
+    ``allow_recreate`` and ``shutdown_timeout`` as in :meth:`hvlib.virt.domains.Domains.ensure`).
 
     ``target`` is an open HostPool (``connections`` and ``connect_kw`` are ignored; the
     results' ``domain`` handles stay usable while the pool is open) or a URI: then a

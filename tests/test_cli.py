@@ -164,6 +164,13 @@ def test_up_reports_changes_that_wait_for_a_restart_and_exits_3(tmp_path: Path) 
             "name: v\nvirt: qemu\nkernel: /k\nnics:\n  - network: nowhere\n",
             "f.yaml:5: nics[0].network: does not exist on this host (got 'nowhere')",
         ),
+        (  # read in its volume's own format, which must exist (or be declared): issue 17
+            "name: v\nvirt: qemu\nkernel: /k\ndisks:\n"
+            "  - volume: {pool: default-pool, name: nowhere.img}\n",
+            "f.yaml:5: disks[0].volume: does not exist in pool default-pool (a volume disk "
+            "without a format is read in the volume's own: create the volume first, or give "
+            "the disk a format) (got 'nowhere.img')",
+        ),
         ("kind: network\nname: n\n", "f.yaml:1: ipv4: is required"),
         (
             "kind: network\nname: n\nipv4: 192.0.2.0/24\nhosts:\n"

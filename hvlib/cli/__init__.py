@@ -21,7 +21,8 @@ Results go to stdout, progress lines and errors to stderr. Hosts are named with 
 (repeatable where a fleet makes sense) or ``HVLIB_URI`` (space-separated).
 
 Modules: :mod:`._base` (exit statuses, output, options, hosts, the click group),
-:mod:`._up`, :mod:`._remove` (down, rm), :mod:`._guests` (ls, exec, console) and
+:mod:`._up` (with its plan, :mod:`._upplan`, and its report, :mod:`._upreport`),
+:mod:`._remove` (down, rm), :mod:`._guests` (ls, exec, console) and
 :mod:`._render` (render, demo); importing this package registers every command.
 
 Must not: define anything before every input is checked (``up`` parses all files, routes

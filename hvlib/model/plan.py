@@ -6,7 +6,7 @@ own), :func:`recreated` is what a recreate defines (exactly what ``render(spec)`
 the domain's uuid and MAC addresses), :func:`owned` projects a definition onto the fields a
 spec owns (:data:`DEVICES` declares them for each kind of device), and :func:`plan`
 classifies each difference by how it can be applied (:class:`ChangeHow`). The Host layer
-carries the plan out (:mod:`hvlib.virt.converge`, behind :meth:`hvlib.virt.host.Domains.ensure`).
+carries the plan out (:mod:`hvlib.virt.converge`, behind :meth:`hvlib.virt.domains.Domains.ensure`).
 
 One owned view serves every comparison: the persistent definition against the spec merged
 over it (what changes), the running guest against the same (what is still pending), and the
@@ -295,9 +295,19 @@ def defined_xml(spec: DomainSpec) -> str:
     Raises:
         SpecError, Unsupported: as :func:`hvlib.model.render.render`.
     """
-    doc = render_tree(spec)
+    return defined_doc(spec).to_xml()
+
+
+def defined_doc(spec: DomainSpec, profile: profiles.Profile | None = None) -> DomainXML:
+    """:func:`defined_xml` as an editable document; ``profile`` as for
+    :func:`hvlib.model.render.render_tree`.
+
+    Raises:
+        SpecError, Unsupported: as :func:`hvlib.model.render.render`.
+    """
+    doc = render_tree(spec, profile)
     record_edits(doc, spec)
-    return doc.to_xml()
+    return doc
 
 
 # -- the wanted definition -----------------------------------------------------------------
@@ -323,7 +333,13 @@ def _default_mac_for(doc: DomainXML) -> MacFor:
     return lambda index, taken: derived_mac(doc.uuid or "", index, taken)
 
 
-def merge(current: DomainXML, spec: DomainSpec, mac_for: MacFor | None = None) -> DomainXML:
+def merge(
+    current: DomainXML,
+    spec: DomainSpec,
+    mac_for: MacFor | None = None,
+    *,
+    profile: profiles.Profile | None = None,
+) -> DomainXML:
     """``current`` (a persistent definition, modified in place) with ``spec`` laid over it.
 
     The spec's device lists replace the current ones, matched by disk target, NIC MAC (or,
@@ -332,9 +348,13 @@ def merge(current: DomainXML, spec: DomainSpec, mac_for: MacFor | None = None) -
     exactly as it is; a changed one is replaced, keeping its MAC and ``<address>``. A new NIC
     without a MAC gets ``mac_for(index, taken)`` (default: :func:`derived_mac` of the
     definition's uuid). A virtio RNG of the spec's kind is kept, added or removed as
-    ``spec.rng`` says.
+    ``spec.rng`` says. ``profile``: what :func:`hvlib.model.profiles.check` returned for
+    ``spec``, if the caller ran it (else it runs here).
+
+    Raises:
+        SpecError, Unsupported: as :func:`hvlib.model.render.render`.
     """
-    profile = profiles.check(spec)
+    profile = profiles.check(spec) if profile is None else profile
     apply_fields(current, spec, profile)
     disks = zip(spec.disks, disk_targets(spec.disks, profile), strict=True)
     _sync(current, "disks", [(t, disk_node(d, t, profile)) for d, t in disks])
@@ -352,13 +372,24 @@ def merge(current: DomainXML, spec: DomainSpec, mac_for: MacFor | None = None) -
     return current
 
 
-def recreated(current: DomainXML, spec: DomainSpec, mac_for: MacFor | None = None) -> DomainXML:
+def recreated(
+    current: DomainXML,
+    spec: DomainSpec,
+    mac_for: MacFor | None = None,
+    *,
+    fresh: DomainXML | None = None,
+) -> DomainXML:
     """What a recreate defines: exactly what :func:`defined_xml` gives (``render(spec)``),
     with ``current``'s uuid (unless the spec names one) and the MAC of each NIC matched as
     :func:`merge` matches them (a new NIC without a MAC gets ``mac_for``'s). Nothing else of
     ``current`` survives: not its devices' addresses, nor what its virt type had and the new
-    one has not."""
-    fresh = render_tree(spec)
+    one has not. ``fresh``: :func:`defined_doc` of ``spec`` if the caller has it (modified
+    in place; else rendered here).
+
+    Raises:
+        SpecError, Unsupported: as :func:`hvlib.model.render.render`.
+    """
+    fresh = render_tree(spec) if fresh is None else fresh
     if spec.uuid is None and current.uuid:
         fresh.uuid = current.uuid
     macs = nic_macs(current.interfaces, spec, mac_for or _default_mac_for(current))

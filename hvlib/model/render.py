@@ -63,9 +63,11 @@ def render(spec: DomainSpec) -> str:
     return render_tree(spec).to_xml()
 
 
-def render_tree(spec: DomainSpec) -> DomainXML:
-    """Like :func:`render`, but return the editable document."""
-    profile = profiles.check(spec)
+def render_tree(spec: DomainSpec, profile: Profile | None = None) -> DomainXML:
+    """Like :func:`render`, but return the editable document. ``profile``: what
+    :func:`hvlib.model.profiles.check` returned for ``spec``, if the caller ran it (else it
+    runs here)."""
+    profile = profiles.check(spec) if profile is None else profile
     doc = load_template(profile.template)
     apply_fields(doc, spec, profile)
     for disk, target in zip(spec.disks, disk_targets(spec.disks, profile), strict=True):

@@ -10,7 +10,7 @@ imports the module that builds them. :class:`DomainParts` is what the Domain mix
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from hvlib.guest.config import SshConfig
@@ -106,6 +106,15 @@ class DomainParts:
         def xml_doc(self, *, inactive: bool = False) -> DomainXML: ...
 
         def destroy(self) -> None: ...
+
+        def wait_for(
+            self,
+            state: State | Iterable[State],
+            timeout: float = 60.0,
+            poll_interval: float | None = None,
+        ) -> State: ...
+
+        def mac_addresses(self) -> list[str]: ...
 
         def _capture_console(self) -> None: ...
 

@@ -1,4 +1,4 @@
-"""Carrying one domain ``ensure`` out on a host (:meth:`hvlib.virt.host.Domains.ensure`).
+"""Carrying one domain ``ensure`` out on a host (:meth:`hvlib.virt.domains.Domains.ensure`).
 
 The :class:`Converger` reads what the host has through :class:`hvlib.Domain` and
 ``host.domains`` only (no libvirt here), plans with :mod:`hvlib.model.plan`'s pure functions and,
@@ -27,7 +27,6 @@ from hvlib.model.plan import (
     ChangeReport,
     MacFor,
     balloon_reached,
-    defined_xml,
     derived_mac,
     device_of,
     live_abilities,
@@ -42,6 +41,7 @@ from hvlib.model.spec import DomainSpec
 from hvlib.model.xmlmodel import parse
 from hvlib.virt._parts import HostLike
 from hvlib.virt.domain import Domain
+from hvlib.virt.prepare import Prepared
 
 BALLOON_WAIT = 10.0
 """Seconds an ensure waits for a running guest's balloon to reach a live memory change
@@ -59,14 +59,14 @@ class EnsureResult(ChangeReport):
 
 
 class DomainCollection(Protocol):
-    """What the converger uses of a host's domains (:class:`hvlib.virt.host.Domains`)."""
+    """What the converger uses of a host's domains (:class:`hvlib.virt.domains.Domains`)."""
 
     @property
     def host(self) -> HostLike: ...
 
     def find(self, name: str) -> Domain | None: ...
 
-    def define(self, spec: DomainSpec) -> Domain: ...
+    def define_prepared(self, prepared: Prepared) -> Domain: ...
 
     def define_xml(self, xml: str) -> Domain: ...
 
@@ -91,10 +91,12 @@ class _Wanted:
 
 @dataclass
 class Converger:
-    """Carries one ``ensure`` out on a host's domain collection."""
+    """Carries one ``ensure`` out on a host's domain collection, with the spec as
+    :func:`hvlib.virt.prepare.prepare` made it (fitted, checked and rendered once: the
+    converger does none of that again)."""
 
     domains: DomainCollection
-    spec: DomainSpec
+    prepared: Prepared
     state: State
     check: bool
     allow_restart: bool
@@ -104,8 +106,13 @@ class Converger:
     """Past ``shutdown_timeout`` a guest is powered off (``result.forced``); when False it
     is left running and the shutdown's WaitTimeout raised."""
 
+    @property
+    def spec(self) -> DomainSpec:
+        """The fitted spec."""
+        return self.prepared.spec
+
     def run(self) -> EnsureResult:
-        """Plan and (unless ``check``) apply; see :meth:`hvlib.virt.host.Domains.ensure`."""
+        """Plan and (unless ``check``) apply; see :meth:`hvlib.virt.domains.Domains.ensure`."""
         dom = self.domains.find(self.spec.name)
         if self.state is State.ABSENT:
             return self._absent(dom)
@@ -126,7 +133,7 @@ class Converger:
         return result
 
     def _create(self) -> EnsureResult:
-        after = defined_xml(self.spec)
+        after = self.prepared.xml
         changes = [Change("domain", None, "defined", ChangeHow.STATE)]
         if self.state is not State.SHUT_OFF:
             changes.append(Change("state", State.SHUT_OFF, self.state, ChangeHow.STATE))
@@ -134,7 +141,7 @@ class Converger:
         if self.check:
             return result
         try:
-            dom = self.domains.define(self.spec)
+            dom = self.domains.define_prepared(self.prepared)
         except AlreadyExists:  # another process defined it meanwhile: converge on that one
             return self.run()
         result.domain = dom
@@ -161,9 +168,14 @@ class Converger:
         recreate = self._recreates(current)
         mac_for = self._mac_for(current)
         if recreate:
-            doc = recreated(current, self.spec, mac_for)
+            doc = recreated(current, self.spec, mac_for, fresh=self.prepared.copy_doc())
         else:
-            doc = merge(DomainXML.from_xml(current.to_xml()), self.spec, mac_for)
+            doc = merge(
+                DomainXML.from_xml(current.to_xml()),
+                self.spec,
+                mac_for,
+                profile=self.prepared.profile,
+            )
         return _Wanted(current, live, doc, up, recreate)
 
     def _report(self, dom: Domain, w: _Wanted) -> EnsureResult:

@@ -3,27 +3,28 @@
 Name, uuid and virt type are cached identity; ``state`` is read live. Lifecycle calls are
 idempotent where the goal is already reached (start a running domain, destroy a stopped one,
 undefine an absent one). Waits block on libvirt's lifecycle events (see
-:mod:`hvlib.virt.events`) with a polling fallback. Only this module and :mod:`hvlib.virt.host` call
-libvirt, always through :meth:`hvlib.Host.call` (translated, retried only when safe).
+:mod:`hvlib.virt.events`) with a polling fallback. Libvirt is called always through
+:meth:`hvlib.Host.call` (translated, retried only when safe).
+
+This module holds identity, state, start (with the console capture and the LXC start
+race), pause, configuration and waits; the Domain's other concerns are mixed in from their
+own modules: stopping (:mod:`hvlib.virt.stopping`: shutdown, destroy, undefine), addresses
+(:mod:`hvlib.virt.addressing`), migration and snapshots (:mod:`hvlib.virt.migration`), and
+reaching inside the guest (:mod:`hvlib.guest.access`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import itertools
 import logging
 import os
 import re
 import time
-import weakref
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hvlib.enums import State, VirtType
 from hvlib.errors import (
-    CallTimeout,
     DomainNotFound,
     HvlibError,
     InvalidState,
@@ -34,18 +35,18 @@ from hvlib.errors import (
 )
 from hvlib.guest.access import GuestAccess
 from hvlib.guest.ready import missing_capture
-from hvlib.model import addresses as addrs
-from hvlib.model.addresses import AddressSource
-from hvlib.model.checks import as_enum, as_enums, check_bool, check_int, check_seconds, check_text
+from hvlib.model.checks import as_enums, check_bool, check_int, check_seconds, check_text
 from hvlib.model.cpuspec import VCPUS_MAX
 from hvlib.model.domxml import DomainXML
 from hvlib.model.render import virt_of
 from hvlib.model.spec import MEMORY_MIB_MAX
 from hvlib.model.xmlmodel import parse_checked
 from hvlib.virt import _virt, lxcmonitor
+from hvlib.virt.addressing import Addressing
 from hvlib.virt.console import ConsoleCapture
 from hvlib.virt.handle import HostObject
 from hvlib.virt.migration import Mobility
+from hvlib.virt.stopping import Stopping
 
 if TYPE_CHECKING:
     from hvlib.virt._parts import HostLike
@@ -64,52 +65,9 @@ on libvirt 9.0 (NOTES: "The LXC start race"): 4.5-13 % of starts lose the init e
 start independently, so six starts all fail about once in 10**5-10**6 calls."""
 INIT_POLL = 0.01
 """Seconds between checks that libvirt knows a started container's init."""
-NOT_READY_RETRY = 0.1
-TEARDOWN_POLL = 0.05
-"""Seconds between checks that a domain reported shut off is also torn down (libxl)."""
-"""Seconds before re-asking a guest that could not take a shutdown request yet."""
-_UNDEFINE_FLAGS = (
-    "VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA",
-    "VIR_DOMAIN_UNDEFINE_MANAGED_SAVE",
-    "VIR_DOMAIN_UNDEFINE_NVRAM",
-    "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA",
-)
-"""What an undefine removes with the definition, most needed first, where the driver takes
-the flag (libvirt 9.0's test driver takes only the first two, and refuses the whole call for
-a third: it then kept no domain that had snapshots)."""
-_UNDEFINE_MASKS: weakref.WeakKeyDictionary[HostLike, tuple[int, int]] = weakref.WeakKeyDictionary()
-"""Per host: (connection generation, the undefine flags its driver took)."""
 
 
-@dataclass(frozen=True)
-class ShutdownResult:
-    """What :meth:`Domain.shutdown` did: ``graceful`` False means it had to destroy."""
-
-    graceful: bool
-    elapsed: float
-    requests: int = 0
-    """How many shutdown requests were sent (0: it was already off)."""
-
-
-def _undefine_flag_sets(first: int | None) -> Iterator[int]:
-    """The undefine flag sets to try: ``first`` (what the driver took before), then every
-    subset of :data:`_UNDEFINE_FLAGS` this libvirt-python has, larger sets first and, among
-    sets of one size, those with the more needed flags first; 0 last."""
-    if first is not None:
-        yield first
-    values = [v for v in (getattr(_virt.C, n, 0) for n in _UNDEFINE_FLAGS) if v]
-    subsets = [
-        combo
-        for size in range(len(values), -1, -1)
-        for combo in itertools.combinations(values, size)
-    ]  # combinations() keeps the order of ``values``: the more needed flags come first
-    for combo in subsets:
-        flags = functools.reduce(lambda a, b: a | b, combo, 0)
-        if flags != first:
-            yield flags
-
-
-class Domain(GuestAccess, Mobility, HostObject):
+class Domain(Addressing, GuestAccess, Mobility, Stopping, HostObject):
     """A libvirt domain on a :class:`hvlib.Host`. Get one from ``host.domains``.
 
     ``host`` is the :class:`hvlib.Host` it is on (typed as the Protocol
@@ -370,147 +328,6 @@ class Domain(GuestAccess, Mobility, HostObject):
             )
         return state
 
-    def shutdown(
-        self, timeout: float = 60.0, *, force: bool = True, resend_interval: float = 5.0
-    ) -> ShutdownResult:
-        """Shut down gracefully: send ACPI (or the container's init) a request, re-sent every
-        ``resend_interval`` s, until the domain is off; past ``timeout``, destroy it.
-
-        Returns what happened. A domain that is already off (or absent) gives
-        ``ShutdownResult(graceful=True, elapsed=0.0, requests=0)``.
-
-        Raises:
-            WaitTimeout: ``force=False`` and the guest did not stop in time (it keeps running).
-            SpecError: ``timeout`` is not a finite number of seconds >= 0, ``resend_interval``
-                not one > 0, or ``force`` not a bool.
-        """
-        timeout = check_seconds("timeout", timeout)
-        resend_interval = check_seconds("resend_interval", resend_interval, positive=True)
-        check_bool("force", force)
-        started = time.monotonic()
-        deadline = started + timeout
-        requests = 0
-        while self.state.is_active:
-            if deadline - time.monotonic() <= 0:
-                return self._shutdown_timed_out(started, requests, force, timeout)
-            sent = self._request_shutdown(requests, deadline - time.monotonic())
-            requests += sent
-            pause = resend_interval if sent else NOT_READY_RETRY
-            if self._wait_inactive(max(0.0, min(pause, deadline - time.monotonic()))):
-                break
-        return ShutdownResult(True, time.monotonic() - started, requests)
-
-    def _request_shutdown(self, attempt: int, timeout: float) -> bool:
-        """Send one shutdown request; False if the guest cannot take one yet.
-
-        VMs get ACPI. Containers alternate: first SIGTERM to their init (libvirt's
-        ``SIGNAL`` mode), then libvirt's default (initctl, then SIGTERM). The default alone was
-        seen to report success without signalling a busybox init (libvirt 9.0), while an init
-        such as systemd wants initctl. Right after a container starts, libvirt refuses with
-        "Init process ID is not yet known": that is retried within 0.1 s, not counted.
-        A request libvirt does not answer within ``timeout`` s (a frozen guest blocks its
-        monitor) counts as sent: the deadline then decides.
-        """
-        flags = 0
-        if self.virt.is_container and attempt % 2 == 0:
-            flags = _virt.C.VIR_DOMAIN_SHUTDOWN_SIGNAL
-        try:
-            self._write(lambda h: self._shutdown_flags(h, flags), timeout=timeout)
-        except (DomainNotFound, CallTimeout):
-            return True  # vanished meanwhile, or the guest's monitor does not answer
-        except InvalidState:
-            return not self.state.is_active  # stopped meanwhile; else: not ready for it yet
-        return True
-
-    @staticmethod
-    def _shutdown_flags(handle: Any, flags: int) -> None:
-        try:
-            handle.shutdownFlags(flags)
-        except Exception as e:  # a driver without that mode (the test driver): its default
-            if not flags or _virt.code_of(e) != _virt.C.VIR_ERR_INVALID_ARG:
-                raise
-            handle.shutdownFlags(0)
-
-    def _wait_inactive(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        try:
-            self.wait_for((State.SHUT_OFF, State.ABSENT, State.CRASHED), timeout=timeout)
-        except WaitTimeout:
-            return False
-        return self._wait_torn_down(deadline)
-
-    def _wait_torn_down(self, deadline: float) -> bool:
-        """Wait until libvirt no longer counts the domain as active; False at ``deadline``.
-
-        libvirt's Xen (libxl) driver reports shut-off before its clean-up thread has torn the
-        domain down (seen on Xen 4.17 with libvirt 9.0 after a guest's ACPI power-off): an
-        undefine in that window only made the domain transient, and it stayed listed.
-        """
-        while True:
-            try:
-                if not self._read(lambda h: h.isActive()):
-                    return True
-            except DomainNotFound:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(TEARDOWN_POLL)
-
-    def _shutdown_timed_out(
-        self, started: float, requests: int, force: bool, timeout: float
-    ) -> ShutdownResult:
-        if not force:
-            raise WaitTimeout(
-                f"{self.name} did not shut down within {timeout:g} s",
-                name=self.name,
-                waited=time.monotonic() - started,
-                last=self.state,
-            )
-        self.destroy()
-        return ShutdownResult(False, time.monotonic() - started, requests)
-
-    def destroy(self) -> None:
-        """Stop the domain at once (power off); a no-op if it is off or absent."""
-        if not self.state.is_active:
-            return
-        with contextlib.suppress(InvalidState, DomainNotFound):  # it stopped meanwhile
-            self._write(lambda h: h.destroy())
-
-    def undefine(self) -> None:
-        """Remove the persistent definition with its snapshot metadata, managed save image,
-        NVRAM and checkpoint metadata (each where the driver has it); a no-op if the domain
-        is absent. A running domain keeps running, transient. The snapshots' data (inside
-        qcow2 images, or overlay files) stays on disk.
-
-        A driver refuses an undefine flag it does not know (``VIR_ERR_INVALID_ARG``) as a
-        whole, so the largest set of these flags the driver takes is found by trying them,
-        most needed first, and remembered for the host's connection.
-
-        Raises:
-            LibvirtError, InvalidState: libvirt refused (the message says why).
-        """
-        try:
-            self._write(self._undefine)
-        except DomainNotFound:
-            return
-
-    def _undefine(self, handle: Any) -> None:
-        known = _UNDEFINE_MASKS.get(self.host)
-        first = known[1] if known is not None and known[0] == self.host.generation else None
-        for flags in _undefine_flag_sets(first):
-            try:
-                handle.undefineFlags(flags)
-            except Exception as e:
-                code = _virt.code_of(e)
-                if code == _virt.C.VIR_ERR_NO_SUPPORT:  # a driver without undefineFlags
-                    handle.undefine()
-                    return
-                if code != _virt.C.VIR_ERR_INVALID_ARG or not flags:
-                    raise
-                continue
-            _UNDEFINE_MASKS[self.host] = (self.host.generation, flags)
-            return
-
     # -- configuration -------------------------------------------------------------------
 
     @property
@@ -564,88 +381,6 @@ class Domain(GuestAccess, Mobility, HostObject):
         """
         _check_device_xml(device_xml)
         self._write(lambda h: h.detachDeviceFlags(device_xml, _virt.C.VIR_DOMAIN_AFFECT_LIVE))
-
-    # -- addresses -----------------------------------------------------------------------
-
-    def addresses(self, source: AddressSource = AddressSource.AUTO) -> addrs.Addresses:
-        """The guest's IP addresses per NIC, keyed by MAC (a NIC with none maps to []).
-
-        AUTO asks the DHCP leases, then the guest agent, then the ARP table, and returns the
-        first non-empty answer.
-
-        Raises:
-            DomainNotFound: the domain is gone. Unsupported: the driver lacks that source.
-            SpecError: ``source`` is not an :class:`AddressSource` (or its value string).
-        """
-        source = as_enum(AddressSource, "source", source)
-        return self._addresses(source, addrs.Attempts())
-
-    def _addresses(self, source: AddressSource, attempts: addrs.Attempts) -> addrs.Addresses:
-        sources = addrs.ORDER if source is AddressSource.AUTO else (source,)
-        found: addrs.Addresses = {}
-        for src in sources:
-            try:
-                flag = getattr(_virt.C, f"VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_{src.name}")
-                found = addrs.read(self._interface_addresses(flag))
-            except (InvalidState, Unsupported, LibvirtError) as e:
-                if source is not AddressSource.AUTO:
-                    raise
-                attempts.note(src, str(e).splitlines()[0])
-                continue
-            attempts.note(src, "no address yet" if not any(found.values()) else "ok")
-            if any(found.values()):
-                return found
-        return found
-
-    def _interface_addresses(self, flag: int) -> dict[str, Any]:
-        result: dict[str, Any] = self._read(lambda h: h.interfaceAddresses(flag, 0))
-        return result
-
-    def mac_addresses(self) -> list[str]:
-        """The MACs of the domain's NICs, from its live (or else persistent) XML."""
-        return [i.mac.lower() for i in self.xml_doc().interfaces if i.mac]
-
-    def wait_for_address(
-        self,
-        timeout: float = 120.0,
-        *,
-        nics: str = "all",
-        family: int | None = 4,
-        source: AddressSource = AddressSource.AUTO,
-        interval: float = 0.25,
-    ) -> addrs.Addresses:
-        """Block until the NICs (``"all"`` or ``"any"``) have an address of ``family``.
-
-        Returns the same mapping as :meth:`addresses`.
-
-        Raises:
-            WaitTimeout: in time no address came; the message says what each source answered.
-            SpecError: ``nics`` is not "all" or "any", ``family`` not 4, 6 or None,
-                ``source`` not an :class:`AddressSource` (or its value string), ``timeout``
-                not a finite number of seconds >= 0 or ``interval`` not one > 0.
-        """
-        timeout = check_seconds("timeout", timeout)
-        interval = check_seconds("interval", interval, positive=True)
-        if not isinstance(nics, str) or nics not in ("all", "any"):
-            raise SpecError("nics", "must be 'all' or 'any'", nics)
-        if family is not None and (isinstance(family, bool) or family not in (4, 6)):
-            raise SpecError("family", "must be 4, 6 or None (either)", family)
-        source = as_enum(AddressSource, "source", source)
-        macs, attempts = self.mac_addresses(), addrs.Attempts()
-        deadline = time.monotonic() + timeout
-        while True:
-            found = addrs.only_family(self._addresses(source, attempts), family)
-            if addrs.satisfied(found, macs, nics):
-                return found
-            if time.monotonic() >= deadline:
-                raise WaitTimeout(
-                    f"{self.name}: no IPv{family or '4/6'} address on {nics} NICs within "
-                    f"{timeout:g} s ({attempts.describe()})",
-                    name=self.name,
-                    waited=timeout,
-                    last=found,
-                )
-            time.sleep(interval)
 
     # -- waiting -------------------------------------------------------------------------
 

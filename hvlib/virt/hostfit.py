@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from hvlib.enums import VirtType
-from hvlib.errors import DomainNotFound, LibvirtError, NotFound, SpecError, Unsupported
+from hvlib.errors import DomainNotFound, LibvirtError, SpecError, Unsupported
 from hvlib.model import profiles
 from hvlib.model.cpu import CpuRequest, cpu_request, cpu_xml
 from hvlib.model.devices import DISK_FORMATS, Disk, DiskKind
@@ -41,10 +41,11 @@ from hvlib.model.domcaps import (
     unknown_name_in,
 )
 from hvlib.model.domxml import DomainXML
-from hvlib.model.profiles import VIRT_EXTENSIONS
+from hvlib.model.profiles import VIRT_EXTENSIONS, Profile
 from hvlib.model.spec import DomainSpec
 from hvlib.model.storxml import VolumeXML
 from hvlib.virt import _virt, accel
+from hvlib.virt.hostrefs import HostRefs, volume_rule
 
 if TYPE_CHECKING:
     from hvlib.virt._parts import HostLike
@@ -64,14 +65,18 @@ class Fit:
     """What to define: the caller's spec, or its ``qemu`` twin under allowed emulation, with
     the host's virtualization extension added for nested KVM and every volume disk's format
     filled in."""
+    profile: Profile
+    """What :func:`hvlib.model.profiles.check` returned for :attr:`spec` (render with it)."""
     notes: tuple[str, ...] = ()
     """Warnings (also logged) and what could not be checked."""
     emulated: bool = False
     """True when a ``kvm`` spec runs under software emulation (``allow_emulation``)."""
 
 
-def fit(host: HostLike, spec: DomainSpec) -> Fit:
-    """Fit ``spec`` to ``host``; see the module's description.
+def fit(host: HostLike, spec: DomainSpec, *, refs: HostRefs | None = None) -> Fit:
+    """Fit ``spec`` to ``host``; see the module's description. The profile checks run once;
+    a volume is looked up through ``refs`` (a fresh :class:`HostRefs` when None), so a
+    caller that checks the spec's host references next looks nothing up twice.
 
     Raises:
         SpecError: a field the host cannot honour (an unknown CPU model or feature, a
@@ -83,9 +88,10 @@ def fit(host: HostLike, spec: DomainSpec) -> Fit:
             mode is unsupported, no (secure-boot) UEFI firmware, no nested virtualization.
         HostError: the connection failed.
     """
-    profiles.check(spec)
+    profile = profiles.check(spec)
     notes: list[str] = []
-    fitted = volume_formats(host, _accelerate(host, spec, notes))
+    accelerated, profile = _accelerate(host, spec, profile, notes)
+    fitted = volume_formats(host, accelerated, refs=refs)
     emulated = fitted.virt is not spec.virt
     if _wants_checks(fitted):
         if host.is_test_driver:
@@ -93,7 +99,7 @@ def fit(host: HostLike, spec: DomainSpec) -> Fit:
             log.info("%s: %s", spec.name, NOT_CHECKED_TEST)
         else:
             fitted = _check_capabilities(host, fitted, notes)
-    return Fit(fitted, tuple(notes), emulated)
+    return Fit(fitted, profile, tuple(notes), emulated)
 
 
 def _wants_checks(spec: DomainSpec) -> bool:
@@ -105,16 +111,19 @@ def _wants_checks(spec: DomainSpec) -> bool:
 # -- acceleration -------------------------------------------------------------------------------
 
 
-def _accelerate(host: HostLike, spec: DomainSpec, notes: list[str]) -> DomainSpec:
-    """The spec with the virt type this host runs it as (kvm, or qemu under emulation)."""
+def _accelerate(
+    host: HostLike, spec: DomainSpec, profile: Profile, notes: list[str]
+) -> tuple[DomainSpec, Profile]:
+    """The spec with the virt type this host runs it as (kvm, or qemu under emulation), and
+    its profile (``profile`` is the kvm one)."""
     if spec.virt is not VirtType.KVM or host.is_test_driver:
-        return spec
+        return spec, profile
     report = accel.acceleration(host)
     if report.works is None:
         notes.append(f"kvm: {report.summary}")
-        return spec
+        return spec, profile
     if report.works:
-        return spec
+        return spec, profile
     if not host.allow_emulation:
         raise Unsupported(
             f"{spec.name}: a kvm guest cannot run on {host.uri}: {report.summary} (pass "
@@ -125,14 +134,14 @@ def _accelerate(host: HostLike, spec: DomainSpec, notes: list[str]) -> DomainSpe
         )
     emulated = replace(spec, virt=VirtType.QEMU)
     try:
-        profiles.check(emulated)
+        profile = profiles.check(emulated)
     except Unsupported as e:
         rule = f"{spec.name}: runs as qemu here (KVM does not work): {e}"
         raise Unsupported(rule, name=spec.name, field=e.field) from None
     note = f"runs as qemu (software emulation, allow_emulation): {report.summary}"
     notes.append(note)
     _warn_once(host, spec, note)
-    return emulated
+    return emulated, profile
 
 
 # -- volume disk formats ------------------------------------------------------------------------
@@ -143,14 +152,15 @@ probed raw file holding an ISO 9660 image) and ``none`` or no format (a block de
 LVM volume) are raw bytes; any other format (vmdk, vdi, ...) is refused."""
 
 
-def volume_formats(host: HostLike, spec: DomainSpec) -> DomainSpec:
+def volume_formats(host: HostLike, spec: DomainSpec, *, refs: HostRefs | None = None) -> DomainSpec:
     """``spec`` with a format on every volume disk that has none.
 
     A domain of that name already defined here keeps the format its definition gives the
     volume (so an ensure never changes how an existing disk is read: a guest that can write
     a raw volume could make its pool report it as a qcow2 overlay of a host file); a new
     one gets the volume's own format, read from its pool (:data:`VOLUME_FORMATS`). The
-    domain's definition is read once (only when such a disk exists), each volume once.
+    domain's definition is read once (only when such a disk exists), each volume once
+    (through ``refs``: a fresh :class:`HostRefs` when None).
 
     Raises:
         SpecError: naming ``disks[i].pool`` or ``disks[i].volume`` (it does not exist here),
@@ -161,12 +171,13 @@ def volume_formats(host: HostLike, spec: DomainSpec) -> DomainSpec:
     if not wanted:
         return spec
     known = _defined_formats(host, spec.name)
+    refs = HostRefs(host) if refs is None else refs
     disks = list(spec.disks)
     for i in wanted:
         disk = disks[i]
         key = (disk.pool, disk.volume_name)
         if key not in known:
-            known[key] = _volume_format(host, i, disk)
+            known[key] = _volume_format(host, refs, i, disk)
         disks[i] = replace(disk, format=known[key])
     return replace(spec, disks=tuple(disks))
 
@@ -186,23 +197,11 @@ def _defined_formats(host: HostLike, name: str) -> dict[tuple[str | None, str | 
     }
 
 
-def _volume_format(host: HostLike, index: int, disk: Disk) -> str:
-    """The format ``disk``'s volume is read as (one call: pool, volume and its XML)."""
+def _volume_format(host: HostLike, refs: HostRefs, index: int, disk: Disk) -> str:
+    """The format ``disk``'s volume is read as (its pool and volume looked up in ``refs``)."""
     pool, name = disk.pool or "", disk.volume_name or ""
-    try:
-        xml = host.call(
-            lambda c: c.storagePoolLookupByName(pool).storageVolLookupByName(name).XMLDesc(0),
-            safe=True,
-        )
-    except NotFound as e:
-        if e.code == _virt.C.VIR_ERR_NO_STORAGE_POOL:
-            raise SpecError(f"disks[{index}].pool", "does not exist on this host", pool) from None
-        raise SpecError(
-            f"disks[{index}].volume",
-            f"does not exist in pool {pool} (a volume disk without a format is read in the "
-            "volume's own: create the volume first, or give the disk a format)",
-            name,
-        ) from None
+    volume = refs.volume(f"disks[{index}].volume", pool, name, rule=volume_rule(pool))
+    xml = host.call(lambda _c: volume.XMLDesc(0), safe=True)
     own = VolumeXML.from_xml(xml).target_format or ""
     if own not in VOLUME_FORMATS:
         raise SpecError(
