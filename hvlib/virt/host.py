@@ -336,7 +336,8 @@ class Domains:
         Every stop is a shutdown, forced (destroyed) only past ``shutdown_timeout``;
         ``result.forced`` says whether one had to be. With ``force_shutdown=False`` a guest
         still running at the deadline is left running and WaitTimeout raised. ABSENT
-        destroys an active domain (``forced`` then too) and undefines it.
+        destroys an active domain (``forced`` then too) and undefines it; of its spec only
+        the name counts (``DomainSpec(name=N)`` removes N, whatever its type).
 
         ``check=True`` changes nothing and returns the report its apply would return: the
         same changes, ``how`` and MAC addresses. Only a refusal nothing predicts (a guest
@@ -364,10 +365,9 @@ class Domains:
         ):
             check_bool(flag, value)
         shutdown_timeout = check_seconds("shutdown_timeout", shutdown_timeout)
-        if state is not State.ABSENT:  # a removal needs none of what the spec refers to
+        if state is not State.ABSENT:  # a removal needs only the name: nothing is rendered
             spec = fit(self.host, spec).spec
-        render(spec)
-        if state is not State.ABSENT:
+            render(spec)
             self.check_host_refs(spec)
         return Converger(
             self,
