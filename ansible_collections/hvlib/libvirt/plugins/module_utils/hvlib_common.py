@@ -11,6 +11,7 @@ result hvlib did not report.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import traceback
 
@@ -156,3 +157,37 @@ def diff_of(changes, header):
 def state_enum(word):
     """The :class:`hvlib.State` a state word of the spec files names (``shut-off``)."""
     return hvlib.State(word)
+
+
+class Report:
+    """A change report made by a module from hvlib's own plan (a pool's ``plan_dir``) or
+    from a removal it makes through hvlib: the fields :func:`report` reads."""
+
+    def __init__(self, changes=None, pending=None):
+        self.changes = list(changes or [])
+        self.pending = list(pending or [])
+
+
+def removal(what, before):
+    """The change a removal of ``what`` (a network, a pool, a volume) is: before -> None."""
+    return hvlib.Change(what, before, None, hvlib.ChangeHow.STATE)
+
+
+def describe_volume(fmt, backing, size_mib, data):
+    """What a volume not made yet will be, in hvlib's words (a check of a volume whose pool
+    does not exist yet either)."""
+    from hvlib.model.volplan import describe_volume as describe
+
+    digest = None if data is None else hashlib.sha256(data).hexdigest()
+    return describe(fmt or ("qcow2" if backing else "raw"), backing, size_mib, digest)
+
+
+def seed(user_data, meta_data, network_config):
+    """The bytes of hvlib's NoCloud seed ISO for these inputs (a mapping or text each).
+
+    Raises:
+        SpecError: a value of another type, or too large.
+    """
+    from hvlib.model.cloudinit import seed as build
+
+    return build(user_data, meta_data, network_config)

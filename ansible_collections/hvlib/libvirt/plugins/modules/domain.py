@@ -336,6 +336,8 @@ def spec_of(module, params):
         SpecFileError: the options or the file are not a valid domain.
     """
     path = params.get("spec_file")
+    if not path and params["state"] == "absent":  # a removal needs only the name
+        return common.hvlib.DomainSpec(name=params["name"])
     if not path:
         return common.document("domain", params, SPEC_KEYS).domains[0].spec
     docs = common.specfile.load(path).domains
