@@ -226,6 +226,19 @@ def _host_state(sandbox: SandboxHost) -> dict[str, str]:
         }
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def collection_installed() -> None:
+    """The collection as built and installed from this tree (what make deps does; a no-op
+    when the installed one is up to date), so that the tests never run a stale copy."""
+    script = REPO / "scripts" / "install-collection.sh"
+    env = dict(os.environ, VENV=str(VENV_BIN.parent))
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 @pytest.fixture
 def lab(tmp_path: Path, sandbox: SandboxHost, kit: GuestKit) -> Iterator[Lab]:
     made = Lab(tmp_path, sandbox, kit)

@@ -11,7 +11,7 @@ description:
     live, defers to the next boot, restarts or recreates is hvlib's decision, and the task
     reports exactly hvlib's change report.
   - The domain is given by the keys of one domain of hvlib's spec files (the options below, as
-    in a C(kind: domain) document) or by O(spec_file) and O(name).
+    in a C(kind=domain) document) or by O(spec_file) and O(name).
   - C(changed) is true exactly when hvlib's change report is not empty; with C(--check) hvlib
     plans without writing, and its plan is what a real run applies.
 version_added: 0.1.0
@@ -119,16 +119,16 @@ options:
     type: str
   disks:
     description:
-      - Disks, as in spec files - C({file: PATH}), C({volume: {pool: P, name: N}}) or
-        C({cdrom: PATH}), each with optional C(target), C(format), C(readonly).
+      - "Disks, as in spec files - C({file: PATH}), C({volume: {pool: P, name: N}}) or
+        C({cdrom: PATH}), each with optional C(target), C(format), C(readonly)."
     type: list
     elements: dict
   nics:
-    description: NICs - C({network: NAME}) or C({bridge: NAME}), with optional C(mac), C(model).
+    description: "NICs - C({network: NAME}) or C({bridge: NAME}), with optional C(mac), C(model)."
     type: list
     elements: dict
   filesystems:
-    description: Filesystems - C({source: DIR, target: /, readonly: false}) or C(host_root).
+    description: "Filesystems - C({source: DIR, target: /, readonly: false}) or C(host_root)."
     type: list
     elements: raw
   init:
@@ -169,7 +169,7 @@ options:
     description: UEFI secure boot.
     type: bool
   xml_edits:
-    description: Edits of the rendered XML - C({set: XPATH, value: V}) or C({remove: XPATH}).
+    description: "Edits of the rendered XML - C({set: XPATH, value: V}) or C({remove: XPATH})."
     type: list
     elements: dict
   idmap:

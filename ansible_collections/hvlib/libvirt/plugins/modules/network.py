@@ -8,7 +8,7 @@ module: network
 short_description: Make a libvirt host run one virtual network, as a spec says
 description:
   - Ensures one network through C(hvlib)'s C(host.networks.apply); the options are the keys of
-    a C(kind: network) document of hvlib's spec files.
+    a C(kind=network) document of hvlib's spec files.
   - O(hosts) is the whole list of DHCP reservations - missing ones are added, changed ones
     modified and others removed, live and in the persistent definition, without restarting
     the network.
@@ -38,7 +38,7 @@ options:
     type: list
     elements: str
   hosts:
-    description: DHCP reservations, each C({mac: M, ip: A, name: N}) (C(name) optional).
+    description: "DHCP reservations, each C({mac: M, ip: A, name: N}) (C(name) optional)."
     type: list
     elements: dict
   bridge:
