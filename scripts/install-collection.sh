@@ -12,7 +12,7 @@ OUT=build/collections
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 stamp="$VENV/.hvlib-collection-installed"
 if [ -f "$stamp" ] && [ -d "$site/ansible_collections/hvlib/libvirt" ] \
-  && [ -z "$(find "$SRC" -newer "$stamp" -print -quit)" ]; then
+  && [ -z "$(find "$SRC" -path "$SRC/tests/output" -prune -o -newer "$stamp" -print -quit)" ]; then
   exit 0
 fi
 mkdir -p "$OUT"

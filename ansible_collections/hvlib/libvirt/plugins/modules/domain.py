@@ -15,7 +15,7 @@ description:
   - C(changed) is true exactly when hvlib's change report is not empty; with C(--check) hvlib
     plans without writing, and its plan is what a real run applies.
 version_added: 0.1.0
-author: hvlib contributors
+author: hvlib contributors (!UNKNOWN)
 extends_documentation_fragment:
   - hvlib.libvirt.connection
 options:

@@ -14,7 +14,7 @@ description:
     the network.
   - C(changed) is true exactly when hvlib's change report is not empty.
 version_added: 0.1.0
-author: hvlib contributors
+author: hvlib contributors (!UNKNOWN)
 extends_documentation_fragment:
   - hvlib.libvirt.connection
 options:

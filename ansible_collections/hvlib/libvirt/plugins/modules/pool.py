@@ -12,7 +12,7 @@ description:
     directory and files stay).
   - C(changed) is true exactly when hvlib's plan is not empty.
 version_added: 0.1.0
-author: hvlib contributors
+author: hvlib contributors (!UNKNOWN)
 extends_documentation_fragment:
   - hvlib.libvirt.connection
 options:

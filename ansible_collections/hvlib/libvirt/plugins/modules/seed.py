@@ -12,7 +12,7 @@ description:
     volume's content with it - so the volume is rewritten only when its inputs change.
   - C(changed) is true exactly when hvlib's change report is not empty.
 version_added: 0.1.0
-author: hvlib contributors
+author: hvlib contributors (!UNKNOWN)
 extends_documentation_fragment:
   - hvlib.libvirt.connection
 options:

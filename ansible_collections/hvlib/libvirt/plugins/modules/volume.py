@@ -13,7 +13,7 @@ description:
   - C(changed) is true exactly when hvlib's change report is not empty; check mode is hvlib's
     own plan.
 version_added: 0.1.0
-author: hvlib contributors
+author: hvlib contributors (!UNKNOWN)
 extends_documentation_fragment:
   - hvlib.libvirt.connection
 options:
