@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 VENV_BIN = Path(sys.executable).parent
-MODULES = ("domain", "network", "pool", "volume", "seed")
+MODULES = ("domain", "domains", "network", "pool", "volume", "seed", "snapshot", "migrate")
 PLAYBOOK = """\
 - hosts: localhost
   gather_facts: false
@@ -63,9 +63,35 @@ PLAYBOOK = """\
       hvlib.libvirt.network: {uri: test:///default, name: ans-none, state: absent}
       register: nonet
 
+    - name: three domains in one process, one of them bad
+      hvlib.libvirt.domains:
+        uri: test:///default
+        specs:
+          - {name: ans-many-0, kernel: /k}
+          - {name: ans-many-1, kernel: /k, memory_mib: 1}
+          - {name: ans-many-2, kernel: /k, vcpus: 2}
+      ignore_errors: true
+      register: badmany
+
+    - name: three domains in one process
+      hvlib.libvirt.domains:
+        uri: test:///default
+        specs:
+          - {name: ans-many-0, kernel: /k}
+          - {name: ans-many-1, kernel: /k}
+          - {name: ans-many-2, kernel: /k}
+        state: shut-off
+      register: many
+
+    - name: a snapshot of the test driver's domain, check mode
+      hvlib.libvirt.snapshot: {uri: test:///default, domain: test, name: s1}
+      check_mode: true
+      register: snap
+
     - ansible.builtin.copy:
         content: "{{ {'planned': planned, 'bad': bad, 'badfile': badfile, 'removal': removal,
-                     'pool': pool, 'volume': volume, 'nonet': nonet} | to_json }}"
+                     'pool': pool, 'volume': volume, 'nonet': nonet, 'many': many,
+                     'badmany': badmany, 'snap': snap} | to_json }}"
         dest: "{{ playbook_dir }}/results.json"
         mode: "0600"
       changed_when: false
@@ -139,6 +165,20 @@ def test_hvlib_errors_fail_the_task_with_message_and_field(
     assert badfile["failed"] is True and badfile["field"] == "memroy_mib", badfile
     assert "bad.hvlib.yaml:3" in str(badfile["msg"]), badfile
     assert "Traceback" not in out
+
+
+def test_domains_ensures_many_in_one_task(played: tuple[str, dict[str, dict[str, object]]]) -> None:
+    _out, res = played
+    many = res["many"]
+    assert many["changed"] is True
+    assert [r["name"] for r in many["results"]] == ["ans-many-0", "ans-many-1", "ans-many-2"]  # type: ignore[attr-defined]
+    assert all(r["changes"][0]["field"] == "domain" for r in many["results"])  # type: ignore[attr-defined]
+    badmany = res["badmany"]
+    assert badmany["failed"] is True
+    assert badmany["field"] == "specs[1].memory_mib", badmany
+    assert res["snap"]["changes"] == [  # type: ignore[comparison-overlap]
+        {"field": "snapshot", "before": None, "after": "s1", "how": "state"}
+    ]
 
 
 def test_every_module_documentation_renders(tmp_path: Path) -> None:

@@ -81,16 +81,17 @@ INLINE = "<task options>"
 """The path spec documents built from a task's options are read under."""
 
 
-def document(kind, params, keys):
+def document(kind, params, keys=None):
     """The spec-file document ``kind`` made of the task's ``params`` (those of ``keys`` that
-    are set), read by hvlib's own spec-file reader: every check and every error (naming the
-    field) is the library's. Returns the :class:`hvlib.specfile.SpecFile`.
+    are set; all of them when ``keys`` is None), read by hvlib's own spec-file reader: every
+    check and every error (naming the field, or an unknown key) is the library's. Returns
+    the :class:`hvlib.specfile.SpecFile`.
 
     Raises:
         SpecFileError: the options are not a valid document.
     """
     doc = {"kind": kind}
-    for key in keys:
+    for key in params if keys is None else keys:
         if key != "kind" and params.get(key) is not None:
             doc[key] = plain(params[key])
     return specfile.loads(json.dumps(doc), path=INLINE)
