@@ -152,6 +152,39 @@ TEARDOWN = """\
 """
 
 
+INVENTORY = """\
+plugin: hvlib.libvirt.guests
+uris: ["{qemu_uri}", "{lxc_uri}"]
+netns: {netns}
+keyed_groups:
+  - key: hvlib_virt
+    prefix: type
+"""
+
+GUESTS_PLAY = """\
+- name: Inside the guests, through the hvlib.libvirt.guest connection
+  hosts: ans-vm,ans-ct
+  gather_facts: false
+  tasks:
+    - name: raw (the kit guests have no Python)
+      ansible.builtin.raw: echo "hello from $(hostname) as $(id -u)"
+      register: said
+      changed_when: false
+
+    - name: a script, copied in by the connection plugin and run there
+      ansible.builtin.script: hello.sh
+      register: ran
+      changed_when: false
+
+    - name: Record
+      ansible.builtin.copy:
+        content: "{{ {'said': said.stdout, 'ran': ran.stdout} | to_json }}"
+        dest: "{{ results_dir }}/{{ inventory_hostname }}.json"
+        mode: "0600"
+      delegate_to: localhost
+"""
+
+
 class Lab:
     """The playbook's directory: inventory, vars.yml, the playbooks, the recorded results."""
 
@@ -178,16 +211,23 @@ class Lab:
             "results_file": str(root / "results.json"),
         }
         self.write_vars()
+        self.kit = kit
 
     def write_vars(self) -> None:
         (self.root / "vars.yml").write_text(yaml.safe_dump(self.vars))
 
-    def play(self, *args: str, playbook: str = "site.yml") -> tuple[str, dict[str, int]]:
-        """Run ansible-playbook; return its output and the recap's counters for localhost."""
+    def env(self) -> dict[str, str]:
         env = dict(os.environ, ANSIBLE_NOCOLOR="1", PYTHONWARNINGS="ignore")
         env["ANSIBLE_LOCAL_TEMP"] = str(self.root / ".ansible-tmp")
         env["ANSIBLE_HOME"] = str(self.root / ".ansible")
-        argv = [str(VENV_BIN / "ansible-playbook"), "-i", "inventory", playbook, *args]
+        return env
+
+    def play(
+        self, *args: str, playbook: str = "site.yml", inventory: str = "inventory"
+    ) -> tuple[str, dict[str, int]]:
+        """Run ansible-playbook; return its output and the recap's counters for localhost."""
+        env = self.env()
+        argv = [str(VENV_BIN / "ansible-playbook"), "-i", inventory, playbook, *args]
         started = time.monotonic()
         proc = subprocess.run(
             argv, cwd=self.root, env=env, capture_output=True, text=True, timeout=PLAY_TIMEOUT
@@ -196,7 +236,7 @@ class Lab:
         out = proc.stdout + proc.stderr
         said = f"ansible-playbook {' '.join(args)}: exit {proc.returncode} ({took:.1f} s)"
         assert proc.returncode == 0, f"{said}:\n{out}"
-        recap = re.search(r"^localhost\s+:\s+(.*)$", proc.stdout, re.MULTILINE)
+        recap = re.search(r"^(?:localhost|ans-vm)\s+:\s+(.*)$", proc.stdout, re.MULTILINE)
         assert recap, f"no PLAY RECAP for localhost in:\n{out}"
         counts = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", recap.group(1))}
         print(f"ansible-playbook {' '.join(args)}: {took:.1f} s, {counts}")
@@ -304,3 +344,54 @@ def test_playbook_converges_then_checks_and_applies_exactly_the_edits(lab: Lab) 
 
     out, counts = lab.play("--check")
     assert counts["changed"] == 0, f"--check after the apply still sees changes:\n{out}"
+
+    _guests_through_plugins(lab)
+
+
+def _safe(obj: dict[str, object]) -> object:
+    """ansible-inventory's JSON marks strings as unsafe (``{"__ansible_unsafe": S}``): S."""
+    return obj["__ansible_unsafe"] if set(obj) == {"__ansible_unsafe"} else obj
+
+
+def _guests_through_plugins(lab: Lab) -> None:
+    """The inventory plugin lists both guests; raw and script run inside each through the
+    connection plugin (the container through its namespaces, the VM over SSH in the netns)."""
+    (lab.root / "lab.hvlib.yml").write_text(
+        INVENTORY.format(
+            qemu_uri=lab.sandbox.qemu_uri, lxc_uri=lab.sandbox.lxc_uri, netns=lab.sandbox.netns
+        )
+    )
+    known = lab.root / "known_hosts"
+    known.write_text(lab.kit.known_hosts_line(VM_IP) + "\n")
+    (lab.root / "group_vars").mkdir()
+    (lab.root / "group_vars" / "virt_qemu.yml").write_text(
+        yaml.safe_dump({"hvlib_key_file": str(lab.kit.client_key), "hvlib_known_hosts": str(known)})
+    )
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible-inventory"), "-i", "lab.hvlib.yml", "--list"],
+        cwd=lab.root,
+        env=lab.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    listed = json.loads(proc.stdout, object_hook=_safe)
+    hostvars = listed["_meta"]["hostvars"]
+    vm, ct = hostvars[VM], hostvars[CT]
+    assert vm["ansible_host"] == VM_IP and vm["hvlib_virt"] == "qemu", vm
+    assert vm["hvlib_netns"] == lab.sandbox.netns and vm["hvlib_uri"] == lab.sandbox.qemu_uri
+    assert ct["hvlib_virt"] == "lxc" and ct["ansible_connection"] == "hvlib.libvirt.guest", ct
+    assert VM in listed["virt_qemu"]["hosts"] and CT in listed["type_lxc"]["hosts"], listed
+    assert {VM, CT} <= set(listed["state_running"]["hosts"]), listed
+
+    (lab.root / "guests.yml").write_text(GUESTS_PLAY)
+    (lab.root / "hello.sh").write_text('#!/bin/sh\necho "script ran in $(hostname)"\n')
+    out, counts = lab.play(
+        "-e", f"results_dir={lab.root}", playbook="guests.yml", inventory="lab.hvlib.yml"
+    )
+    assert counts["failed"] == 0 and counts["unreachable"] == 0, out
+    for name in (VM, CT):
+        got = json.loads((lab.root / f"{name}.json").read_text())
+        assert got["said"].startswith("hello from ") and got["said"].strip().endswith("as 0"), got
+        assert got["ran"].startswith("script ran in"), got
