@@ -34,6 +34,15 @@ PLAYBOOK = """\
       check_mode: true
       register: planned
 
+    - name: a domain on a network that is not there yet, check mode
+      hvlib.libvirt.domain:
+        uri: test:///default
+        name: ans-later
+        kernel: /k
+        nics: [{network: made-later}]
+      check_mode: true
+      register: later
+
     - name: a bad memory size
       hvlib.libvirt.domain: {uri: test:///default, name: ans-bad, kernel: /k, memory_mib: 1}
       ignore_errors: true
@@ -91,7 +100,7 @@ PLAYBOOK = """\
     - ansible.builtin.copy:
         content: "{{ {'planned': planned, 'bad': bad, 'badfile': badfile, 'removal': removal,
                      'pool': pool, 'volume': volume, 'nonet': nonet, 'many': many,
-                     'badmany': badmany, 'snap': snap} | to_json }}"
+                     'badmany': badmany, 'snap': snap, 'later': later} | to_json }}"
         dest: "{{ playbook_dir }}/results.json"
         mode: "0600"
       changed_when: false
@@ -152,6 +161,9 @@ def test_check_mode_reports_hvlibs_plan(played: tuple[str, dict[str, dict[str, o
     assert [c["field"] for c in res["pool"]["changes"]] == ["pool", "state", "autostart"]  # type: ignore[attr-defined]
     assert [c["field"] for c in res["volume"]["changes"]] == ["volume"]  # type: ignore[attr-defined]
     assert res["nonet"]["changed"] is False and res["nonet"]["changes"] == []
+    later = res["later"]
+    assert later["changed"] is True and later["changes"][0]["field"] == "nics[0].network"  # type: ignore[index]
+    assert "not checked" in str(later["warnings"]), later
 
 
 def test_hvlib_errors_fail_the_task_with_message_and_field(

@@ -118,15 +118,20 @@ def spec_of(module, params):
 def ensure(module, host, spec, params):
     """``host.domains.ensure`` of ``spec`` as the task's options say; the task's result."""
     state = common.state_enum(params["state"])
-    result = host.domains.ensure(
-        spec,
-        state,
-        check=module.check_mode,
-        allow_restart=params["allow_restart"],
-        allow_recreate=params["allow_recreate"],
-        shutdown_timeout=params["shutdown_timeout"],
-        force_shutdown=params["force"],
-    )
+    try:
+        result = host.domains.ensure(
+            spec,
+            state,
+            check=module.check_mode,
+            allow_restart=params["allow_restart"],
+            allow_recreate=params["allow_recreate"],
+            shutdown_timeout=params["shutdown_timeout"],
+            force_shutdown=params["force"],
+        )
+    except common.hvlib.SpecError as err:
+        if not (module.check_mode and HOST_REF.match(err.field or "")):
+            raise
+        return not_checked(module, spec, state, err)
     dom = result.domain
     wait = params.get("wait_for")
     if wait and dom is not None and not module.check_mode and state is common.hvlib.State.RUNNING:
@@ -143,6 +148,23 @@ def ensure(module, host, spec, params):
         fields = ", ".join(c["field"] for c in out["pending"])
         out.update(failed=True, msg=f"{spec.name}: changes pending (need a restart): {fields}")
     return out
+
+
+HOST_REF = re.compile(r"^(nics\[\d+\]\.network|disks\[\d+\]\.(pool|volume))$")
+"""The fields hvlib's host check names when what a spec uses is not on the host (the spec
+itself was checked before: any error on them from ``ensure`` is that one)."""
+
+
+def not_checked(module, spec, state, err):
+    """A check-mode result for a domain whose network, pool or volume is not on the host yet
+    (an earlier task of the play would create it): it cannot be planned, so it is reported as
+    changing, with a warning naming what is missing. A real run fails there instead."""
+    module.warn(f"{spec.name}: not checked: {common.message(err)} (an earlier task may create it)")
+    missing = common.hvlib.Change(err.field, None, err.value, common.hvlib.ChangeHow.STATE)
+    result = common.Report([missing])
+    return common.report(
+        module, result, f"domain {spec.name}", forced=False, state=state.value, addresses={}
+    )
 
 
 def wait_ready(dom, wait):
