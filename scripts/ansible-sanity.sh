@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `ansible-test sanity` on the collection hvlib.libvirt, offline: compile, import,
-# validate-modules, yamllint, shebang, line-endings and ansible-doc (or the tests given as
-# arguments), on the venv's Python.
+# validate-modules, yamllint, shebang, line-endings, ansible-doc, pep8 and pylint (or the tests
+# given as arguments), on the venv's Python.
 #
 # ansible-test installs each test's pinned requirements (from the package index, as pip is set
 # up here) into venvs of its own, which it starts with pip's get-pip.py bootstrap script
@@ -34,7 +34,7 @@ sys.exit(main(["install", "--upgrade", "--force-reinstall", *args]))
 PY
 done
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(compile import validate-modules yamllint shebang line-endings ansible-doc)
+[ ${#tests[@]} -gt 0 ] || tests=(compile import validate-modules yamllint shebang line-endings ansible-doc pep8 pylint)
 args=()
 for t in "${tests[@]}"; do args+=(--test "$t"); done
 cd ansible_collections/hvlib/libvirt

@@ -1,6 +1,6 @@
 """``ansible-test sanity`` on the collection hvlib.libvirt (scripts/ansible-sanity.sh): compile,
-import, validate-modules, yamllint, shebang, line-endings and ansible-doc, with the venv's
-Python and no download from outside the package index. The first run installs each test's
+import, validate-modules, yamllint, shebang, line-endings, ansible-doc, pep8 and pylint, with
+the venv's Python and no download from outside the package index. The first run installs each test's
 pinned requirements into build/ansible-test-home (~1 min); later runs reuse them."""
 
 from __future__ import annotations
@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-TESTS = ("compile", "import", "validate-modules", "yamllint", "shebang", "line-endings")
+TESTS = (
+    "compile",
+    "import",
+    "validate-modules",
+    "yamllint",
+    "shebang",
+    "line-endings",
+    "pep8",
+    "pylint",
+)
 
 
 @pytest.mark.slow

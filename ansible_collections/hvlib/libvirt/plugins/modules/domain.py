@@ -250,6 +250,7 @@ from ansible_collections.hvlib.libvirt.plugins.module_utils.hvlib_domain import 
     spec_of,
 )
 
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(

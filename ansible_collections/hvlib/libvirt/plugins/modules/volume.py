@@ -106,7 +106,7 @@ def source_bytes(module):
         except OSError as e:
             module.fail_json(msg=f"{source}: {e.strerror}", field="source")
     if checksum is not None:
-        algo, _, want = checksum.partition(":")
+        algo, dummy, want = checksum.partition(":")
         if algo != "sha256" or not want:
             module.fail_json(msg="checksum: must be sha256:HEX", field="checksum")
         got = hashlib.sha256(data).hexdigest()
