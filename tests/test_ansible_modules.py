@@ -92,6 +92,20 @@ PLAYBOOK = """\
         state: shut-off
       register: many
 
+    - name: a snapshot of the test driver's domain, taken
+      hvlib.libvirt.snapshot: {uri: test:///default, domain: test, name: s1}
+      register: snapped
+
+    - name: a volume from an image whose checksum is not the one given
+      hvlib.libvirt.volume:
+        uri: test:///default
+        pool: default-pool
+        name: img.raw
+        source: "{{ playbook_dir }}/image.raw"
+        checksum: "sha256:{{ '0' * 64 }}"
+      ignore_errors: true
+      register: badsum
+
     - name: a snapshot of the test driver's domain, check mode
       hvlib.libvirt.snapshot: {uri: test:///default, domain: test, name: s1}
       check_mode: true
@@ -100,7 +114,8 @@ PLAYBOOK = """\
     - ansible.builtin.copy:
         content: "{{ {'planned': planned, 'bad': bad, 'badfile': badfile, 'removal': removal,
                      'pool': pool, 'volume': volume, 'nonet': nonet, 'many': many,
-                     'badmany': badmany, 'snap': snap, 'later': later} | to_json }}"
+                     'badmany': badmany, 'snap': snap, 'later': later,
+                     'snapped': snapped, 'badsum': badsum} | to_json }}"
         dest: "{{ playbook_dir }}/results.json"
         mode: "0600"
       changed_when: false
@@ -134,6 +149,7 @@ def collection_installed() -> None:
 def played(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, dict[str, object]]]:
     root = tmp_path_factory.mktemp("ansible")
     (root / "site.yml").write_text(PLAYBOOK)
+    (root / "image.raw").write_bytes(b"\0" * 4096)
     (root / "bad.hvlib.yaml").write_text("name: ans-file\nkernel: /k\nmemroy_mib: 64\n")
     inventory = f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n"
     (root / "inventory").write_text(inventory)
@@ -188,6 +204,10 @@ def test_domains_ensures_many_in_one_task(played: tuple[str, dict[str, dict[str,
     badmany = res["badmany"]
     assert badmany["failed"] is True
     assert badmany["field"] == "specs[1].memory_mib", badmany
+    assert res["snapped"]["changed"] is True, res["snapped"]
+    badsum = res["badsum"]
+    assert badsum["failed"] is True and badsum["field"] == "checksum", badsum
+    assert "ad7facb2586fc6e966c004d7d1d16b024f5805ff7cb47c7a85dabd8b48892ca7" in str(badsum["msg"])
     assert res["snap"]["changes"] == [  # type: ignore[comparison-overlap]
         {"field": "snapshot", "before": None, "after": "s1", "how": "state"}
     ]
