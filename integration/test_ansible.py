@@ -112,7 +112,10 @@ PLAYBOOK = """\
             readonly: true
         nics:
           - {network: ans-net, mac: "52:54:00:a5:1b:01"}
-        wait_for: {ready: address, timeout: 120}
+        wait_for:
+          ready: ssh
+          timeout: 120
+          ssh: {key_file: "{{ client_key }}", known_hosts: "{{ known_hosts }}"}
       register: vm
 
     - name: LXC container of the test kit
@@ -209,7 +212,10 @@ class Lab:
             "reservations": [{"mac": VM_MAC, "ip": VM_IP, "name": VM}],
             "present": "present",
             "results_file": str(root / "results.json"),
+            "client_key": str(kit.client_key),
+            "known_hosts": str(root / "known_hosts"),
         }
+        (root / "known_hosts").write_text(kit.known_hosts_line(VM_IP) + "\n")
         self.write_vars()
         self.kit = kit
 
@@ -362,7 +368,6 @@ def _guests_through_plugins(lab: Lab) -> None:
         )
     )
     known = lab.root / "known_hosts"
-    known.write_text(lab.kit.known_hosts_line(VM_IP) + "\n")
     (lab.root / "group_vars").mkdir()
     (lab.root / "group_vars" / "virt_qemu.yml").write_text(
         yaml.safe_dump({"hvlib_key_file": str(lab.kit.client_key), "hvlib_known_hosts": str(known)})
