@@ -116,6 +116,9 @@ PLAYBOOK = """\
           ready: ssh
           timeout: 120
           ssh: {key_file: "{{ client_key }}", known_hosts: "{{ known_hosts }}"}
+        state: "{{ vm_state }}"
+        shutdown_timeout: 60
+        force: true
       register: vm
 
     - name: LXC container of the test kit
@@ -209,6 +212,7 @@ class Lab:
             "cmdline": guestkit.kernel_cmdline(),
             "lxc_rootfs": str(kit.lxc_rootfs),
             "vm_memory": 192,
+            "vm_state": "running",
             "reservations": [{"mac": VM_MAC, "ip": VM_IP, "name": VM}],
             "present": "present",
             "results_file": str(root / "results.json"),
@@ -352,6 +356,14 @@ def test_playbook_converges_then_checks_and_applies_exactly_the_edits(lab: Lab) 
     assert counts["changed"] == 0, f"--check after the apply still sees changes:\n{out}"
 
     _guests_through_plugins(lab)
+
+    lab.vars["vm_state"] = "shut-off"  # a graceful shutdown (the kit's acpid), not forced
+    lab.write_vars()
+    out, counts = lab.play()
+    assert counts["changed"] == 1, out
+    stopped = lab.results()["vm"]
+    assert _fields(stopped) == [("state", "state")], stopped
+    assert stopped["state"] == "shut-off" and stopped["forced"] is False, stopped
 
 
 def _safe(obj: dict[str, object]) -> object:
