@@ -43,6 +43,24 @@ PLAYBOOK = """\
       check_mode: true
       register: later
 
+    - name: the domain of a spec file, picked by name, check mode
+      hvlib.libvirt.domain:
+        uri: test:///default
+        spec_file: "{{ playbook_dir }}/two.hvlib.yaml"
+        name: ans-two-b
+      check_mode: true
+      register: fromfile
+
+    - name: a seed, check mode
+      hvlib.libvirt.seed:
+        uri: test:///default
+        pool: default-pool
+        name: seed.iso
+        user_data: {hostname: ans}
+        meta_data: {instance-id: ans}
+      check_mode: true
+      register: seed
+
     - name: a bad memory size
       hvlib.libvirt.domain: {uri: test:///default, name: ans-bad, kernel: /k, memory_mib: 1}
       ignore_errors: true
@@ -115,7 +133,8 @@ PLAYBOOK = """\
         content: "{{ {'planned': planned, 'bad': bad, 'badfile': badfile, 'removal': removal,
                      'pool': pool, 'volume': volume, 'nonet': nonet, 'many': many,
                      'badmany': badmany, 'snap': snap, 'later': later,
-                     'snapped': snapped, 'badsum': badsum} | to_json }}"
+                     'snapped': snapped, 'badsum': badsum, 'fromfile': fromfile,
+                     'seed': seed} | to_json }}"
         dest: "{{ playbook_dir }}/results.json"
         mode: "0600"
       changed_when: false
@@ -150,6 +169,8 @@ def played(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, dic
     root = tmp_path_factory.mktemp("ansible")
     (root / "site.yml").write_text(PLAYBOOK)
     (root / "image.raw").write_bytes(b"\0" * 4096)
+    two = "name: ans-two-a\nkernel: /k\n---\nname: ans-two-b\nkernel: /k\nvcpus: 2\n"
+    (root / "two.hvlib.yaml").write_text(two)
     (root / "bad.hvlib.yaml").write_text("name: ans-file\nkernel: /k\nmemroy_mib: 64\n")
     inventory = f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n"
     (root / "inventory").write_text(inventory)
@@ -177,6 +198,11 @@ def test_check_mode_reports_hvlibs_plan(played: tuple[str, dict[str, dict[str, o
     assert [c["field"] for c in res["pool"]["changes"]] == ["pool", "state", "autostart"]  # type: ignore[attr-defined]
     assert [c["field"] for c in res["volume"]["changes"]] == ["volume"]  # type: ignore[attr-defined]
     assert res["nonet"]["changed"] is False and res["nonet"]["changes"] == []
+    assert res["fromfile"]["changed"] is True, res["fromfile"]
+    assert "ans-two-b" in str(res["fromfile"]["diff"]), res["fromfile"]
+    seed = res["seed"]
+    assert [c["field"] for c in seed["changes"]] == ["volume"], seed  # type: ignore[attr-defined]
+    assert "sha256" in str(seed["changes"][0]["after"]), seed  # type: ignore[index]
     later = res["later"]
     assert later["changed"] is True and later["changes"][0]["field"] == "nics[0].network"  # type: ignore[index]
     assert "not checked" in str(later["warnings"]), later
