@@ -16,6 +16,8 @@ if [ -f "$stamp" ] && [ -d "$site/ansible_collections/hvlib/libvirt" ] \
   exit 0
 fi
 mkdir -p "$OUT"
+# ansible-galaxy's cache and temporary files stay in build/, not in the user's ~/.ansible
+export ANSIBLE_HOME="$PWD/build/ansible-home"
 version=$(sed -n 's/^version: *//p' "$SRC/galaxy.yml")
 artifact="$OUT/hvlib-libvirt-$version.tar.gz"
 rm -f "$artifact"
