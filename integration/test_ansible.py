@@ -229,6 +229,7 @@ class Lab:
     def env(self) -> dict[str, str]:
         env = dict(os.environ, ANSIBLE_NOCOLOR="1", PYTHONWARNINGS="ignore")
         env["ANSIBLE_LOCAL_TEMP"] = str(self.root / ".ansible-tmp")
+        env["ANSIBLE_REMOTE_TMP"] = str(self.root / ".ansible-remote-tmp")
         env["ANSIBLE_HOME"] = str(self.root / ".ansible")
         return env
 

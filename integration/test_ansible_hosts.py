@@ -100,6 +100,7 @@ def _play(root: Path, playbook: str, *args: str) -> tuple[str, dict[str, dict[st
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", PYTHONWARNINGS="ignore")
     env["ANSIBLE_HOME"] = str(root / ".ansible")
     env["ANSIBLE_LOCAL_TEMP"] = str(root / ".ansible-tmp")
+    env["ANSIBLE_REMOTE_TMP"] = str(root / ".ansible-remote-tmp")
     argv = [str(VENV_BIN / "ansible-playbook"), "-i", "inventory.yml", playbook, *args]
     started = time.monotonic()
     proc = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=300)

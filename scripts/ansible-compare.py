@@ -77,6 +77,8 @@ def run(root: Path, playbook: str, *args: str) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds (ansible-playbook and all its children), recap's changed."""
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", PYTHONWARNINGS="ignore")
     env["ANSIBLE_HOME"] = str(root / ".ansible")
+    env["ANSIBLE_LOCAL_TEMP"] = str(root / ".ansible-tmp")
+    env["ANSIBLE_REMOTE_TMP"] = str(root / ".ansible-remote-tmp")
     env["ANSIBLE_COLLECTIONS_PATH"] = os.environ["COMPARE_COLLECTIONS"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()

@@ -148,6 +148,7 @@ def _env(root: Path) -> dict[str, str]:
         PYTHONWARNINGS="ignore",
         ANSIBLE_HOME=str(root / ".ansible"),
         ANSIBLE_LOCAL_TEMP=str(root / ".ansible-tmp"),
+        ANSIBLE_REMOTE_TMP=str(root / ".ansible-remote-tmp"),
     )
 
 
