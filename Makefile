@@ -56,8 +56,8 @@ bench: deps
 collection: deps
 	bash scripts/install-collection.sh
 
-# ansible-test sanity on the collection (compile, import, validate-modules, yamllint, shebang,
-# line-endings, ansible-doc), offline; tests/test_ansible_sanity.py runs it within make test.
+# ansible-test sanity on the collection (all its tests but pslint and shellcheck: no pwsh,
+# no shellcheck here), offline; tests/test_ansible_sanity.py runs it within make test.
 ansible-sanity: deps
 	bash scripts/ansible-sanity.sh
 
