@@ -4,7 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: deps demo test unit integration xen lint type goldens fixtures apidoc bench clean-cache
+.PHONY: deps demo test unit integration xen lint type goldens fixtures apidoc bench clean-cache \
+	collection ansible-sanity
 
 deps:
 	bash scripts/install-deps.sh
@@ -50,6 +51,16 @@ apidoc: deps
 bench: deps
 	$(PY) -m bench
 
+# The Ansible collection hvlib.libvirt: built with ansible-galaxy into build/collections/ and
+# installed into the venv (make deps does this too; again only when its files changed).
+collection: deps
+	bash scripts/install-collection.sh
+
+# ansible-test sanity on the collection (all its tests but pslint and shellcheck: no pwsh,
+# no shellcheck here), offline; tests/test_ansible_sanity.py runs it within make test.
+ansible-sanity: deps
+	bash scripts/ansible-sanity.sh
+
 # Forget everything built by the test kit (a cold run rebuilds it) and the virtualenv.
 clean-cache:
-	rm -rf "$${HVLIB_CACHE:-/var/cache/hvlib-testkit}" $(VENV)
+	rm -rf "$${HVLIB_CACHE:-/var/cache/hvlib-testkit}" $(VENV) build/collections build/ansible-test-home

@@ -259,10 +259,11 @@ class HostPool:
         allow_restart: bool = False,
         allow_recreate: bool = False,
         shutdown_timeout: float = 60.0,
+        force_shutdown: bool = True,
     ) -> list[EnsureResult]:
         """``host.domains.ensure(spec, state, check=..., allow_restart=...,
-        allow_recreate=..., shutdown_timeout=...)`` for every spec, in parallel; the results
-        in the specs' order.
+        allow_recreate=..., shutdown_timeout=..., force_shutdown=...)`` for every spec, in
+        parallel; the results in the specs' order.
 
         Raises:
             SpecError: two specs share a name, bad ``workers``, or ``state`` is not one
@@ -281,6 +282,7 @@ class HostPool:
                 allow_restart=allow_restart,
                 allow_recreate=allow_recreate,
                 shutdown_timeout=shutdown_timeout,
+                force_shutdown=force_shutdown,
             ),
             specs,
             labels=names,
@@ -353,9 +355,11 @@ def ensure_all(
     allow_restart: bool = False,
     allow_recreate: bool = False,
     shutdown_timeout: float = 60.0,
+    force_shutdown: bool = True,
 ) -> list[EnsureResult]:
     """Ensure every spec in ``state`` on ``target`` (``check``, ``allow_restart``,
-    ``allow_recreate`` and ``shutdown_timeout`` as in :meth:`hvlib.virt.domains.Domains.ensure`).
+    ``allow_recreate``, ``shutdown_timeout`` and ``force_shutdown`` as in
+    :meth:`hvlib.virt.domains.Domains.ensure`).
 
     ``target`` is an open HostPool (``connections`` and ``connect_kw`` are ignored; the
     results' ``domain`` handles stay usable while the pool is open) or a URI: then a
@@ -382,6 +386,7 @@ def ensure_all(
             allow_restart=allow_restart,
             allow_recreate=allow_recreate,
             shutdown_timeout=shutdown_timeout,
+            force_shutdown=force_shutdown,
         )
 
     if isinstance(target, HostPool):

@@ -179,6 +179,22 @@ def test_live_migration_with_storage_copy_keeps_the_guest_counting(
                 found.delete()
 
 
+def test_a_domain_looked_up_by_name_migrates_too(
+    linked: SshLink, host_a: Host, host_b: Host, kit: GuestKit
+) -> None:
+    # a Domain from find() reads its virt type lazily from the source's definition, which a
+    # live migration undefines: the type must be read before, or the arrival cannot be typed
+    host_a.domains.define(counter_guest_spec(kit, "mig-found")).start()
+    try:
+        found = host_a.domains.find("mig-found")
+        assert found is not None
+        there = found.migrate(host_b, dest_address=linked.address_b, timeout=120)
+        assert there.host is host_b and there.virt is hvlib.VirtType.QEMU
+        assert there.state is State.RUNNING and host_a.domains.find("mig-found") is None
+    finally:
+        cleanup(host_a, host_b, name="mig-found")
+
+
 # -- failures --------------------------------------------------------------------------------
 
 

@@ -49,6 +49,8 @@ fi
 stamp="$VENV/.hvlib-installed"
 if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-  "$VENV/bin/pip" install -q -e '.[test,dev,cli]'
+  "$VENV/bin/pip" install -q -e '.[test,dev,cli,ansible]'
   touch "$stamp"
 fi
+# The Ansible collection hvlib.libvirt, built into an artifact and installed into the venv.
+bash scripts/install-collection.sh

@@ -221,6 +221,15 @@ def test_absent_twice(counted: tuple[Host, CountingLibvirt], unique: str) -> Non
     assert not second.changed and proxy.calls.writes() == {}
 
 
+def test_absent_needs_only_the_name(counted: tuple[Host, CountingLibvirt], unique: str) -> None:
+    host, _proxy = counted
+    host.domains.ensure(vm(unique))
+    bare = DomainSpec(name=unique)  # a kvm spec that could not boot: never rendered for ABSENT
+    gone = host.domains.ensure(bare, state=State.ABSENT)
+    assert gone.changed and host.domains.find(unique) is None
+    assert not host.domains.ensure(bare, state=State.ABSENT).changed
+
+
 def test_containers_converge_too(counted: tuple[Host, CountingLibvirt], unique: str) -> None:
     host, proxy = counted
     spec = DomainSpec(

@@ -598,7 +598,7 @@ def test_an_unreadable_file_is_an_error_naming_it(tmp_path: Path) -> None:
 def readme_examples() -> list[str]:
     text = README.read_text()
     assert README_SECTION in text, "README has no spec-file section"
-    section = text.split(README_SECTION, 1)[1]
+    section = text.split(README_SECTION, 1)[1].split("\n## ", 1)[0]  # up to the next section
     return re.findall(r"```yaml\n(.*?)```", section, re.S)
 
 

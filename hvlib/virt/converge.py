@@ -89,6 +89,26 @@ class _Wanted:
     """``doc`` is written (set when reported: there are changes and they are allowed)."""
 
 
+def removed(dom: Domain | None, check: bool) -> EnsureResult:
+    """Carries out an ``ensure`` to ABSENT of ``dom`` (None: there is none): destroys it when
+    active (``forced`` then) and undefines it; with ``check``, only reports. A removal needs
+    only the domain's name: nothing is fitted, checked or rendered.
+
+    Raises:
+        LibvirtError, InvalidState: libvirt refused the destroy or the undefine.
+    """
+    if dom is None:
+        return EnsureResult(False)
+    before, state = dom.xml(inactive=True), dom.state
+    change = Change("state", state, State.ABSENT, ChangeHow.STATE)
+    result = EnsureResult(True, [change], before_xml=before)
+    if not check:
+        result.forced = state.is_active  # a removal destroys an active domain
+        dom.destroy()
+        dom.undefine()
+    return result
+
+
 @dataclass
 class Converger:
     """Carries one ``ensure`` out on a host's domain collection, with the spec as
@@ -121,16 +141,7 @@ class Converger:
         return self._existing(dom)
 
     def _absent(self, dom: Domain | None) -> EnsureResult:
-        if dom is None:
-            return EnsureResult(False)
-        before, state = dom.xml(inactive=True), dom.state
-        change = Change("state", state, State.ABSENT, ChangeHow.STATE)
-        result = EnsureResult(True, [change], before_xml=before)
-        if not self.check:
-            result.forced = state.is_active  # a removal destroys an active domain
-            dom.destroy()
-            dom.undefine()
-        return result
+        return removed(dom, self.check)
 
     def _create(self) -> EnsureResult:
         after = self.prepared.xml

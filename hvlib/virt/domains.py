@@ -20,10 +20,10 @@ from hvlib.model.checks import as_enum, check_bool, check_seconds, check_text
 from hvlib.model.plan import ENSURE_STATES
 from hvlib.model.spec import DomainSpec
 from hvlib.virt import _virt
-from hvlib.virt.converge import Converger, EnsureResult
+from hvlib.virt.converge import Converger, EnsureResult, removed
 from hvlib.virt.domain import Domain
 from hvlib.virt.hostrefs import HostRefs, check_host_refs
-from hvlib.virt.prepare import Prepared, prepare, rendered
+from hvlib.virt.prepare import Prepared, prepare
 
 if TYPE_CHECKING:
     from hvlib.virt._parts import HostLike
@@ -130,7 +130,8 @@ class Domains:
         Every stop is a shutdown, forced (destroyed) only past ``shutdown_timeout``;
         ``result.forced`` says whether one had to be. With ``force_shutdown=False`` a guest
         still running at the deadline is left running and WaitTimeout raised. ABSENT
-        destroys an active domain (``forced`` then too) and undefines it.
+        destroys an active domain (``forced`` then too) and undefines it; of its spec only
+        the name counts (``DomainSpec(name=N)`` removes N, whatever its type).
 
         ``check=True`` changes nothing and returns the report its apply would return: the
         same changes, ``how`` and MAC addresses. Only a refusal nothing predicts (a guest
@@ -140,7 +141,7 @@ class Domains:
         (or, in check mode, that would be): empty whenever none is. A second call with the
         same spec reports ``changed=False`` and makes no write call to libvirt. Each call fits,
         checks and renders the spec once and looks each network and pool it names up once
-        (:func:`hvlib.virt.prepare.prepare`; a removal only checks and renders it), and hands
+        (:func:`hvlib.virt.prepare.prepare`; a removal does none of that), and hands
         that to the converger.
 
         Raises:
@@ -161,11 +162,11 @@ class Domains:
         ):
             check_bool(flag, value)
         shutdown_timeout = check_seconds("shutdown_timeout", shutdown_timeout)
-        # a removal needs none of what the spec refers to: it is only checked and rendered
-        prepared = rendered(spec) if state is State.ABSENT else prepare(self.host, spec)
+        if state is State.ABSENT:  # only the name counts: nothing is fitted or rendered
+            return removed(self.find(spec.name), check)
         return Converger(
             self,
-            prepared,
+            prepare(self.host, spec),
             state,
             check,
             allow_restart,

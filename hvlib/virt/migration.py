@@ -138,6 +138,7 @@ class Mobility(DomainParts):
         if state is State.ABSENT:
             return self._already_there(dest)
         plan = self._plan(state, live, copy_storage, bandwidth_mib, dest_address, capture_console)
+        _ = self.virt  # read (and kept) now: the arrival is typed from it, and the source goes
         return self._run(dest, plan, state, timeout, progress, poll_interval)
 
     def _already_there(self, dest: HostLike) -> Self:
