@@ -31,6 +31,7 @@ from hvlib.errors import (
     MigrationTimeout,
     NotFound,
     PlacementError,
+    ReadyError,
     RemoteCommandError,
     SpecError,
     TransferError,
@@ -43,7 +44,7 @@ from hvlib.model.spec import Cpu, Disk, DomainSpec, Filesystem, IdMap, IdRange, 
 if TYPE_CHECKING:
     from hvlib.fleet import Fleet, HostCapacity, Inventory, Placement
     from hvlib.guest.config import CommandResult, PathArg, SshConfig
-    from hvlib.guest.ready import Ready
+    from hvlib.guest.ready import Ready, ReadyResult
     from hvlib.model.addresses import AddressSource
     from hvlib.model.plan import Change, ChangeHow
     from hvlib.virt.accel import Acceleration
@@ -92,6 +93,8 @@ __all__ = [
     "Placement",
     "PlacementError",
     "Ready",
+    "ReadyError",
+    "ReadyResult",
     "RemoteCommandError",
     "ShutdownResult",
     "Snapshot",
@@ -122,6 +125,7 @@ _LAZY = {
     "CommandResult": "hvlib.guest.config",
     "SshConfig": "hvlib.guest.config",
     "Ready": "hvlib.guest.ready",
+    "ReadyResult": "hvlib.guest.ready",
     "Fleet": "hvlib.fleet",
     "HostCapacity": "hvlib.fleet",
     "Inventory": "hvlib.fleet",

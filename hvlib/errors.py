@@ -20,6 +20,7 @@ private to their module (``_NotReady``). This module holds no policy and imports
     ├── AlreadyExists
     ├── InvalidState                     the domain is not in a state that allows the call
     ├── WaitTimeout (also TimeoutError)  a wait ran out of time
+    ├── ReadyError                       the guest says it will not get ready (cloud-init error)
     ├── LibvirtError                     any other libvirt failure (code kept)
     ├── GuestAccessError                 the guest cannot be reached, logged in to, or talked to
     │   ├── HostKeyError                 the guest's SSH host key is unknown or not the one expected
@@ -149,6 +150,32 @@ class WaitTimeout(HvlibError, TimeoutError):
         super().__init__(message, name=name)
         self.waited = waited
         self.last = last
+
+
+class ReadyError(HvlibError):
+    """A readiness wait learned that waiting longer will not help: the guest reported a
+    failure (``cloud-init status`` says ``error``, systemd is in ``maintenance``) or lacks
+    the program the probe asks (no ``cloud-init``, no ``systemctl``).
+
+    Attributes:
+        probe: the probe's name (``"CLOUD_INIT"``, ``"SYSTEMD"``). status: what the guest
+            reported (``"error"``, ``"maintenance"``, ``"not installed"``). detail: the
+            guest's own words (``cloud-init status --long``, the failed units).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str | None = None,
+        probe: str = "",
+        status: str = "",
+        detail: str = "",
+    ) -> None:
+        super().__init__(message, name=name)
+        self.probe = probe
+        self.status = status
+        self.detail = detail
 
 
 class LibvirtError(HvlibError):

@@ -36,7 +36,7 @@ from hvlib.errors import Command, TransferError
 from hvlib.guest.config import CommandResult, PathArg, SshConfig
 from hvlib.guest.container import ContainerTransport
 from hvlib.guest.io import Input, OutputCallback, OutputSink, normalize_command
-from hvlib.guest.ready import Ready, ReadyProbe, require_running, run_probe
+from hvlib.guest.ready import Ready, ReadyProbe, ReadyResult, require_running, run_probe
 from hvlib.guest.sshtransport import SshTransport
 from hvlib.guest.target import GuestTarget
 from hvlib.guest.transport import Transport
@@ -79,13 +79,19 @@ class GuestAccess(_Target):
         *,
         interval: float = 0.1,
         ssh: SshConfig | None = None,
-    ) -> float:
+    ) -> ReadyResult:
         """Block until the guest is ready by ``probe`` (default :data:`Ready.SSH`: a command
-        runs in it); return the seconds waited. Attempts are ``interval`` s apart.
+        runs in it); return a :class:`~hvlib.guest.ready.ReadyResult`: the seconds waited
+        (a float), the furthest stage, and what the probe read (``Ready.SYSTEMD``: the
+        status and the failed units). Attempts are ``interval`` s apart.
 
         Raises:
             WaitTimeout: not ready within ``timeout`` s; the message names the furthest stage
-                reached (address, tcp, banner, login, command) and the last failure.
+                reached (address, tcp, banner, login, command, cloud-init, systemd) and the
+                last failure.
+            ReadyError: the guest says it will not get ready (``cloud-init status``:
+                ``error``, with its ``--long`` text; systemd in ``maintenance``) or lacks the
+                probe's tool. Never retried.
             InvalidState: the domain is not running.
             HostKeyError: the guest's SSH host key was refused (never retried).
             SpecError: ``timeout`` is not a finite number of seconds >= 0, or ``interval``
@@ -97,9 +103,8 @@ class GuestAccess(_Target):
             probe = Ready.CALLABLE(probe)
         via = self._transport()
         if probe is Ready.ADDRESS and via.waits_for_address:
-            return self._wait_address(timeout)
-        waited, _stage = run_probe(self, via, probe, timeout, interval, ssh)
-        return waited
+            return ReadyResult(self._wait_address(timeout), probe.name, "address")
+        return run_probe(self, via, probe, timeout, interval, ssh)
 
     def _wait_address(self, timeout: float) -> float:
         started = time.monotonic()
