@@ -28,6 +28,7 @@ from hvlib.cli._base import (
     hosts,
     netns_option,
     note,
+    ready_option,
     run_with_progress,
     say,
     still_running,
@@ -41,6 +42,7 @@ from hvlib.errors import HvlibError, SpecError, SpecFileError, WaitTimeout
 if TYPE_CHECKING:
     from hvlib.model.plan import ChangeReport
     from hvlib.model.spec import DomainSpec
+    from hvlib.virt.domain import Domain
     from hvlib.virt.host import Host
 
 
@@ -57,6 +59,9 @@ class UpOptions:
     allow_recreate: bool
     timeout: float
     force: bool = False
+    ready: str | None = None
+    """``--ready WORD``: after a domain is running, wait for that probe."""
+    ready_timeout: float = 300.0
 
 
 @dataclass
@@ -79,6 +84,8 @@ class Done:
     error: str | None = None
     diff: str | None = None
     """--check: the XML diff, before -> after."""
+    ready: str | None = None
+    """--ready: what the guest reported once ready (``done``, ``running``, ``degraded``)."""
 
 
 @dataclass
@@ -156,6 +163,17 @@ class Outcome:
     help="Power off a guest still running at the deadline of a shutdown (--state shut-off, "
     "a restart), printed as forced. Without it such a guest is left running (exit 1).",
 )
+@ready_option(
+    "Once a domain is running, wait until it is ready: ssh (a command runs), address, "
+    "cloud-init (cloud-init status says done), systemd (running or degraded)."
+)
+@click.option(
+    "--ready-timeout",
+    type=SECONDS,
+    default=300.0,
+    show_default=True,
+    help="Seconds --ready waits for each domain.",
+)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list on stdout, for machines.")
 @verbose_option
 def up(
@@ -168,6 +186,8 @@ def up(
     allow_recreate: bool,
     timeout: float,
     force: bool,
+    ready: str | None,
+    ready_timeout: float,
     as_json: bool,
 ) -> None:
     """Make the hosts hold what the spec FILES describe: networks, volumes (and their
@@ -188,7 +208,16 @@ def up(
     with hosts(plan.uris, netns) as hs:
         by_uri = {h.uri: h for h in hs}
         _check_host_refs(plan, by_uri)
-        opts = UpOptions(STATES[state], check, allow_restart, allow_recreate, timeout, force)
+        opts = UpOptions(
+            STATES[state],
+            check,
+            allow_restart,
+            allow_recreate,
+            timeout,
+            force,
+            ready,
+            ready_timeout,
+        )
         outcome = Outcome(as_json=as_json)
         missing: dict[str, bool] = {}
         for uri, net in plan.networks:
@@ -445,8 +474,9 @@ def _up_one(
         _not_ensured(host, doc, blocked, missing, outcome)
         return
     verb = "checking" if opts.check else "ensuring"
-    _ensure_and_report(
-        Done("domain", spec.name, host.uri, str(doc.location), "ok"),
+    record = Done("domain", spec.name, host.uri, str(doc.location), "ok")
+    result = _ensure_and_report(
+        record,
         spec.name,
         host,
         doc,
@@ -463,6 +493,31 @@ def _up_one(
         outcome,
         progress=f"{verb} {spec.name} is {opts.state.value} on {host.uri}",
     )
+    waits = opts.ready and not opts.check and opts.state is State.RUNNING
+    if waits and result is not None and result.domain is not None:
+        _wait_ready(result.domain, doc, record, opts, outcome)
+
+
+def _wait_ready(
+    dom: Domain, doc: specfile.DomainDocument, record: Done, opts: UpOptions, outcome: Outcome
+) -> None:
+    """``--ready``: wait for the running domain's probe; a failure is the record's error."""
+    from hvlib.guest.ready import Ready
+
+    word = opts.ready or "ssh"
+    try:
+        found, took = run_with_progress(
+            f"waiting for {dom.name} to be ready ({word})",
+            lambda: dom.wait_ready(timeout=opts.ready_timeout, probe=Ready.by_word(word)),
+        )
+    except HvlibError as e:
+        outcome.records.remove(record)
+        record.outcome = "failed"
+        outcome.error(f"hvlib: error: {dom.name} ({doc.location}): not ready: {e}", record)
+        return
+    units = f" (failed units: {', '.join(found.failed_units)})" if found.failed_units else ""
+    record.ready = found.status or "ready"
+    outcome.say(f"{dom.name}: ready ({word}: {record.ready}) after {took:.1f} s{units}")
 
 
 def _not_ensured(
