@@ -113,12 +113,16 @@ def go_home() -> None:
 
 
 def owner(path: str) -> str:
-    """`` (owner uid U, mode 0700, this process uid V)`` for a message ('' if unreadable)."""
+    """`` (PATH belongs to uid U, mode 0700; ... uid V)`` for a message ('' if unreadable)."""
     try:
         st = os.stat(path)
     except OSError:
         return ""
-    return f" ({path} belongs to uid {st.st_uid}, mode {st.st_mode & 0o7777:04o}; the command would run as uid {os.getuid()})"
+    mode = st.st_mode & 0o7777
+    return (
+        f" ({path} belongs to uid {st.st_uid}, mode {mode:04o}; "
+        f"the command would run as uid {os.getuid()})"
+    )
 
 
 def kill_group(_signum: int = 0, _frame: object = None) -> None:
