@@ -63,6 +63,15 @@ on libvirt 9.0 (NOTES: "The LXC start race"): 4.5-13 % of starts lose the init e
 start independently, so six starts all fail about once in 10**5-10**6 calls."""
 INIT_POLL = 0.01
 """Seconds between checks that libvirt knows a started container's init."""
+INIT_SETTLE = 0.25
+"""Seconds a container start watches its init after libvirt knows it: an init that exits
+within them (systemd refused its cgroup: "Exiting PID 1") fails the start with the console's
+tail. Watched through /proc where the controller is visible (an exit is seen within
+INIT_POLL), else through libvirt's state. Measured (kit container, init exits at once):
+libvirt reported it shut off 0.22-0.29 s after start() returned."""
+INIT_GONE_WAIT = 5.0
+"""Seconds to wait for libvirt to report a container off once its init has exited."""
+CONSOLE_TAIL_LINES = 20
 NOT_READY_RETRY = 0.1
 TEARDOWN_POLL = 0.05
 """Seconds between checks that a domain reported shut off is also torn down (libxl)."""
@@ -188,6 +197,9 @@ class Domain(GuestAccess, Mobility, HostObject):
         Raises:
             DomainNotFound: the domain is gone.
             LibvirtError, InvalidState: libvirt failed to start it (the message says why).
+            InvalidState: a container's init exited during the start (within
+                :data:`INIT_SETTLE` s of libvirt learning it); the message holds the
+                console's last lines.
             SpecError: ``capture_console`` is not a bool.
         """
         check_bool("capture_console", capture_console)
@@ -200,6 +212,7 @@ class Domain(GuestAccess, Mobility, HostObject):
             if not self.virt.is_container or self.host.is_test_driver:
                 return
             if self._init_known(INIT_WAITS[attempt - 1]):
+                self._watch_init(INIT_SETTLE)
                 return
             log.warning(
                 "%s: libvirt never learned the container's init (libvirt 9.0 race, "
@@ -270,6 +283,8 @@ class Domain(GuestAccess, Mobility, HostObject):
                     os.close(fd)
                 return True
             except InvalidState:
+                if not self.state.is_active:
+                    raise self._init_exited() from None
                 if controller is None:
                     controller = int(self._read(lambda h: h.ID()))
                 if lxcmonitor.monitor_lost(controller, self.name):
@@ -280,6 +295,31 @@ class Domain(GuestAccess, Mobility, HostObject):
                 time.sleep(INIT_POLL)
             except (Unsupported, LibvirtError):
                 return True
+
+    def _watch_init(self, settle: float) -> None:
+        """Raise if the started container's init exits within ``settle`` s (INIT_SETTLE)."""
+        deadline = time.monotonic() + settle
+        controller = int(self._read(lambda h: h.ID()))
+        inits = lxcmonitor.init_pids(controller, self.name) if controller > 0 else None
+        while time.monotonic() < deadline:
+            gone = inits is not None and not any(lxcmonitor.alive(p) for p in inits)
+            if gone or not self.state.is_active:
+                self._wait_inactive(INIT_GONE_WAIT)
+                raise self._init_exited()
+            time.sleep(INIT_POLL)
+
+    def _init_exited(self) -> InvalidState:
+        """The error of a start whose container init exited at once, with the console tail."""
+        log_bytes = self.console_log() if self.console is not None else b""
+        lines = log_bytes.decode("utf-8", "replace").replace("\r", "").splitlines()
+        tail = "\n".join(lines[-CONSOLE_TAIL_LINES:]) or "(nothing on its console)"
+        state = self.state
+        return InvalidState(
+            f"{self.name}: its init exited during the start (the container is "
+            f"{state.value}); the console's last lines:\n{tail}",
+            name=self.name,
+            state=state,
+        )
 
     def container_namespaces(self) -> list[int]:
         """File descriptors of the namespaces of this running container's init, opened by

@@ -61,3 +61,26 @@ def monitor_lost(controller_pid: int, name: str) -> bool | None:
     if listening == 0:
         return None
     return connected == 0
+
+
+def init_pids(controller_pid: int, name: str) -> list[int] | None:
+    """The pids of container ``name``'s init: the children of its controller
+    (``/proc/PID/task/*/children``). None if that cannot be read here (another pid
+    namespace, not our controller, no /proc). Raises nothing."""
+    try:
+        if not is_controller(Path(f"/proc/{controller_pid}/cmdline").read_bytes(), name):
+            return None
+        tasks = list(Path(f"/proc/{controller_pid}/task").iterdir())
+        text = " ".join((task / "children").read_text() for task in tasks)
+    except OSError:
+        return None
+    return [int(pid) for pid in text.split()]
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie has). Raises nothing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
