@@ -151,7 +151,7 @@ KEYS: Mapping[str, tuple[str, ...]] = {
 """Every mapping of a document and its keys: a kind, or a path into that kind's document
 (``[]``: each item of the list; ``cpu`` and ``idmap`` are :class:`~hvlib.model.spec.Cpu`'s and
 :class:`~hvlib.model.spec.IdMap`'s own ``from_dict`` keys)."""
-_BOOL_FIELDS = ("autostart", "rng")
+_BOOL_FIELDS = ("autostart", "rng", "guest_agent")
 _STR_FIELDS = (
     "name",
     "virt",
@@ -180,6 +180,7 @@ _UNSUPPORTED_BLAME = (
     ("host_root", "filesystems"),
     ("kernel", "kernel"),
     ("rng is for", "rng"),
+    ("guest_agent is for", "guest_agent"),
 )
 
 _INT_TAG = "tag:yaml.org,2002:int"

@@ -24,6 +24,7 @@ from lxml import etree
 from hvlib.enums import VirtType
 from hvlib.errors import SpecError
 from hvlib.model import profiles
+from hvlib.model.agent import set_agent
 from hvlib.model.cpu import HVLIB_CPU_NS, cpu_node, cpu_request, request_of
 from hvlib.model.domxml import DiskXML, DomainXML, FilesystemXML, IdRanges, InterfaceXML, RngXML
 from hvlib.model.profiles import Profile, machine_family
@@ -77,6 +78,7 @@ def render_tree(spec: DomainSpec) -> DomainXML:
             doc.insert_device(node)
     if profile.platform:
         set_rng(doc, spec, profile)
+        set_agent(doc, spec.guest_agent)
     apply_caller_changes(doc, spec)
     return doc
 

@@ -9,6 +9,7 @@ the container again at once. Reads /proc only; no libvirt call.
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 
@@ -84,3 +85,15 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def init_program(controller_pid: int, name: str) -> str | None:
+    """The program container ``name``'s init runs (``/proc/INIT/exe``, a path inside the
+    container: ``/usr/lib/systemd/systemd``, ``/bin/busybox``). None if it cannot be read
+    here. Raises nothing."""
+    for pid in init_pids(controller_pid, name) or ():
+        try:
+            return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+        except OSError:
+            continue
+    return None
