@@ -306,14 +306,30 @@ class Domain(GuestAccess, Mobility, HostObject):
     def _watch_init(self, settle: float) -> None:
         """Raise if the started container's init exits within ``settle`` s (INIT_SETTLE)."""
         deadline = time.monotonic() + settle
-        controller = int(self._read(lambda h: h.ID()))
-        inits = lxcmonitor.init_pids(controller, self.name) if controller > 0 else None
+        init = self._init_pid()
         while time.monotonic() < deadline:
-            gone = inits is not None and not any(lxcmonitor.alive(p) for p in inits)
+            gone = init is not None and not lxcmonitor.alive(init)
             if gone or not self.state.is_active:
                 self._wait_inactive(INIT_GONE_WAIT)
                 raise self._init_exited()
             time.sleep(INIT_POLL)
+
+    def _init_pid(self) -> int | None:
+        """The host pid of this running container's init, where this process can see it (the
+        same pid namespace as libvirtd); else None."""
+        try:
+            fds = self.container_namespaces()
+        except HvlibError:
+            return None
+        try:
+            links = [os.readlink(f"/proc/self/fd/{fd}") for fd in fds]
+        except OSError:
+            return None
+        finally:
+            for fd in fds:
+                os.close(fd)
+        pid_ns = next((link for link in links if link.startswith("pid:")), None)
+        return None if pid_ns is None else lxcmonitor.find_init(self.name, pid_ns)
 
     def _init_exited(self) -> InvalidState:
         """The error of a start whose container init exited at once, with the console tail."""
@@ -484,11 +500,8 @@ class Domain(GuestAccess, Mobility, HostObject):
     def _init_takes_initctl(self) -> bool:
         """Whether the running container's init is one of :data:`INITCTL_INITS` (False if
         that cannot be read here: a remote host, another pid namespace)."""
-        try:
-            controller = int(self._read(lambda h: h.ID()))
-        except HvlibError:
-            return False
-        program = lxcmonitor.init_program(controller, self.name) if controller > 0 else None
+        init = self._init_pid()
+        program = lxcmonitor.program_of(init) if init is not None else None
         return program is not None and os.path.basename(program) in INITCTL_INITS
 
     def _learn_shutdown(self) -> None:

@@ -8,6 +8,7 @@ the container again at once. Reads /proc only; no libvirt call.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from pathlib import Path
@@ -87,13 +88,36 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
-def init_program(controller_pid: int, name: str) -> str | None:
-    """The program container ``name``'s init runs (``/proc/INIT/exe``, a path inside the
-    container: ``/usr/lib/systemd/systemd``, ``/bin/busybox``). None if it cannot be read
-    here. Raises nothing."""
-    for pid in init_pids(controller_pid, name) or ():
+def find_init(name: str, pid_ns: str) -> int | None:
+    """The host pid of container ``name``'s init: a child of a ``libvirt_lxc --name NAME``
+    controller whose pid namespace is ``pid_ns`` (``"pid:[INODE]"``, the link of the
+    container's pid-namespace descriptor: several sandboxed daemons may each run a container
+    of that name). None if no such process is visible here. Raises nothing.
+
+    (libvirt 9.0's LXC driver reports the domain id as -1 for a running container, so the
+    controller is found by its command line, not by ``virDomainGetID``.)
+    """
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
         try:
-            return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+            if not is_controller(Path(f"/proc/{pid}/cmdline").read_bytes(), name):
+                continue
         except OSError:
             continue
+        for child in init_pids(pid, name) or ():
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{child}/ns/pid") == pid_ns:
+                    return child
     return None
+
+
+def program_of(pid: int) -> str | None:
+    """The program process ``pid`` runs (``/proc/PID/exe``, a path inside its mount
+    namespace: ``/usr/lib/systemd/systemd``, ``/bin/busybox``); None if unreadable."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+    except OSError:
+        return None
