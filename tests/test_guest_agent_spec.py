@@ -104,3 +104,28 @@ def test_ensure_owns_it(counted: tuple[Host, CountingLibvirt], unique: str) -> N
     off = host.domains.ensure(plain)
     assert [(c.field, c.how) for c in off.pending] == [("guest_agent", ChangeHow.RESTART)]
     host.domains.ensure(plain, state=State.ABSENT)
+
+
+def test_agent_loopback_is_no_address() -> None:
+    from hvlib.model.addresses import read
+
+    raw = {  # what libvirt returns from the guest agent of the Debian test VM
+        "lo": {
+            "hwaddr": "00:00:00:00:00:00",
+            "addrs": [
+                {"type": 0, "addr": "127.0.0.1", "prefix": 8},
+                {"type": 1, "addr": "::1", "prefix": 128},
+            ],
+        },
+        "eth0": {
+            "hwaddr": "52:54:00:de:b1:01",
+            "addrs": [{"type": 0, "addr": "192.168.122.50", "prefix": 24}],
+        },
+    }
+    found = read(raw)
+    assert list(found) == ["52:54:00:de:b1:01"]
+    assert [str(a) for a in found["52:54:00:de:b1:01"]] == ["192.168.122.50/24"]
+    assert read({"lo": raw["lo"]}) == {}
+    assert read({"eth0": {"hwaddr": "52:54:00:00:00:02", "addrs": None}}) == {
+        "52:54:00:00:00:02": []
+    }

@@ -165,6 +165,14 @@ def _table(rows: Sequence[Row]) -> None:
     f"degraded). Given alone it waits up to {READY_WAIT:g} s."
 )
 @click.option(
+    "--transport",
+    type=click.Choice(["ssh", "agent", "container"]),
+    default=None,
+    help="How the command reaches the guest: VMs ssh (the default) or agent (the QEMU guest "
+    "agent: DomainSpec guest_agent, no SSH credentials needed; never a fallback), "
+    "containers container.",
+)
+@click.option(
     "--stdin",
     "feed_stdin",
     is_flag=True,
@@ -203,6 +211,7 @@ def exec_(
     timeout: float | None,
     wait: float,
     ready: str | None,
+    transport: str | None,
     feed_stdin: bool,
     **ssh: Any,
 ) -> None:
@@ -222,13 +231,16 @@ def exec_(
         config = _ssh_config(**ssh)
         with hosts(uri_list(uris), netns) as hs:
             dom = find_one(hs, name)
-            _require_credentials(dom, config)
+            if transport != "agent":
+                _require_credentials(dom, config)
             wait = READY_WAIT if ready and not wait else wait
             if wait > 0:
                 probe = Ready.by_word(ready or "ssh")
                 run_with_progress(
                     f"waiting for {name} to be ready ({ready or 'ssh'})",
-                    lambda: dom.wait_ready(timeout=wait, probe=probe, ssh=config),
+                    lambda: dom.wait_ready(
+                        timeout=wait, probe=probe, ssh=config, transport=transport
+                    ),
                 )
             result = dom.exec(
                 list(command),
@@ -237,6 +249,7 @@ def exec_(
                 on_stdout=_writer(sys.stdout),
                 on_stderr=_writer(sys.stderr),
                 ssh=config,
+                transport=transport,
             )
     except CommandTimeout as e:
         raise Exit(EXIT_EXEC_TIMEOUT, f"hvlib: {e}") from None

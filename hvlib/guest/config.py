@@ -87,7 +87,8 @@ class CommandResult:
     """What a command did: exit status, output (bytes, exactly as produced) and duration.
 
     A stream that was handed to an ``on_stdout``/``on_stderr`` callback is not kept here
-    (its field is ``b""``).
+    (its field is ``b""``). ``transport`` says which way the command ran: ``"ssh"``,
+    ``"container"`` or ``"agent"``.
     """
 
     exit_status: int
@@ -95,6 +96,7 @@ class CommandResult:
     stderr: bytes
     elapsed: float
     command: Command = ""
+    transport: str = ""
 
     @property
     def text(self) -> str:

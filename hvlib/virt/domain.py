@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import json
 import logging
 import os
 import re
@@ -354,6 +355,23 @@ class Domain(GuestAccess, Mobility, HostObject):
             Unsupported: not an LXC domain, or the connection cannot pass descriptors.
         """
         return _virt.lxc_open_namespace(self.handle, self.name)
+
+    def agent_command(self, command: dict[str, Any], timeout: float) -> Any:
+        """Send ``command`` (``{"execute": ..., "arguments": ...}``) to the QEMU guest agent
+        in the guest (``DomainSpec(guest_agent=True)``); return the answer's ``return``
+        member. Made once, never retried (``guest-exec`` starts a process).
+
+        Raises:
+            GuestAccessError: the agent did not answer within ``timeout`` s, is not
+                connected, or refused the command.
+            InvalidState: the domain is not running. Unsupported: the driver has none.
+        """
+        wait = max(1, int(timeout + 0.999))
+        text = json.dumps(command)
+        answer = self._write(
+            lambda h: _virt.agent_command(h, text, wait, self.name), timeout=wait + 10.0
+        )
+        return json.loads(answer).get("return")
 
     def _capture_console(self) -> None:
         capture = ConsoleCapture(self.name)
