@@ -17,6 +17,7 @@ from hvlib.enums import State, VirtType
 from hvlib.errors import (
     AlreadyExists,
     CallTimeout,
+    ChecksumMismatch,
     CommandTimeout,
     ConnectionLost,
     DomainNotFound,
@@ -25,6 +26,8 @@ from hvlib.errors import (
     HostError,
     HostKeyError,
     HvlibError,
+    ImageError,
+    ImageTimeout,
     InvalidState,
     LibvirtError,
     MigrationError,
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
     from hvlib.virt.domain import Domain, ShutdownResult
     from hvlib.virt.events import DomainEvent, EventKind
     from hvlib.virt.host import Host
+    from hvlib.virt.images import ImageResult
     from hvlib.virt.snapshot import Snapshot, SnapshotKind
 
 __all__ = [
@@ -61,6 +65,7 @@ __all__ = [
     "CallTimeout",
     "Change",
     "ChangeHow",
+    "ChecksumMismatch",
     "CommandResult",
     "CommandTimeout",
     "ConnectionLost",
@@ -83,6 +88,9 @@ __all__ = [
     "HvlibError",
     "IdMap",
     "IdRange",
+    "ImageError",
+    "ImageResult",
+    "ImageTimeout",
     "InvalidState",
     "Inventory",
     "LibvirtError",
@@ -116,6 +124,7 @@ _LAZY = {
     "Domain": "hvlib.virt.domain",
     "ShutdownResult": "hvlib.virt.domain",
     "Host": "hvlib.virt.host",
+    "ImageResult": "hvlib.virt.images",
     "DomainEvent": "hvlib.virt.events",
     "EventKind": "hvlib.virt.events",
     "AddressSource": "hvlib.model.addresses",

@@ -32,6 +32,9 @@ private to their module (``_NotReady``). This module holds no policy and imports
     ├── MigrationError                   a migration did not complete (running_on says where it is)
     │   └── MigrationTimeout (also TimeoutError)  it outlived its timeout and was aborted
     ├── PlacementError                   no host of a fleet can run the spec (reasons per host)
+    ├── ImageError                       an image could not be fetched, or is not what it should be
+    │   ├── ChecksumMismatch             its bytes do not have the checksum given
+    │   └── ImageTimeout (also TimeoutError)  its source stalled for longer than the timeout
     └── ParallelError                    some items of a parallel run failed (errors per item)
 
 Every class takes the object it is about as ``name``; the ones about an input name the
@@ -289,6 +292,29 @@ class ConnectionLost(GuestAccessError):
 
 class TransferError(GuestAccessError):
     """:meth:`GuestAccess.put` or :meth:`GuestAccess.get` did not move the whole file."""
+
+
+class ImageError(HvlibError):
+    """``host.images.ensure`` could not import an image: its source cannot be read (missing
+    file, HTTP error, a body shorter than announced), or it is not usable as it is. No
+    volume is left behind."""
+
+
+class ChecksumMismatch(ImageError):
+    """An image's bytes do not have the checksum given.
+
+    Attributes:
+        expected, actual: ``ALGO:HEX`` of the checksum given and of the bytes received.
+    """
+
+    def __init__(self, message: str, *, expected: str, actual: str, name: str | None = None):
+        super().__init__(message, name=name)
+        self.expected = expected
+        self.actual = actual
+
+
+class ImageTimeout(ImageError, TimeoutError):
+    """An image's source sent nothing for longer than the ``timeout`` given (stalled)."""
 
 
 class RemoteCommandError(HvlibError):

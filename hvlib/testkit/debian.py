@@ -180,12 +180,19 @@ def copy_rootfs(rootfs: DebianRootfs, dest: Path, *, shift: int = 0) -> Path:
 
 
 def _shift_owners(root: Path, by: int) -> None:
+    """Move the owner and group of ``root`` and of everything below it up by ``by`` (each
+    path once: a directory is shifted as its parent's entry, not again as a walk's top)."""
+    _shift_one(str(root), by)
     for dirpath, dirs, files in os.walk(root):
-        for name in (dirpath, *(os.path.join(dirpath, n) for n in (*dirs, *files))):
-            st = os.lstat(name)
-            os.chown(name, st.st_uid + by, st.st_gid + by, follow_symlinks=False)
-            if not os.path.islink(name) and st.st_mode & 0o6000:
-                os.chmod(name, st.st_mode & 0o7777)  # chown clears setuid/setgid
+        for name in (*dirs, *files):
+            _shift_one(os.path.join(dirpath, name), by)
+
+
+def _shift_one(path: str, by: int) -> None:
+    st = os.lstat(path)
+    os.chown(path, st.st_uid + by, st.st_gid + by, follow_symlinks=False)
+    if not os.path.islink(path) and st.st_mode & 0o6000:
+        os.chmod(path, st.st_mode & 0o7777)  # chown clears setuid and setgid
 
 
 def _debs() -> Path:
