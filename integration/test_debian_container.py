@@ -9,7 +9,6 @@ initctl request. The waits below are several times those.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -18,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from hvlib import DomainSpec, Filesystem, IdMap, Nic, State, VirtType
+from hvlib import DomainSpec, IdMap, State
 from hvlib.guest.ready import Ready
-from hvlib.testkit import debian
+from hvlib.testkit import debian, debianboot
 from hvlib.virt import domain as domain_mod
 from hvlib.virt.host import Host
 from integration.conftest import MakeDomain
@@ -44,32 +43,6 @@ def private_root() -> Iterator[Path]:
         yield base
     finally:
         shutil.rmtree(base, ignore_errors=True)
-
-
-def shifted_copy(rootfs: debian.DebianRootfs, dest: Path, by: int) -> Path:
-    """A copy of the root with every owner moved up by ``by``, each path once, set-id bits
-    kept. (``debian.copy_rootfs(shift=...)`` on branch deb-img as merged shifts every
-    directory twice, once as an entry of its parent and once as its own walk step: /root
-    came out as uid 200000, outside the map, and showed as 65534 in the container.)"""
-    debian.copy_rootfs(rootfs, dest)
-    for path in [dest, *dest.rglob("*")]:
-        st = path.lstat()
-        os.chown(path, st.st_uid + by, st.st_gid + by, follow_symlinks=False)
-        if not path.is_symlink() and st.st_mode & 0o6000:
-            os.chmod(path, st.st_mode & 0o7777)
-    return dest
-
-
-def ct_spec(name: str, root: Path, idmap: IdMap | None = None) -> DomainSpec:
-    return DomainSpec(
-        name=name,
-        virt=VirtType.LXC,
-        memory_mib=256,
-        init=[debian.CT_INIT],
-        filesystems=[Filesystem.mount(str(root), "/")],
-        nics=[Nic.network("default")],
-        idmap=idmap,
-    )
 
 
 def boot_and_stop(lxc_host: Host, make_domain: MakeDomain, spec: DomainSpec) -> dict[str, float]:
@@ -107,14 +80,14 @@ def test_systemd_container(
     lxc_host: Host, make_domain: MakeDomain, rootfs: debian.DebianRootfs, private_root: Path
 ) -> None:
     root = debian.copy_rootfs(rootfs, private_root / "rootfs")
-    boot_and_stop(lxc_host, make_domain, ct_spec("it-debct", root))
+    boot_and_stop(lxc_host, make_domain, debianboot.ct_spec("it-debct", root))
 
 
 def test_systemd_container_under_an_id_map(
     lxc_host: Host, make_domain: MakeDomain, rootfs: debian.DebianRootfs, private_root: Path
 ) -> None:
-    root = shifted_copy(rootfs, private_root / "rootfs", SHIFT)
-    spec = ct_spec("it-debct-idmap", root, IdMap.shifted(SHIFT))
+    root = debian.copy_rootfs(rootfs, private_root / "rootfs", shift=SHIFT)
+    spec = debianboot.ct_spec("it-debct-idmap", root, IdMap.shifted(SHIFT))
     boot_and_stop(lxc_host, make_domain, spec)
 
 
@@ -124,7 +97,7 @@ def test_the_first_shutdown_asks_systemd_by_initctl(
     """Before the fix the first request was a SIGTERM, which systemd ignores: every graceful
     shutdown took one whole resend_interval (5 s) and two requests."""
     root = debian.copy_rootfs(rootfs, private_root / "rootfs")
-    dom = make_domain(lxc_host, ct_spec("it-debct-first", root))
+    dom = make_domain(lxc_host, debianboot.ct_spec("it-debct-first", root))
     dom.start()
     dom.wait_ready(timeout=READY_WITHIN, probe=Ready.SYSTEMD)
     assert dom._init_takes_initctl()

@@ -10,7 +10,6 @@ is given and the pool it is told to upload the seed to.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,20 +145,3 @@ def ct_spec(name: str, root: Path, idmap: IdMap | None = None) -> DomainSpec:
         nics=[Nic.network("default")],
         idmap=idmap,
     )
-
-
-def shifted_copy(rootfs: debian.DebianRootfs, dest: Path, by: int) -> Path:
-    """A private copy of the container root with every owner moved up by ``by`` (for
-    ``IdMap.shifted(by)``), each path once, set-id bits kept.
-
-    (``debian.copy_rootfs(shift=...)`` as merged from branch deb-img shifts every directory
-    twice, once as an entry of its parent and once as its own walk step: /root came out as
-    uid 200000, outside the map, and showed as 65534 in the container.)
-    """
-    debian.copy_rootfs(rootfs, dest)
-    for path in [dest, *dest.rglob("*")]:
-        st = path.lstat()
-        os.chown(path, st.st_uid + by, st.st_gid + by, follow_symlinks=False)
-        if not path.is_symlink() and st.st_mode & 0o6000:
-            os.chmod(path, st.st_mode & 0o7777)
-    return dest
