@@ -18,6 +18,7 @@ from hvlib import AddressSource, SshConfig, State
 from hvlib.errors import HostKeyError
 from hvlib.guest.ready import Ready
 from hvlib.testkit import debianboot
+from hvlib.testkit.pytest_plugin import STARTED_TO_READY
 from hvlib.virt.domain import Domain
 
 pytestmark = [pytest.mark.integration, pytest.mark.qemu, pytest.mark.timeout(900)]
@@ -31,6 +32,7 @@ def report(what: str, seconds: float) -> None:
 
 def test_cloud_init_done_and_the_seed_consumed(hvlib_debian_vm: Domain) -> None:
     dom = hvlib_debian_vm
+    report("start -> cloud-init done (Ready.CLOUD_INIT over SSH)", STARTED_TO_READY[dom.name])
     again = dom.wait_ready(timeout=60, probe=Ready.CLOUD_INIT)
     assert (again.probe, again.stage, again.status) == ("CLOUD_INIT", "cloud-init", "done")
     assert dom.exec(["hostname"], check=True).text.strip() == debianboot.HOSTNAME
@@ -41,7 +43,9 @@ def test_cloud_init_done_and_the_seed_consumed(hvlib_debian_vm: Domain) -> None:
     assert dom.exec(["cat", path], check=True).text == text
     assert dom.exec(["cat", "/sys/class/net/eth0/address"], check=True).text.strip() == MAC
     assert dom.ssh is not None and dom.ssh.host_key is not None
-    pub = dom.exec(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"], check=True).text.split()[:2]
+    pub = dom.exec(["sudo", "cat", "/etc/ssh/ssh_host_ed25519_key.pub"], check=True).text.split()[
+        :2
+    ]
     assert pub == dom.ssh.host_key.split()[:2]  # the pinned key is the guest's
 
 

@@ -51,6 +51,9 @@ CONTAINER_READY_WITHIN = 60.0
 DEBIAN_READY_WITHIN = 300.0
 """Seconds from start to cloud-init done (measured 35-51 s under TCG: FIELD-NOTES)."""
 _counter = iter(range(1, 1 << 30))
+STARTED_TO_READY: dict[str, float] = {}
+"""Per domain name: seconds from ``start()`` to the end of its fixture's ready wait (what a
+test can report as a measured boot time)."""
 
 
 def _require_root() -> None:
@@ -135,8 +138,9 @@ def hvlib_kit_container(hvlib_lxc_host: Host, hvlib_kit: GuestKit) -> Iterator[D
         init=[LXC_INIT],
         filesystems=[Filesystem.mount(str(hvlib_kit.lxc_rootfs), "/")],
     )
-    with _running(hvlib_lxc_host, spec) as dom:
+    with (running := _running(hvlib_lxc_host, spec)) as dom:
         dom.wait_ready(timeout=CONTAINER_READY_WITHIN)
+        running.ready()
         yield dom
 
 
@@ -157,9 +161,10 @@ def hvlib_debian_vm(hvlib_qemu_host: Host) -> Iterator[Domain]:
         hvlib_qemu_host.volumes.ensure("default", seed_name, data=data)
         try:
             spec = debianboot.vm_spec(name, image, disk, "default", seed_name)
-            with _running(hvlib_qemu_host, spec) as dom:
+            with (running := _running(hvlib_qemu_host, spec)) as dom:
                 dom.ssh = keys.ssh_config()
                 dom.wait_ready(timeout=DEBIAN_READY_WITHIN, probe=Ready.CLOUD_INIT, interval=1.0)
+                running.ready()
                 yield dom
         finally:
             volume = hvlib_qemu_host.volumes.find("default", seed_name)
@@ -177,8 +182,10 @@ def hvlib_debian_container(hvlib_lxc_host: Host) -> Iterator[Domain]:
     rootfs = debian.ensure_debian_rootfs()
     with _private_dir("hvlib-pt-debct-") as work:
         root = debian.copy_rootfs(rootfs, work / "rootfs")
-        with _running(hvlib_lxc_host, debianboot.ct_spec(_name("debct"), root)) as dom:
+        spec = debianboot.ct_spec(_name("debct"), root)
+        with (running := _running(hvlib_lxc_host, spec)) as dom:
             dom.wait_ready(timeout=CONTAINER_READY_WITHIN, probe=Ready.SYSTEMD)
+            running.ready()
             yield dom
 
 
@@ -188,11 +195,17 @@ class _running:
     def __init__(self, host: Host, spec: DomainSpec) -> None:
         self.host, self.spec = host, spec
         self.dom: Domain | None = None
+        self.started = 0.0
 
     def __enter__(self) -> Domain:
         self.dom = self.host.domains.define(self.spec)
+        self.started = time.monotonic()
         self.dom.start()
         return self.dom
+
+    def ready(self) -> None:
+        """Note the time from start to now in :data:`STARTED_TO_READY`."""
+        STARTED_TO_READY[self.spec.name] = time.monotonic() - self.started
 
     def __exit__(self, *exc: object) -> None:
         if self.dom is not None:
