@@ -18,11 +18,14 @@ from pathlib import Path
 import pytest
 
 from hvlib import DomainSpec, IdMap, State
+from hvlib.errors import ReadyError, Unsupported
 from hvlib.guest.ready import Ready
 from hvlib.testkit import debian, debianboot
+from hvlib.testkit.sandbox import SandboxHost
 from hvlib.virt import domain as domain_mod
 from hvlib.virt.host import Host
 from integration.conftest import MakeDomain
+from integration.test_cli import hvlib
 
 pytestmark = [pytest.mark.lxc, pytest.mark.timeout(300)]
 SHIFT = 100000
@@ -106,3 +109,39 @@ def test_the_first_shutdown_asks_systemd_by_initctl(
     assert result.graceful and result.requests == 1 and result.elapsed < SHUTDOWN_UNDER
     learned = domain_mod._SHUTDOWN_MODES[lxc_host][dom.uuid]
     assert learned == 0  # libvirt's default: initctl (then SIGTERM)
+
+
+def test_cli_exec_ready_systemd_and_tool_probes_through_exec(
+    lxc_host: Host,
+    make_domain: MakeDomain,
+    rootfs: debian.DebianRootfs,
+    private_root: Path,
+    sandbox: SandboxHost,
+) -> None:
+    """``hvlib exec --ready systemd`` right after start (where a bare exec could get "Failed
+    to connect to bus"), and Ready.CLOUD_INIT through container exec on a guest without
+    cloud-init: a ReadyError at once, not a wait to the timeout."""
+    root = debian.copy_rootfs(rootfs, private_root / "rootfs")
+    dom = make_domain(lxc_host, debianboot.ct_spec("it-debct-cli", root))
+    dom.start()
+    res = hvlib(
+        "exec",
+        "--uri",
+        sandbox.lxc_uri,
+        "--ready",
+        "systemd",
+        "--wait",
+        "60",
+        dom.name,
+        "--",
+        "systemctl",
+        "is-active",
+        "dbus",
+    )
+    assert (res.returncode, res.stdout) == (0, "active\n"), res.stderr
+    started = time.monotonic()
+    with pytest.raises(ReadyError, match="has no 'cloud-init'"):
+        dom.wait_ready(timeout=60, probe=Ready.CLOUD_INIT)
+    assert time.monotonic() - started < 10
+    with pytest.raises(Unsupported, match="not 'agent'"):
+        dom.exec(["true"], transport="agent")

@@ -119,9 +119,10 @@ def hvlib_kit_vm(hvlib_qemu_host: Host, hvlib_kit: GuestKit) -> Iterator[Domain]
         nics=[Nic.network("default")],
         rng=True,
     )
-    with _running(hvlib_qemu_host, spec) as dom:
+    with (running := _running(hvlib_qemu_host, spec)) as dom:
         dom.ssh = SshConfig(user="root", key=hvlib_kit.client_key, host_key=hvlib_kit.host_key_pub)
         dom.wait_ready(timeout=KIT_READY_WITHIN)
+        running.ready()
         yield dom
 
 
