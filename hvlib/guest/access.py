@@ -158,7 +158,8 @@ class GuestAccess(_Target):
                 refused, authentication failed) or the container cannot be entered.
             InvalidState: the domain is not running. SpecError: a malformed command, or an
                 unknown ``transport``. Unsupported: ``transport`` does not apply to this
-                kind of guest (``"agent"`` or ``"ssh"`` for a container).
+                kind of guest (``"agent"`` or ``"ssh"`` for a container), or the VM has
+                no guest agent channel (libvirt: "QEMU guest agent is not configured").
         """
         cmd = normalize_command(command)
         if timeout is not None:
