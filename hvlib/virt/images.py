@@ -46,7 +46,7 @@ from hvlib.model.imagesrc import (
 )
 from hvlib.model.spec import check_name
 from hvlib.model.storxml import volume_doc
-from hvlib.model.volplan import MIB, kind_of
+from hvlib.model.volplan import kind_of
 from hvlib.virt import _virt
 from hvlib.virt.fetch import SourceReader, open_source, read_small
 from hvlib.virt.pools import Pool, Volume, create_volume, find_volume, pool_of, remove_leftover
@@ -193,7 +193,7 @@ class Images:
             if old is not None:
                 old.delete()  # InvalidState if overlays use it: nothing changed then
             _delete_record(pool, name)
-            capacity = max(detected.virtual_size or 0, reader.length or len(head), MIB)
+            capacity = max(detected.virtual_size or 0, reader.length or len(head))
             doc = volume_doc(name, capacity, detected.format)
             vol = create_volume(pool, doc, lambda xml: pool.handle.createXML(xml, 0))
             try:
