@@ -318,3 +318,41 @@ def test_qcow2_data_and_file_data_are_not_uploaded_again(
     again_path = host.volumes.ensure(POOL, "it-path.raw", data=files / "disk.raw")
     assert not again_path.changed, again_path.changes
     assert {k: v for k, v in proxy.calls.items() if k in WRITES} == {}, proxy.calls
+
+
+def _hvlib(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HVLIB_")}
+    res = subprocess.run(
+        [sys.executable, "-m", "hvlib", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    print(f"$ hvlib {' '.join(args)}  -> exit {res.returncode}\n{res.stdout}{res.stderr}")
+    return res
+
+
+def test_cli_image_pull(sandbox: SandboxHost, pool: Pool, files: Path, server: _Server) -> None:
+    src = files / "disk.raw"
+    digest = _sha256(src)
+    args = ("image", "pull", "it-cli.raw", server.url("disk.raw"), "--pool", POOL)
+    first = _hvlib(*args, "--sha256", digest, "--uri", sandbox.qemu_uri)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        f"+ {POOL}/it-cli.raw: raw, {src.stat().st_size} bytes",
+        f"  sha256:{digest} from {server.url('disk.raw')}",
+    ]
+    assert "bytes" in first.stderr  # the progress lines (stderr is no terminal here)
+    again = _hvlib(*args, "--sha256", digest, "--uri", sandbox.qemu_uri)
+    assert again.returncode == 0 and again.stdout.startswith(f"= {POOL}/it-cli.raw: unchanged")
+    bad = _hvlib("image", "pull", "it-cli-bad.raw", str(src), "--pool", POOL, "--sha256", "0" * 64,
+                 "--uri", sandbox.qemu_uri)  # fmt: skip
+    assert bad.returncode == 1 and "checksum mismatch" in bad.stderr
+    assert [ln for ln in bad.stderr.splitlines() if ln.startswith("hvlib:")] == [
+        bad.stderr.strip().splitlines()[-1]
+    ]  # one error line, after the progress lines
+    malformed = _hvlib(*args, "--sha256", "xyz", "--uri", sandbox.qemu_uri)
+    assert malformed.returncode == 2 and "checksum" in malformed.stderr
+    assert "it-cli-bad.raw" not in _names(pool)
