@@ -26,6 +26,7 @@ Pure decisions are in :mod:`hvlib.model.imagesrc`; reads of the source in
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -89,7 +90,7 @@ class Images:
     def ensure(
         self,
         name: str,
-        source: str,
+        source: str | os.PathLike[str],
         *,
         pool: Pool | str,
         checksum: str | None = None,
@@ -146,7 +147,11 @@ class Images:
             raise SpecError("checksum", "must be text ('sha256:HEX' or a listing's place)")
         if is_digest(checksum.strip()):
             return parse_checksum(checksum)
-        listing = parse_source(checksum)  # SpecError names "source": say which field
+        try:
+            listing = parse_source(checksum)
+        except SpecError as e:
+            rule = f"must be ALGO:HEX, hex, or a listing's absolute path or URL ({e.rule})"
+            raise SpecError("checksum", rule, checksum) from e
         try:
             text = read_small(listing, timeout, SUMS_MAX).decode("utf-8", "replace")
         except ImageError as e:
@@ -188,7 +193,10 @@ class Images:
     ) -> ImageResult:
         with open_source(src, timeout) as reader:
             head = _read_head(reader)
-            detected = detect_format(head)
+            try:
+                detected = detect_format(head)
+            except SpecError as e:
+                raise ImageError(f"{src.location}: {e.rule}", name=name) from e
             old = find_volume(pool, name)
             if old is not None:
                 old.delete()  # InvalidState if overlays use it: nothing changed then
