@@ -111,12 +111,16 @@ class BootedVm:
 
 
 def _base_volume(qemu_host: Host, pool: Pool, image: debian.DebianImage) -> str:
-    """The cached image as a volume of ``pool`` (copied into the pool's directory)."""
+    """The cached image as a volume of ``pool``, imported by ``host.images.ensure`` (a second
+    call, as a rerun of the session would make, transfers nothing)."""
     name = f"debian-{image.directory.name}.qcow2"
-    vols = Volumes(qemu_host)
-    if vols.find(pool, name) is None:
-        shutil.copyfile(image.disk, Path(pool.path or "") / name)
-        pool.refresh()
+    started = time.monotonic()
+    got = qemu_host.images.ensure(name, str(image.disk), pool=pool)
+    took = time.monotonic() - started
+    print(f"images.ensure of the Debian image: {got.transferred} bytes in {took:.1f} s")
+    assert got.format == "qcow2" and got.volume.capacity == debian.VM_DISK_BYTES
+    again = qemu_host.images.ensure(name, str(image.disk), pool=pool)
+    assert not again.changed and again.transferred == 0
     return name
 
 

@@ -36,7 +36,7 @@ from hvlib.virt.host import Host
 from hvlib.virt.pools import Pool, Pools
 from tests.counting import WRITE_CALLS, CountingLibvirt
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.qemu]
 
 POOL = "hvlib-it-img"
 WRITES = WRITE_CALLS | {"storagePoolDefineXML", "build", "delete", "upload", "resize"}
@@ -243,13 +243,17 @@ def test_replaced_source_is_imported_again(qemu_host: Host, pool: Pool, files: P
 
 _RSS_SCRIPT = """
 import json, resource, sys, hvlib
-uri, pool, url = sys.argv[1:]
+uri, pool, url, path = sys.argv[1:]
+peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 with hvlib.connect(uri, poll_interval=None) as host:
     host.pools.get(pool).refresh()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak()
     got = host.images.ensure("it-rss.raw", url, pool=pool, timeout=30)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"before_kib": before, "after_kib": after, "bytes": got.transferred}))
+    after = peak()
+    got.volume.delete()
+held = open(path, "rb").read()  # the control: what holding the image in memory costs
+print(json.dumps({"before_kib": before, "after_kib": after, "held_kib": peak(),
+                  "bytes": got.transferred, "held": len(held)}))
 """
 
 
@@ -261,7 +265,15 @@ def test_peak_rss_stays_flat_for_a_400_mib_image(
         f.truncate(RSS_IMAGE_MIB * MIB)  # sparse: zeros cost nothing to serve
     started = time.monotonic()
     out = subprocess.run(
-        [sys.executable, "-c", _RSS_SCRIPT, sandbox.qemu_uri, POOL, server.url("big.raw")],
+        [
+            sys.executable,
+            "-c",
+            _RSS_SCRIPT,
+            sandbox.qemu_uri,
+            POOL,
+            server.url("big.raw"),
+            str(big),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -271,10 +283,15 @@ def test_peak_rss_stays_flat_for_a_400_mib_image(
     assert out.returncode == 0, out.stderr
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     grew_mib = (figures["after_kib"] - figures["before_kib"]) / 1024
+    control_mib = (figures["held_kib"] - figures["after_kib"]) / 1024
     took = time.monotonic() - started
-    print(f"400 MiB over HTTP: peak RSS grew {grew_mib:.1f} MiB, {took:.1f} s")
-    assert figures["bytes"] == RSS_IMAGE_MIB * MIB
+    print(
+        f"400 MiB over HTTP: peak RSS grew {grew_mib:.1f} MiB (from {figures['before_kib']} KiB),"
+        f" {took:.1f} s; reading the file into memory afterwards grew it {control_mib:.0f} MiB"
+    )
+    assert figures["bytes"] == figures["held"] == RSS_IMAGE_MIB * MIB
     assert grew_mib < RSS_LIMIT_MIB, figures
+    assert control_mib > RSS_IMAGE_MIB - RSS_LIMIT_MIB, figures  # the measure does see it
     big.unlink()
 
 
@@ -291,9 +308,51 @@ def test_qcow2_data_and_file_data_are_not_uploaded_again(
     by_path = qemu_host.volumes.ensure(pool, "it-path.raw", data=files / "disk.raw")
     assert by_path.changed and by_path.volume is not None
     assert by_path.volume.sha256() == _sha256(files / "disk.raw")
+    guessed = qemu_host.volumes.ensure(pool, "it-guess.qcow2", data=qcow2)  # no format given
+    assert guessed.volume is not None and guessed.volume.format == "qcow2"
     host, proxy = counted
     again = host.volumes.ensure(POOL, "it-data.qcow2", data=qcow2, format="qcow2")
     assert not again.changed, again.changes
+    again_guessed = host.volumes.ensure(POOL, "it-guess.qcow2", data=qcow2)
+    assert not again_guessed.changed, again_guessed.changes
     again_path = host.volumes.ensure(POOL, "it-path.raw", data=files / "disk.raw")
     assert not again_path.changed, again_path.changes
     assert {k: v for k, v in proxy.calls.items() if k in WRITES} == {}, proxy.calls
+
+
+def _hvlib(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HVLIB_")}
+    res = subprocess.run(
+        [sys.executable, "-m", "hvlib", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    print(f"$ hvlib {' '.join(args)}  -> exit {res.returncode}\n{res.stdout}{res.stderr}")
+    return res
+
+
+def test_cli_image_pull(sandbox: SandboxHost, pool: Pool, files: Path, server: _Server) -> None:
+    src = files / "disk.raw"
+    digest = _sha256(src)
+    args = ("image", "pull", "it-cli.raw", server.url("disk.raw"), "--pool", POOL)
+    first = _hvlib(*args, "--sha256", digest, "--uri", sandbox.qemu_uri)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        f"+ {POOL}/it-cli.raw: raw, {src.stat().st_size} bytes",
+        f"  sha256:{digest} from {server.url('disk.raw')}",
+    ]
+    assert "bytes" in first.stderr  # the progress lines (stderr is no terminal here)
+    again = _hvlib(*args, "--sha256", digest, "--uri", sandbox.qemu_uri)
+    assert again.returncode == 0 and again.stdout.startswith(f"= {POOL}/it-cli.raw: unchanged")
+    bad = _hvlib("image", "pull", "it-cli-bad.raw", str(src), "--pool", POOL, "--sha256", "0" * 64,
+                 "--uri", sandbox.qemu_uri)  # fmt: skip
+    assert bad.returncode == 1 and "checksum mismatch" in bad.stderr
+    assert [ln for ln in bad.stderr.splitlines() if ln.startswith("hvlib:")] == [
+        bad.stderr.strip().splitlines()[-1]
+    ]  # one error line, after the progress lines
+    malformed = _hvlib(*args, "--sha256", "xyz", "--uri", sandbox.qemu_uri)
+    assert malformed.returncode == 2 and "checksum" in malformed.stderr
+    assert "it-cli-bad.raw" not in _names(pool)

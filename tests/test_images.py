@@ -169,6 +169,7 @@ def test_image_result_is_exported() -> None:
         ({"timeout": float("nan")}, "timeout"),
         ({"progress": 3}, "progress"),
         ({"checksum": "sha256:1234"}, "checksum"),
+        ({"checksum": "relative/SHA256SUMS"}, "checksum"),
     ],
 )
 def test_bad_arguments_change_nothing(
@@ -186,6 +187,19 @@ def test_bad_arguments_change_nothing(
 def test_a_missing_file_is_an_image_error_with_nothing_made(host: Host, pool: Pool) -> None:
     with pytest.raises(ImageError, match=r"cannot open /no/such/image\.raw"):
         host.images.ensure("a.raw", "/no/such/image.raw", pool=pool)
+    assert pool.volumes() == []
+
+
+@pytest.mark.parametrize(
+    ("content", "why"), [(b"", "empty"), (b"\xfd7zXZ\x00" + bytes(100), "xz file: unpack")]
+)
+def test_an_unusable_image_is_an_image_error_with_nothing_made(
+    host: Host, pool: Pool, tmp_path: Path, content: bytes, why: str
+) -> None:
+    image = tmp_path / "a.img"
+    image.write_bytes(content)
+    with pytest.raises(ImageError, match=why):
+        host.images.ensure("a.img", image, pool=pool)
     assert pool.volumes() == []
 
 
@@ -207,7 +221,7 @@ def test_without_upload_the_import_fails_and_leaves_no_volume(
     image = tmp_path / "a.qcow2"
     image.write_bytes(qcow2_header(8 * 1024 * 1024) + bytes(1000))
     with pytest.raises(Unsupported):
-        host.images.ensure("a.qcow2", str(image), pool=pool)
+        host.images.ensure("a.qcow2", image, pool=pool)  # a Path is a source too
     assert pool.volumes() == []
     assert host.images.record(pool, "a.qcow2") is None
 

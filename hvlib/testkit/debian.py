@@ -3,21 +3,22 @@
 What it does: from Debian packages only (the archive this machine's apt sources name for its
 own release, see :mod:`hvlib.testkit.imagebuild`):
 
-- :func:`ensure_debian_vm_image`: ``debootstrap --variant=minbase`` a tree with systemd as
-  init, the cloud kernel, initramfs-tools (``virtio_pci``, ``virtio_blk`` and ``ext4`` in its
-  modules list: the initramfs holds only those), OpenSSH, ifupdown with isc-dhcp-client,
-  dbus, iproute2, the QEMU guest agent, locales (``en_US.UTF-8`` generated: without it
-  cloud-init's locale module fails) and python3; then cloud-init with ``apt-get`` inside the
-  chroot (debootstrap's ``--include`` cannot resolve its virtual dependencies). cloud-init
+- :func:`ensure_debian_vm_image`: ``debootstrap --variant=minbase`` a tree with
+  initramfs-tools (``virtio_pci``, ``virtio_blk`` and ``ext4`` in its modules list: the
+  initramfs holds only those), then ``apt-get install`` inside the chroot (debootstrap's
+  ``--include`` cannot resolve cloud-init's virtual dependencies, and fetches one file at a
+  time): systemd as init, the cloud kernel, OpenSSH, ifupdown with isc-dhcp-client, dbus,
+  iproute2, the QEMU guest agent, locales (``en_US.UTF-8`` generated: without it cloud-init's
+  locale module fails), python3, sudo and cloud-init. cloud-init
   looks only for a NoCloud seed; the image has no SSH host keys, no machine id and no
   hostname of its own (cloud-init and systemd make them on first boot). The tree becomes an
   ext4 filesystem (label :data:`VM_LABEL`, no partition table) in a qcow2 file, booted by
   direct kernel boot with the kernel and initramfs returned beside it and
   :data:`VM_CMDLINE`.
-- :func:`ensure_debian_rootfs`: a minbase tree with systemd as init (``/sbin/init``), dbus,
-  iproute2 and systemd-networkd enabled (DHCP on every ``eth*``/``en*`` link), for a libvirt
-  LXC container (:func:`copy_rootfs` makes a private, writable copy, owners shifted for an
-  id map).
+- :func:`ensure_debian_rootfs`: a minbase tree with (by apt-get) systemd as init
+  (``/sbin/init``), dbus, iproute2 and systemd-networkd enabled (DHCP on every ``eth*`` and
+  ``en*`` link), for a libvirt LXC container (:func:`copy_rootfs` makes a private, writable
+  copy, owners shifted for an id map).
 
 Both are cached under ``cache_dir()/debian-vm|debian-ct/KEY``, KEY hashing the archive, the
 versions of the packages named and this module's source; a build that died half-way is never
@@ -62,12 +63,17 @@ __all__ = [
     "ensure_debian_vm_image",
 ]
 
-#: Installed by debootstrap into the VM image on top of ``--variant=minbase``.
-VM_PACKAGES = (
+#: Installed by debootstrap into the VM image on top of ``--variant=minbase`` (before the
+#: kernel: its configuration must be in place when the kernel's package makes the initramfs).
+VM_BOOTSTRAP = ("initramfs-tools",)
+#: Installed with apt-get inside the chroot: its downloads are pipelined (debootstrap fetches
+#: one file at a time), and it resolves the virtual dependencies debootstrap cannot
+#: (cloud-init's). The kernel comes after the initramfs configuration, so the initramfs is
+#: made once, small.
+VM_APT_PACKAGES = (
     "systemd-sysv",
     "udev",
     "linux-image-cloud-amd64",
-    "initramfs-tools",
     "openssh-server",
     "ifupdown",
     "isc-dhcp-client",
@@ -77,10 +83,11 @@ VM_PACKAGES = (
     "locales",
     "python3",
     "sudo",
+    "cloud-init",
 )
-#: Installed with apt-get inside the chroot (virtual dependencies debootstrap cannot resolve).
-VM_APT_PACKAGES = ("cloud-init",)
-#: Installed by debootstrap into the container root on top of ``--variant=minbase``.
+#: Every package the VM image is built from (top level; what its cache key names).
+VM_PACKAGES = (*VM_BOOTSTRAP, *VM_APT_PACKAGES)
+#: Installed with apt-get into the container root on top of ``--variant=minbase``.
 CT_PACKAGES = ("systemd-sysv", "dbus", "iproute2")
 #: The VM's root filesystem label and kernel command line (direct kernel boot, virtio disk).
 VM_LABEL = "hvlib-debian"
@@ -147,7 +154,7 @@ def ensure_debian_vm_image() -> DebianImage:
     Raises :class:`ImageBuildError` when the apt source, package versions or a build step
     (debootstrap, apt-get, update-initramfs, mkfs.ext4, qemu-img) fails.
     """
-    inputs = debian_inputs((*VM_PACKAGES, *VM_APT_PACKAGES), _sources())
+    inputs = debian_inputs(VM_PACKAGES, _sources())
     directory = ensure_built("debian-vm", inputs, _vm_complete, _build_vm)
     return _vm_at(directory, inputs)
 
@@ -227,12 +234,11 @@ def _build_vm(work: Path) -> None:
     uri, suite = apt_source()
     debs = _debs()
     with locked(debs):
-        debootstrap(tree, uri, suite, debs, VM_PACKAGES)
+        debootstrap(tree, uri, suite, debs, VM_BOOTSTRAP)
     _configure_common(tree, "debian")
     _configure_initramfs(tree)
     _apt_install(tree, VM_APT_PACKAGES, debs)
     _configure_vm(tree)
-    in_chroot(tree, "update-initramfs -u -k all", "update-initramfs")
     boot = tree / "boot"
     shutil.copyfile(only(boot.glob("vmlinuz-*")), work / "vmlinuz")
     shutil.copyfile(only(boot.glob("initrd.img-*")), work / "initrd.img")
@@ -290,8 +296,9 @@ def _build_ct(work: Path) -> None:
     tree = work / "rootfs"
     uri, suite = apt_source()
     with locked(_debs()):
-        debootstrap(tree, uri, suite, _debs(), CT_PACKAGES)
+        debootstrap(tree, uri, suite, _debs(), ())
     _configure_common(tree, "debian-ct")
+    _apt_install(tree, CT_PACKAGES, _debs())
     write(tree / "etc/systemd/network/80-hvlib-dhcp.network", _NETWORKD.encode(), 0o644)
     in_chroot(tree, "systemctl enable systemd-networkd.service", "systemctl enable")
     _finish(tree)

@@ -185,7 +185,8 @@ def debootstrap(
     build. Raises :class:`ImageBuildError` when it fails."""
     debs.mkdir(parents=True, exist_ok=True)
     argv = ["unshare", "--mount", "--propagation", "private", "debootstrap"]
-    argv += ["--variant=minbase", f"--cache-dir={debs}", "--include=" + ",".join(include)]
+    argv += ["--variant=minbase", f"--cache-dir={debs}"]
+    argv += ["--include=" + ",".join(include)] if include else []
     run([*argv, suite, str(tree), uri], "debootstrap", timeout=timeout)
 
 

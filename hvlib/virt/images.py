@@ -26,6 +26,7 @@ Pure decisions are in :mod:`hvlib.model.imagesrc`; reads of the source in
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -46,7 +47,7 @@ from hvlib.model.imagesrc import (
 )
 from hvlib.model.spec import check_name
 from hvlib.model.storxml import volume_doc
-from hvlib.model.volplan import MIB, kind_of
+from hvlib.model.volplan import kind_of
 from hvlib.virt import _virt
 from hvlib.virt.fetch import SourceReader, open_source, read_small
 from hvlib.virt.pools import Pool, Volume, create_volume, find_volume, pool_of, remove_leftover
@@ -89,7 +90,7 @@ class Images:
     def ensure(
         self,
         name: str,
-        source: str,
+        source: str | os.PathLike[str],
         *,
         pool: Pool | str,
         checksum: str | None = None,
@@ -146,7 +147,11 @@ class Images:
             raise SpecError("checksum", "must be text ('sha256:HEX' or a listing's place)")
         if is_digest(checksum.strip()):
             return parse_checksum(checksum)
-        listing = parse_source(checksum)  # SpecError names "source": say which field
+        try:
+            listing = parse_source(checksum)
+        except SpecError as e:
+            rule = f"must be ALGO:HEX, hex, or a listing's absolute path or URL ({e.rule})"
+            raise SpecError("checksum", rule, checksum) from e
         try:
             text = read_small(listing, timeout, SUMS_MAX).decode("utf-8", "replace")
         except ImageError as e:
@@ -188,12 +193,15 @@ class Images:
     ) -> ImageResult:
         with open_source(src, timeout) as reader:
             head = _read_head(reader)
-            detected = detect_format(head)
+            try:
+                detected = detect_format(head)
+            except SpecError as e:
+                raise ImageError(f"{src.location}: {e.rule}", name=name) from e
             old = find_volume(pool, name)
             if old is not None:
                 old.delete()  # InvalidState if overlays use it: nothing changed then
             _delete_record(pool, name)
-            capacity = max(detected.virtual_size or 0, reader.length or len(head), MIB)
+            capacity = max(detected.virtual_size or 0, reader.length or len(head))
             doc = volume_doc(name, capacity, detected.format)
             vol = create_volume(pool, doc, lambda xml: pool.handle.createXML(xml, 0))
             try:

@@ -150,14 +150,14 @@ class Volumes:
     ) -> Volume:
         """Create volume ``name`` in ``pool`` and return it.
 
-        ``format`` is ``raw`` or ``qcow2`` (None: qcow2 with ``backing``, else raw). With
-        ``backing`` (a Volume or a (pool, name) pair) the volume is a qcow2 overlay on that
-        base, as large as the base unless ``size_mib`` says more. With ``data`` (bytes, or the
-        path of a local file as an ``os.PathLike``: read in chunks, never whole) the volume
-        is exactly that image (``size_mib`` may make it larger), uploaded through a libvirt
-        stream; otherwise ``size_mib`` is required. Raw volumes are fully allocated, so a
-        pool without the space fails here rather than later in a guest. On any failure the
-        volume is removed again.
+        ``format`` is ``raw`` or ``qcow2`` (None: qcow2 with ``backing`` or when ``data`` is
+        a qcow2 image, else raw). With ``backing`` (a Volume or a (pool, name) pair) the
+        volume is a qcow2 overlay on that base, as large as the base unless ``size_mib`` says
+        more. With ``data`` (bytes, or the path of a local file as an ``os.PathLike``: read
+        in chunks, never whole) the volume is exactly that image (``size_mib`` may make it
+        larger), uploaded through a libvirt stream; otherwise ``size_mib`` is required. Raw
+        volumes are fully allocated, so a pool without the space fails here rather than
+        later in a guest. On any failure the volume is removed again.
 
         Raises:
             SpecError: a bad name, size, format or combination (nothing is created).
@@ -231,17 +231,17 @@ class Volumes:
     ) -> tuple[VolumeXML, Payload | None]:
         """The volume's XML and the bytes to upload, after every check."""
         check_name("volume.name", name)
-        fmt = format or ("qcow2" if backing is not None else "raw")
+        payload = None if data is None else Payload.of(data)
+        fmt = format or _default_format(backing, payload)
         if fmt not in FORMATS:
             raise SpecError("format", "must be 'raw' or 'qcow2'", format)
         size = None if size_mib is None else check_size_mib("size_mib", size_mib) * MIB
-        if data is not None:
+        if payload is not None:
             if backing is not None:
                 raise SpecError("data", "cannot be combined with backing")
             if fmt == "qcow2" and size is not None:
                 rule = "cannot be combined with qcow2 data: the image's header says its size"
                 raise SpecError("size_mib", rule, size_mib)
-            payload = Payload.of(data)
             return plan_data(name, fmt, size, payload.size, payload.head), payload
         if backing is not None:
             return self._plan_overlay(name, fmt, size, backing), None
@@ -274,6 +274,14 @@ class VolumeResult(ChangeReport):
     """
 
     volume: Volume | None = None
+
+
+def _default_format(backing: object, payload: Payload | None) -> str:
+    """qcow2 for an overlay or for data that is a qcow2 image (its header says so: libvirt
+    would report such a "raw" volume as qcow2, and every ensure would make it anew), else raw."""
+    if backing is not None or (payload is not None and payload.head.startswith(b"QFI\xfb")):
+        return "qcow2"
+    return "raw"
 
 
 def _backing_key(backing: Volume | tuple[str, str] | None) -> tuple[str, str] | None:
