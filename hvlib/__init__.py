@@ -17,6 +17,7 @@ from hvlib.enums import State, VirtType
 from hvlib.errors import (
     AlreadyExists,
     CallTimeout,
+    ChecksumMismatch,
     CommandTimeout,
     ConnectionLost,
     DomainNotFound,
@@ -25,12 +26,15 @@ from hvlib.errors import (
     HostError,
     HostKeyError,
     HvlibError,
+    ImageError,
+    ImageTimeout,
     InvalidState,
     LibvirtError,
     MigrationError,
     MigrationTimeout,
     NotFound,
     PlacementError,
+    ReadyError,
     RemoteCommandError,
     SpecError,
     TransferError,
@@ -47,7 +51,7 @@ if TYPE_CHECKING:
     from hvlib.fleet import Fleet
     from hvlib.fleet_capacity import HostCapacity, Inventory, Placement
     from hvlib.guest.config import CommandResult, SshConfig
-    from hvlib.guest.ready import Ready
+    from hvlib.guest.ready import Ready, ReadyResult
     from hvlib.model.addresses import AddressSource
     from hvlib.model.checks import PathArg
     from hvlib.model.plan import Change, ChangeHow
@@ -56,6 +60,7 @@ if TYPE_CHECKING:
     from hvlib.virt.domain import Domain
     from hvlib.virt.events import DomainEvent, EventKind
     from hvlib.virt.host import Host
+    from hvlib.virt.images import ImageResult
     from hvlib.virt.snapshot import Snapshot, SnapshotKind
     from hvlib.virt.stopping import ShutdownResult
 
@@ -66,6 +71,7 @@ __all__ = [
     "CallTimeout",
     "Change",
     "ChangeHow",
+    "ChecksumMismatch",
     "CommandResult",
     "CommandTimeout",
     "ConnectionLost",
@@ -88,6 +94,9 @@ __all__ = [
     "HvlibError",
     "IdMap",
     "IdRange",
+    "ImageError",
+    "ImageResult",
+    "ImageTimeout",
     "InvalidState",
     "Inventory",
     "LibvirtError",
@@ -98,6 +107,8 @@ __all__ = [
     "Placement",
     "PlacementError",
     "Ready",
+    "ReadyError",
+    "ReadyResult",
     "RemoteCommandError",
     "ShutdownResult",
     "Snapshot",
@@ -119,6 +130,7 @@ _LAZY = {
     "Domain": "hvlib.virt.domain",
     "ShutdownResult": "hvlib.virt.stopping",
     "Host": "hvlib.virt.host",
+    "ImageResult": "hvlib.virt.images",
     "DomainEvent": "hvlib.virt.events",
     "EventKind": "hvlib.virt.events",
     "AddressSource": "hvlib.model.addresses",
@@ -128,6 +140,7 @@ _LAZY = {
     "CommandResult": "hvlib.guest.config",
     "SshConfig": "hvlib.guest.config",
     "Ready": "hvlib.guest.ready",
+    "ReadyResult": "hvlib.guest.ready",
     "Fleet": "hvlib.fleet",
     "HostCapacity": "hvlib.fleet_capacity",
     "Inventory": "hvlib.fleet_capacity",

@@ -20,6 +20,7 @@ private to their module (``_NotReady``). This module holds no policy and imports
     ├── AlreadyExists
     ├── InvalidState                     the domain is not in a state that allows the call
     ├── WaitTimeout (also TimeoutError)  a wait ran out of time
+    ├── ReadyError                       the guest says it will not get ready (cloud-init error)
     ├── LibvirtError                     any other libvirt failure (code kept)
     ├── GuestAccessError                 the guest cannot be reached, logged in to, or talked to
     │   ├── HostKeyError                 the guest's SSH host key is unknown or not the one expected
@@ -31,6 +32,9 @@ private to their module (``_NotReady``). This module holds no policy and imports
     ├── MigrationError                   a migration did not complete (running_on says where it is)
     │   └── MigrationTimeout (also TimeoutError)  it outlived its timeout and was aborted
     ├── PlacementError                   no host of a fleet can run the spec (reasons per host)
+    ├── ImageError                       an image could not be fetched, or is not what it should be
+    │   ├── ChecksumMismatch             its bytes do not have the checksum given
+    │   └── ImageTimeout (also TimeoutError)  its source stalled for longer than the timeout
     └── ParallelError                    some items of a parallel run failed (errors per item)
 
 Every class takes the object it is about as ``name``; the ones about an input name the
@@ -153,6 +157,32 @@ class WaitTimeout(HvlibError, TimeoutError):
         self.last = last
 
 
+class ReadyError(HvlibError):
+    """A readiness wait learned that waiting longer will not help: the guest reported a
+    failure (``cloud-init status`` says ``error``, systemd is in ``maintenance``) or lacks
+    the program the probe asks (no ``cloud-init``, no ``systemctl``).
+
+    Attributes:
+        probe: the probe's name (``"CLOUD_INIT"``, ``"SYSTEMD"``). status: what the guest
+            reported (``"error"``, ``"maintenance"``, ``"not installed"``). detail: the
+            guest's own words (``cloud-init status --long``, the failed units).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str | None = None,
+        probe: str = "",
+        status: str = "",
+        detail: str = "",
+    ) -> None:
+        super().__init__(message, name=name)
+        self.probe = probe
+        self.status = status
+        self.detail = detail
+
+
 class LibvirtError(HvlibError):
     """A libvirt failure with no more specific class; ``code`` is libvirt's error code."""
 
@@ -264,6 +294,29 @@ class ConnectionLost(GuestAccessError):
 
 class TransferError(GuestAccessError):
     """:meth:`GuestAccess.put` or :meth:`GuestAccess.get` did not move the whole file."""
+
+
+class ImageError(HvlibError):
+    """``host.images.ensure`` could not import an image: its source cannot be read (missing
+    file, HTTP error, a body shorter than announced), or it is not usable as it is. No
+    volume is left behind."""
+
+
+class ChecksumMismatch(ImageError):
+    """An image's bytes do not have the checksum given.
+
+    Attributes:
+        expected, actual: ``ALGO:HEX`` of the checksum given and of the bytes received.
+    """
+
+    def __init__(self, message: str, *, expected: str, actual: str, name: str | None = None):
+        super().__init__(message, name=name)
+        self.expected = expected
+        self.actual = actual
+
+
+class ImageTimeout(ImageError, TimeoutError):
+    """An image's source sent nothing for longer than the ``timeout`` given (stalled)."""
 
 
 class RemoteCommandError(HvlibError):

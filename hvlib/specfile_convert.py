@@ -45,7 +45,7 @@ from hvlib.specfile_nodes import Node, NodeReader, join
 from hvlib.specyaml import is_null
 
 T = TypeVar("T")
-_BOOL_FIELDS = ("autostart", "rng")
+_BOOL_FIELDS = ("autostart", "rng", "guest_agent")
 _STR_FIELDS = (
     "name",
     "virt",

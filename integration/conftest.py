@@ -133,3 +133,17 @@ def make_domain() -> Iterator[MakeDomain]:
     for dom in made:
         dom.destroy()
         dom.undefine()
+
+
+# -- the pytest plugin's fixtures (hvlib.testkit.pytest_plugin) share this session's sandbox
+# and kit (a project using the plugin may override them the same way)
+
+
+@pytest.fixture(scope="session")
+def hvlib_sandbox(sandbox: SandboxHost) -> SandboxHost:
+    return sandbox
+
+
+@pytest.fixture(scope="session")
+def hvlib_kit(kit: GuestKit) -> GuestKit:
+    return kit

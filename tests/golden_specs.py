@@ -273,6 +273,15 @@ GOLDEN_SPECS: dict[str, DomainSpec] = {
         rng=True,
         **KERNEL,
     ),
+    # -- the QEMU guest agent's virtio-serial channel (libvirt fills in the socket path) --
+    "qemu-agent": DomainSpec(
+        name="agent-1",
+        virt=VirtType.QEMU,
+        uuid=UUID,
+        nics=[Nic.network("default", mac=MAC)],
+        guest_agent=True,
+        **KERNEL,
+    ),
     "lifecycle": DomainSpec(
         name="life-1",
         virt=VirtType.KVM,

@@ -174,6 +174,11 @@ MUTATIONS: dict[tuple[type, str], tuple[Callable[[str], DomainSpec], Mutation, s
         {"idmap"},
     ),
     (DomainSpec, "rng"): (base_vm, lambda s: replace(s, rng=True), {"rng"}),
+    (DomainSpec, "guest_agent"): (
+        base_vm,
+        lambda s: replace(s, guest_agent=True),
+        {"guest_agent"},
+    ),
     (Disk, "kind"): (
         base_vm,
         lambda s: replace(

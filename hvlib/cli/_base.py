@@ -254,6 +254,14 @@ netns_option = click.option(
     "probes are made from inside it ($HVLIB_NETNS).",
 )
 
+READY_WORDS = ("ssh", "address", "cloud-init", "systemd")
+"""The words of ``--ready`` (:meth:`hvlib.Ready.by_word`)."""
+
+
+def ready_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--ready WORD``: which readiness probe a wait uses."""
+    return click.option("--ready", "ready", type=click.Choice(READY_WORDS), default=None, help=help)
+
 
 def uri_list(uris: Sequence[str] | str | None) -> list[str]:
     """The hosts' URIs, in order, once each, every one checked by

@@ -24,6 +24,7 @@ from hvlib.cli._base import (
     hosts,
     netns_option,
     note,
+    ready_option,
     run_with_progress,
     say,
     uri_list,
@@ -34,6 +35,10 @@ from hvlib.errors import HvlibError, SpecError
 
 if TYPE_CHECKING:
     from hvlib.virt.domain import Domain
+
+READY_WAIT = 300.0
+"""Seconds ``hvlib exec --ready WORD`` waits without ``--wait`` (a Debian cloud VM under
+software emulation reached cloud-init done 35-51 s after start: FIELD-NOTES)."""
 
 
 # -- ls ------------------------------------------------------------------------------------
@@ -154,6 +159,19 @@ def _table(rows: Sequence[Row]) -> None:
     help="First wait up to this long for the guest to take commands (SSH answers, the "
     "container can be entered). Default: do not wait.",
 )
+@ready_option(
+    "What --wait waits for: ssh (a command runs; the default), address, cloud-init "
+    "(cloud-init status says done), systemd (systemctl is-system-running says running or "
+    f"degraded). Given alone it waits up to {READY_WAIT:g} s."
+)
+@click.option(
+    "--transport",
+    type=click.Choice(["ssh", "agent", "container"]),
+    default=None,
+    help="How the command reaches the guest: VMs ssh (the default) or agent (the QEMU guest "
+    "agent: DomainSpec guest_agent, no SSH credentials needed; never a fallback), "
+    "containers container.",
+)
 @click.option(
     "--stdin",
     "feed_stdin",
@@ -192,6 +210,8 @@ def exec_(
     netns: str | None,
     timeout: float | None,
     wait: float,
+    ready: str | None,
+    transport: str | None,
     feed_stdin: bool,
     **ssh: Any,
 ) -> None:
@@ -201,19 +221,26 @@ def exec_(
 
     Containers (LXC) are entered directly; VMs are reached over SSH with a pinned host key
     (--ssh-key with --host-key or --known-hosts). Exit 124: timed out; 125: hvlib could not
-    run it (no such domain, not running, unreachable, not ready within --wait).
+    run it (no such domain, not running, unreachable, not ready within --wait, or the
+    guest said it will not get ready: cloud-init error).
     """
     from hvlib.errors import CommandTimeout
+    from hvlib.guest.ready import Ready
 
     try:
         config = _ssh_config(**ssh)
         with hosts(uri_list(uris), netns) as hs:
             dom = find_one(hs, name)
-            _require_credentials(dom, config)
+            if transport != "agent":
+                _require_credentials(dom, config)
+            wait = READY_WAIT if ready and not wait else wait
             if wait > 0:
+                probe = Ready.by_word(ready or "ssh")
                 run_with_progress(
-                    f"waiting for {name} to take commands",
-                    lambda: dom.wait_ready(timeout=wait, ssh=config),
+                    f"waiting for {name} to be ready ({ready or 'ssh'})",
+                    lambda: dom.wait_ready(
+                        timeout=wait, probe=probe, ssh=config, transport=transport
+                    ),
                 )
             result = dom.exec(
                 list(command),
@@ -222,6 +249,7 @@ def exec_(
                 on_stdout=_writer(sys.stdout),
                 on_stderr=_writer(sys.stderr),
                 ssh=config,
+                transport=transport,
             )
     except CommandTimeout as e:
         raise Exit(EXIT_EXEC_TIMEOUT, f"hvlib: {e}") from None

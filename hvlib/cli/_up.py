@@ -17,6 +17,8 @@ from hvlib.cli._base import (
     cli,
     hosts,
     netns_option,
+    ready_option,
+    run_with_progress,
     say,
     uri_list,
     uri_option,
@@ -24,9 +26,12 @@ from hvlib.cli._base import (
 )
 from hvlib.cli._upplan import check_refs, networks_of, plan_up, pools_of
 from hvlib.cli._upreport import Done, Outcome, UpOptions, ensure_and_report
+from hvlib.enums import State
+from hvlib.errors import HvlibError
 
 if TYPE_CHECKING:
     from hvlib.model.plan import ChangeReport
+    from hvlib.virt.domain import Domain
     from hvlib.virt.host import Host
 
 
@@ -74,6 +79,17 @@ if TYPE_CHECKING:
     help="Power off a guest still running at the deadline of a shutdown (--state shut-off, "
     "a restart), printed as forced. Without it such a guest is left running (exit 1).",
 )
+@ready_option(
+    "Once a domain is running, wait until it is ready: ssh (a command runs), address, "
+    "cloud-init (cloud-init status says done), systemd (running or degraded)."
+)
+@click.option(
+    "--ready-timeout",
+    type=SECONDS,
+    default=300.0,
+    show_default=True,
+    help="Seconds --ready waits for each domain.",
+)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list on stdout, for machines.")
 @verbose_option
 def up(
@@ -86,6 +102,8 @@ def up(
     allow_recreate: bool,
     timeout: float,
     force: bool,
+    ready: str | None,
+    ready_timeout: float,
     as_json: bool,
 ) -> None:
     """Make the hosts hold what the spec FILES describe: networks, volumes (and their
@@ -106,7 +124,16 @@ def up(
     with hosts(plan.uris, netns) as hs:
         by_uri = {h.uri: h for h in hs}
         check_refs(plan, by_uri)
-        opts = UpOptions(STATES[state], check, allow_restart, allow_recreate, timeout, force)
+        opts = UpOptions(
+            STATES[state],
+            check,
+            allow_restart,
+            allow_recreate,
+            timeout,
+            force,
+            ready,
+            ready_timeout,
+        )
         outcome = Outcome(as_json=as_json)
         missing: dict[str, bool] = {}
         for uri, net in plan.networks:
@@ -218,8 +245,9 @@ def _up_one(
         _not_ensured(host, doc, blocked, missing, outcome)
         return
     verb = "checking" if opts.check else "ensuring"
-    ensure_and_report(
-        Done("domain", spec.name, host.uri, str(doc.location), "ok"),
+    record = Done("domain", spec.name, host.uri, str(doc.location), "ok")
+    result = ensure_and_report(
+        record,
         spec.name,
         host,
         doc,
@@ -236,6 +264,31 @@ def _up_one(
         outcome,
         progress=f"{verb} {spec.name} is {opts.state.value} on {host.uri}",
     )
+    waits = opts.ready and not opts.check and opts.state is State.RUNNING
+    if waits and result is not None and result.domain is not None:
+        _wait_ready(result.domain, doc, record, opts, outcome)
+
+
+def _wait_ready(
+    dom: Domain, doc: specfile.DomainDocument, record: Done, opts: UpOptions, outcome: Outcome
+) -> None:
+    """``--ready``: wait for the running domain's probe; a failure is the record's error."""
+    from hvlib.guest.ready import Ready
+
+    word = opts.ready or "ssh"
+    try:
+        found, took = run_with_progress(
+            f"waiting for {dom.name} to be ready ({word})",
+            lambda: dom.wait_ready(timeout=opts.ready_timeout, probe=Ready.by_word(word)),
+        )
+    except HvlibError as e:
+        outcome.records.remove(record)
+        record.outcome = "failed"
+        outcome.error(f"hvlib: error: {dom.name} ({doc.location}): not ready: {e}", record)
+        return
+    units = f" (failed units: {', '.join(found.failed_units)})" if found.failed_units else ""
+    record.ready = found.status or "ready"
+    outcome.say(f"{dom.name}: ready ({word}: {record.ready}) after {took:.1f} s{units}")
 
 
 def _not_ensured(

@@ -42,6 +42,9 @@ class UpOptions:
     allow_recreate: bool
     timeout: float
     force: bool = False
+    ready: str | None = None
+    """``--ready WORD``: after a domain is running, wait for that probe."""
+    ready_timeout: float = 300.0
 
 
 @dataclass
@@ -64,6 +67,8 @@ class Done:
     error: str | None = None
     diff: str | None = None
     """--check: the XML diff, before -> after."""
+    ready: str | None = None
+    """--ready: what the guest reported once ready (``done``, ``running``, ``degraded``)."""
 
 
 @dataclass

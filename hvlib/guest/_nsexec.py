@@ -15,7 +15,8 @@ command with a clean environment. Joining the mount namespace also sets the root
 that namespace's root, which is the container's root filesystem.
 
 Reports on STATUS_FD: ``pid N`` once the command is forked, ``killed N`` when it killed the
-group, ``error TEXT`` when it could not enter the container (then it exits 125). Exits with the
+group, ``error TEXT`` when it could not enter the container (then it exits 125); TEXT names
+the step that failed (``setns(mnt)``, ``setresuid(0)``, ``chdir('/root')``). Exits with the
 command's status, or 128+N when a signal N ended it. SIGTERM, SIGINT or SIGHUP (or the death of
 the thread that started it) make it SIGKILL the command's whole process group. If the command
 cannot be executed, its stderr says why and the status is 127 (not found) or 126.
@@ -77,7 +78,10 @@ def enter(fds: list[int]) -> None:
             joined_user = joined_user or kind == "user"
         os.close(fd)
     if joined_user:
-        become_root()
+        try:
+            become_root()
+        except OSError as e:
+            raise OSError(e.errno, f"setresuid(0) in its user namespace: {e.strerror}") from e
 
 
 def become_root() -> None:
@@ -92,6 +96,33 @@ def become_root() -> None:
     os.setgroups([])
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
+
+
+def go_home() -> None:
+    """chdir to the container's ``/root`` (or ``/`` if it has none).
+
+    Raises:
+        OSError: the chdir failed; its text names the step, the directory, its owner and mode
+            (a root filesystem not shifted for the id map shows the host's uid there).
+    """
+    home = "/root" if os.path.isdir("/root") else "/"
+    try:
+        os.chdir(home)
+    except OSError as e:
+        raise OSError(e.errno, f"chdir({home!r}) failed: {e.strerror}{owner(home)}") from e
+
+
+def owner(path: str) -> str:
+    """`` (PATH belongs to uid U, mode 0700; ... uid V)`` for a message ('' if unreadable)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    mode = st.st_mode & 0o7777
+    return (
+        f" ({path} belongs to uid {st.st_uid}, mode {mode:04o}; "
+        f"the command would run as uid {os.getuid()})"
+    )
 
 
 def kill_group(_signum: int = 0, _frame: object = None) -> None:
@@ -179,9 +210,13 @@ def main(argv: list[str]) -> int:
         return SETUP_FAILED
     try:
         enter(fds)
-        os.chdir("/root" if os.path.isdir("/root") else "/")
     except OSError as e:
         report(f"error cannot enter the container: {e.strerror or e}")
+        return SETUP_FAILED
+    try:
+        go_home()
+    except OSError as e:
+        report(f"error entered the container, but {e.strerror or e}")
         return SETUP_FAILED
     pid = os.fork()
     if pid == 0:

@@ -23,6 +23,7 @@ known unless ``accept_unknown_host_key`` says so, or report a command whose outc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import threading
@@ -32,11 +33,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hvlib.errors import Command, TransferError
+from hvlib.errors import Command, SpecError, TransferError, Unsupported
+from hvlib.guest.agenttransport import AgentTransport
 from hvlib.guest.config import CommandResult, SshConfig
 from hvlib.guest.container import ContainerTransport
 from hvlib.guest.io import Input, OutputCallback, OutputSink, normalize_command
-from hvlib.guest.ready import Ready, ReadyProbe, require_running, run_probe
+from hvlib.guest.ready import Ready, ReadyProbe, ReadyResult, require_running, run_probe
 from hvlib.guest.sshtransport import SshTransport
 from hvlib.guest.target import GuestTarget
 from hvlib.guest.transport import Transport
@@ -48,8 +50,12 @@ TRANSFER_TIMEOUT = 600.0
 TRANSPORTS: dict[str, Callable[[], Transport]] = {
     "ssh": SshTransport,
     "container": ContainerTransport,
+    "agent": AgentTransport,
 }
-"""The transports by the name a profile gives (:attr:`hvlib.model.profiles.Profile.transport`)."""
+"""The transports by name: the one a profile gives (:attr:`hvlib.model.profiles.Profile.transport`)
+is the default; ``"agent"`` only when a caller names it."""
+VM_TRANSPORTS = ("ssh", "agent")
+CONTAINER_TRANSPORTS = ("container",)
 
 _state_lock = threading.Lock()
 
@@ -79,27 +85,36 @@ class GuestAccess(_Target):
         *,
         interval: float = 0.1,
         ssh: SshConfig | None = None,
-    ) -> float:
+        transport: str | None = None,
+    ) -> ReadyResult:
         """Block until the guest is ready by ``probe`` (default :data:`Ready.SSH`: a command
-        runs in it); return the seconds waited. Attempts are ``interval`` s apart.
+        runs in it); return a :class:`~hvlib.guest.ready.ReadyResult`: the seconds waited
+        (a float), the furthest stage, and what the probe read (``Ready.SYSTEMD``: the
+        status and the failed units). Attempts are ``interval`` s apart. ``transport``
+        (``"agent"``) runs the probe's commands through the QEMU guest agent instead of
+        SSH (see :meth:`exec`).
 
         Raises:
             WaitTimeout: not ready within ``timeout`` s; the message names the furthest stage
-                reached (address, tcp, banner, login, command) and the last failure.
+                reached (address, tcp, banner, login, command, cloud-init, systemd) and the
+                last failure.
+            ReadyError: the guest says it will not get ready (``cloud-init status``:
+                ``error``, with its ``--long`` text; systemd in ``maintenance``) or lacks the
+                probe's tool. Never retried.
             InvalidState: the domain is not running.
             HostKeyError: the guest's SSH host key was refused (never retried).
             SpecError: ``timeout`` is not a finite number of seconds >= 0, or ``interval``
-                not one > 0.
+                not one > 0, or an unknown ``transport``.
+            Unsupported: ``transport`` does not apply to this kind of guest.
         """
         timeout = check_seconds("timeout", timeout)
         interval = check_seconds("interval", interval, positive=True)
         if not isinstance(probe, ReadyProbe):
             probe = Ready.CALLABLE(probe)
-        via = self._transport()
+        via = self._transport(transport)
         if probe is Ready.ADDRESS and via.waits_for_address:
-            return self._wait_address(timeout)
-        waited, _stage = run_probe(self, via, probe, timeout, interval, ssh)
-        return waited
+            return ReadyResult(self._wait_address(timeout), probe.name, "address")
+        return run_probe(self, via, probe, timeout, interval, ssh)
 
     def _wait_address(self, timeout: float) -> float:
         started = time.monotonic()
@@ -119,6 +134,7 @@ class GuestAccess(_Target):
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
         ssh: SshConfig | None = None,
+        transport: str | None = None,
     ) -> CommandResult:
         """Run ``command`` in the guest and return its :class:`CommandResult`.
 
@@ -127,7 +143,10 @@ class GuestAccess(_Target):
         to stdin (then closed; without it stdin is empty). Output is binary-exact; with
         ``on_stdout``/``on_stderr`` each piece is handed to the callback as it arrives (and
         not kept in the result). VMs: over SSH (see :class:`SshConfig`); LXC: inside the
-        container's namespaces.
+        container's namespaces. ``transport="agent"`` runs it through the QEMU guest agent
+        instead (``DomainSpec(guest_agent=True)``; output arrives when it exits): only when
+        named, never as a fallback after an SSH failure. ``result.transport`` says which
+        ran (``"ssh"``, ``"container"``, ``"agent"``).
 
         Raises:
             RemoteCommandError: ``check`` and a non-zero exit status.
@@ -137,14 +156,20 @@ class GuestAccess(_Target):
             HostKeyError: the guest's SSH host key was refused.
             GuestAccessError: the guest cannot be reached or logged in to (no address,
                 refused, authentication failed) or the container cannot be entered.
-            InvalidState: the domain is not running. SpecError: a malformed command.
+            InvalidState: the domain is not running. SpecError: a malformed command, or an
+                unknown ``transport``. Unsupported: ``transport`` does not apply to this
+                kind of guest (``"agent"`` or ``"ssh"`` for a container), or the VM has
+                no guest agent channel (libvirt: "QEMU guest agent is not configured").
         """
         cmd = normalize_command(command)
         if timeout is not None:
             check_seconds("timeout", timeout, positive=True)
+        name = self._transport_name(transport)
         require_running(self, "run a command in it")
         sink = OutputSink(on_stdout, on_stderr)
-        result = self._transport().run(self, cmd, input=input, timeout=timeout, sink=sink, ssh=ssh)
+        via = self._transport(name)
+        result = via.run(self, cmd, input=input, timeout=timeout, sink=sink, ssh=ssh)
+        result = dataclasses.replace(result, transport=name)
         return result.check(self.name) if check else result
 
     # -- files --
@@ -236,16 +261,37 @@ class GuestAccess(_Target):
 
     def close_access(self) -> None:
         """Close the SSH sessions this Domain object keeps open (idempotent)."""
-        transport = self.__dict__.get("_hvlib_transport")
-        if transport is not None:
+        for transport in list(self.__dict__.get("_hvlib_transports", {}).values()):
             transport.close()
 
-    def _transport(self) -> Transport:
-        """This domain's transport, made on first use from its type's profile."""
+    def _transport_name(self, transport: str | None) -> str:
+        """The transport to use: the profile's when None, else ``transport`` if it applies.
+
+        Raises:
+            SpecError: an unknown name. Unsupported: it does not apply to this guest.
+        """
+        default = profile_for(self.virt).transport
+        if transport is None:
+            return default
+        if transport not in TRANSPORTS:
+            raise SpecError("transport", f"must be one of {', '.join(TRANSPORTS)}", transport)
+        allowed = CONTAINER_TRANSPORTS if default == "container" else VM_TRANSPORTS
+        if transport not in allowed:
+            raise Unsupported(
+                f"{self.name}: a {self.virt.value} guest takes transport "
+                f"{' or '.join(map(repr, allowed))}, not {transport!r}",
+                name=self.name,
+                field="transport",
+            )
+        return transport
+
+    def _transport(self, name: str | None = None) -> Transport:
+        """This domain's transport ``name`` (default: its type's), made on first use."""
+        name = self._transport_name(name)
         with _state_lock:
-            transport: Transport | None = self.__dict__.get("_hvlib_transport")
+            made: dict[str, Transport] = self.__dict__.setdefault("_hvlib_transports", {})
+            transport = made.get(name)
             if transport is None:
-                transport = TRANSPORTS[profile_for(self.virt).transport]()
-                self.__dict__["_hvlib_transport"] = transport
+                transport = made[name] = TRANSPORTS[name]()
                 weakref.finalize(self, transport.close)
             return transport

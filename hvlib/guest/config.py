@@ -84,7 +84,8 @@ class CommandResult:
     """What a command did: exit status, output (bytes, exactly as produced) and duration.
 
     A stream that was handed to an ``on_stdout``/``on_stderr`` callback is not kept here
-    (its field is ``b""``).
+    (its field is ``b""``). ``transport`` says which way the command ran: ``"ssh"``,
+    ``"container"`` or ``"agent"``.
     """
 
     exit_status: int
@@ -92,6 +93,7 @@ class CommandResult:
     stderr: bytes
     elapsed: float
     command: Command = ""
+    transport: str = ""
 
     @property
     def text(self) -> str:

@@ -2,7 +2,16 @@
 
 A probe makes one try (:meth:`ReadyProbe.attempt`); :func:`run_probe` retries it until it
 passes or the deadline comes, and a timeout names the furthest stage reached and the last
-reason. What the SSH probe does is the transport's (:mod:`hvlib.guest.transport`).
+reason. What the SSH probe does is the transport's (:mod:`hvlib.guest.transport`). The
+probes of what real guests do (``Ready.CLOUD_INIT``, ``Ready.SYSTEMD``) first pass the SSH
+probe's stages, then run the guest's own tool through the same transport and read its answer
+(:mod:`hvlib.guest.toolprobes`).
+
+Design: ``Ready`` is a namespace class whose members are probe *objects*, not an Enum, so a
+member can also be called to make a variant: ``Ready.SYSTEMD`` is a probe, and
+``Ready.SYSTEMD(allow_degraded=False)`` returns another probe of the same type (as
+``Ready.CONSOLE(regex)`` does). Every member is a :class:`ReadyProbe`, so ``wait_ready``'s
+parameter type stays one type and mypy checks both spellings.
 """
 
 from __future__ import annotations
@@ -16,13 +25,18 @@ from hvlib.errors import (
     HostKeyError,
     HvlibError,
     InvalidState,
+    SpecError,
     Unsupported,
     WaitTimeout,
 )
 from hvlib.guest.config import SshConfig
+from hvlib.guest.probe import ACCESS_STAGES, Reading, ReadyProbe, ReadyResult
 from hvlib.guest.progress import Progress, _NotReady
 from hvlib.guest.target import GuestTarget
+from hvlib.guest.toolprobes import CloudInitProbe, SystemdProbe
 from hvlib.guest.transport import Transport
+
+__all__ = ["Reading", "Ready", "ReadyProbe", "ReadyResult", "run_probe"]
 
 
 def missing_capture(name: str, *, test_driver: bool, state: Any = None) -> HvlibError:
@@ -59,33 +73,12 @@ def require_running(dom: GuestTarget, action: str) -> None:
         )
 
 
-class ReadyProbe:
-    """A way to decide that a guest is ready; see :class:`Ready`."""
-
-    name = "probe"
-    stages: tuple[str, ...] = ("probe",)
-
-    def attempt(
-        self,
-        dom: GuestTarget,
-        via: Transport,
-        progress: Progress,
-        deadline: float,
-        ssh: SshConfig | None,
-    ) -> None:
-        """One try. Raises NotReady (retried) or any other error (propagated at once)."""
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"Ready.{self.name}"
-
-
 class _AccessProbe(ReadyProbe):
     """The transport's own try: VMs: address, TCP open, SSH banner, login, then ``true`` runs;
     LXC: ``true`` runs inside the container."""
 
     name = "SSH"
-    stages = ("address", "tcp", "banner", "login", "command")
+    stages = ACCESS_STAGES
 
     def attempt(
         self,
@@ -94,8 +87,9 @@ class _AccessProbe(ReadyProbe):
         progress: Progress,
         deadline: float,
         ssh: SshConfig | None,
-    ) -> None:
+    ) -> Reading | None:
         via.attempt_ready(dom, progress, deadline, ssh)
+        return None
 
 
 class _AddressProbe(ReadyProbe):
@@ -111,10 +105,11 @@ class _AddressProbe(ReadyProbe):
         progress: Progress,
         deadline: float,
         ssh: SshConfig | None,
-    ) -> None:
+    ) -> Reading | None:
         progress.reach("address")
         if not any(dom.addresses().values()):
             raise _NotReady("address", "no address reported yet")
+        return None
 
 
 class _ConsoleProbe(ReadyProbe):
@@ -133,7 +128,7 @@ class _ConsoleProbe(ReadyProbe):
         progress: Progress,
         deadline: float,
         ssh: SshConfig | None,
-    ) -> None:
+    ) -> Reading | None:
         progress.reach("console")
         capture = dom.console
         if capture is None:
@@ -143,6 +138,7 @@ class _ConsoleProbe(ReadyProbe):
             capture.wait_for(self.pattern, max(0.0, deadline - time.monotonic()))
         except WaitTimeout as e:
             raise _NotReady("console", f"no line matching {self.pattern!r}") from e
+        return None
 
 
 class _CallableProbe(ReadyProbe):
@@ -161,7 +157,7 @@ class _CallableProbe(ReadyProbe):
         progress: Progress,
         deadline: float,
         ssh: SshConfig | None,
-    ) -> None:
+    ) -> Reading | None:
         progress.reach("probe")
         try:
             ok = self.fn(dom)
@@ -171,6 +167,7 @@ class _CallableProbe(ReadyProbe):
             raise _NotReady("probe", f"{type(e).__name__}: {e}") from e
         if not ok:
             raise _NotReady("probe", f"{self.name}() returned {ok!r}")
+        return None
 
 
 class Ready:
@@ -180,11 +177,21 @@ class Ready:
       ``true``; LXC: ``true`` runs inside the container).
     - ``Ready.ADDRESS``: the guest has an address.
     - ``Ready.CONSOLE(regex)``: a console line matches ``regex``.
+    - ``Ready.CLOUD_INIT``: ``cloud-init status`` says ``done`` (over SSH for VMs, through
+      exec for containers, after the stages of ``Ready.SSH``); its ``error`` raises
+      :class:`hvlib.ReadyError` with ``cloud-init status --long``'s text.
+    - ``Ready.SYSTEMD``: ``systemctl is-system-running`` says ``running`` or ``degraded``
+      (the failed units are on the :class:`ReadyResult`); ``Ready.SYSTEMD(allow_degraded=
+      False)`` demands ``running``. ``maintenance`` or ``stopping`` raise ReadyError.
     - any callable ``fn(dom) -> bool`` (also accepted directly by ``wait_ready``).
+
+    A guest without the probe's tool (exit status 127) raises ReadyError at once.
     """
 
     SSH: ClassVar[ReadyProbe] = _AccessProbe()
     ADDRESS: ClassVar[ReadyProbe] = _AddressProbe()
+    CLOUD_INIT: ClassVar[ReadyProbe] = CloudInitProbe()
+    SYSTEMD: ClassVar[SystemdProbe] = SystemdProbe()
 
     @staticmethod
     def CONSOLE(pattern: str) -> ReadyProbe:
@@ -196,6 +203,27 @@ class Ready:
         """A probe that polls ``fn(dom)`` until it returns True."""
         return _CallableProbe(fn)
 
+    @staticmethod
+    def by_word(word: str) -> ReadyProbe:
+        """The probe a CLI word names: ``ssh``, ``address``, ``cloud-init``, ``systemd``.
+
+        Raises:
+            SpecError: another word.
+        """
+        probe = READY_WORDS.get(word)
+        if probe is None:
+            raise SpecError("ready", f"must be one of {', '.join(READY_WORDS)}", word)
+        return probe
+
+
+READY_WORDS: dict[str, ReadyProbe] = {
+    "ssh": Ready.SSH,
+    "address": Ready.ADDRESS,
+    "cloud-init": Ready.CLOUD_INIT,
+    "systemd": Ready.SYSTEMD,
+}
+"""The probes by the word the CLI takes (``--ready WORD``)."""
+
 
 def run_probe(
     dom: GuestTarget,
@@ -204,25 +232,28 @@ def run_probe(
     timeout: float,
     interval: float,
     ssh: SshConfig | None = None,
-) -> tuple[float, str]:
-    """Retry ``probe`` every ``interval`` s until it passes; return (seconds, furthest stage).
+) -> ReadyResult:
+    """Retry ``probe`` every ``interval`` s until it passes; return the seconds waited with
+    the furthest stage and what the probe read.
 
     Raises:
         WaitTimeout: not ready within ``timeout`` s (says the furthest stage and the last
             reason; ``.last`` is that stage).
         InvalidState: the domain is not running (checked before each attempt).
         HostKeyError: the guest's host key was refused (not retried).
+        ReadyError: the guest said it will not get ready (not retried).
     """
     import tenacity  # only waits need it; keeps ``import hvlib`` cheap
 
     progress = Progress(probe.stages, dom.name)
     started = time.monotonic()
     deadline = started + timeout
+    found: list[Reading | None] = []
 
     def once() -> None:
         require_running(dom, "wait until it is ready")
         try:
-            probe.attempt(dom, via, progress, deadline, ssh)
+            found.append(probe.attempt(dom, via, progress, deadline, ssh))
         except _NotReady as e:
             progress.failed(e)
             raise
@@ -246,4 +277,4 @@ def run_probe(
             waited=waited,
             last=progress.furthest,
         ) from progress.last
-    return time.monotonic() - started, progress.furthest
+    return ReadyResult(time.monotonic() - started, probe.name, progress.furthest, found[-1])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
-from typing import Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 from hvlib.enums import State, VirtType
 from hvlib.guest.config import SshConfig
@@ -66,6 +66,13 @@ class GuestTarget(Protocol):
 
     def wait_for_address(self, timeout: float = ..., *, nics: str = ...) -> object:
         """Block until the NICs (``"any"`` or ``"all"``) have an address."""
+
+    def agent_command(self, command: dict[str, Any], timeout: float) -> Any:
+        """Send one command to the QEMU guest agent; the answer's ``return`` member.
+
+        Raises:
+            GuestAccessError: the agent did not answer or refused. InvalidState: not running.
+        """
 
     def container_namespaces(self) -> list[int]:
         """File descriptors of a running container's namespaces (the caller closes them).

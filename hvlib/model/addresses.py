@@ -28,14 +28,27 @@ class AddressSource(enum.Enum):
 ORDER = (AddressSource.LEASE, AddressSource.AGENT, AddressSource.ARP)
 
 
+NO_MAC = "00:00:00:00:00:00"
+"""The hardware address the guest agent reports for the guest's loopback interface."""
+
+
 def read(raw: dict[str, Any] | None) -> Addresses:
-    """Convert libvirt's ``interfaceAddresses`` result to ``{mac: [interfaces]}``."""
+    """Convert libvirt's ``interfaceAddresses`` result to ``{mac: [interfaces]}``.
+
+    Loopback addresses are left out, and so is an interface with no MAC and no other
+    address: the guest agent reports the guest's ``lo`` (``00:00:00:00:00:00``,
+    127.0.0.1, ::1), which is no address to reach the guest at and must not satisfy an
+    address wait."""
     out: Addresses = {}
     for iface in (raw or {}).values():
         mac = (iface.get("hwaddr") or "").lower()
-        addrs = out.setdefault(mac, [])
-        for a in iface.get("addrs") or []:
-            addrs.append(ipaddress.ip_interface(f"{a['addr']}/{a.get('prefix', 32)}"))
+        found = [
+            ipaddress.ip_interface(f"{a['addr']}/{a.get('prefix', 32)}")
+            for a in iface.get("addrs") or []
+        ]
+        kept = [a for a in found if not a.ip.is_loopback]
+        if kept or mac not in ("", NO_MAC):
+            out.setdefault(mac, []).extend(kept)
     return out
 
 

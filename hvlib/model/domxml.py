@@ -81,6 +81,16 @@ class RngXML(XmlNode):
     address_type = Attr("address", "type")
 
 
+class ChannelXML(XmlNode):
+    """``<channel>``: a host-guest channel (the QEMU guest agent's is a virtio-serial port)."""
+
+    tag = "channel"
+    kind = Attr(".", "type")
+    target_type = Attr("target", "type")
+    target_name = Attr("target", "name")
+    address_type = Attr("address", "type")
+
+
 class CpuXML(XmlNode):
     """``<cpu>``: the guest CPU's mode, model, topology and features."""
 
@@ -241,6 +251,11 @@ class DomainXML(XmlNode):
     def filesystems(self) -> list[FilesystemXML]:
         """Every ``<filesystem>``, in document order."""
         return list(self.children(FilesystemXML, "devices/filesystem"))
+
+    @property
+    def channels(self) -> list[ChannelXML]:
+        """Every ``<channel>``, in document order."""
+        return list(self.children(ChannelXML, "devices/channel"))
 
     @property
     def rngs(self) -> list[RngXML]:

@@ -26,6 +26,7 @@ from typing import Any
 
 from hvlib.enums import State, VirtType
 from hvlib.model import profiles
+from hvlib.model.agent import has_agent, set_agent
 from hvlib.model.cpu import cpu_key_of
 from hvlib.model.devices import XmlEdit
 from hvlib.model.domxml import (
@@ -201,9 +202,10 @@ def live_abilities(virt: VirtType, test_driver: bool) -> frozenset[str]:
 def owned(doc: DomainXML, spec: DomainSpec) -> dict[str, Any]:
     """The fields ``spec`` owns, as ``doc`` has them (devices keyed as :data:`DEVICES` says).
 
-    The platform fields (machine, firmware, cpu, rng) are in the view when either the spec's
-    type or the document's has them, the id map when either is a container: a view of one
-    type's definition and another's wanted one compare on every field of both. The spec's
+    The platform fields (machine, firmware, cpu, rng, guest_agent) are in the view when
+    either the spec's type or the document's has them, the id map when either is a
+    container: a view of one type's definition and another's wanted one compare on every
+    field of both. The spec's
     XPath edits (``xml_edits``) are compared as the definition records them
     (:func:`record_edits`), not by the values they set: libvirt rewrites some edited values
     (a machine ``q35`` becomes ``pc-q35-7.2``), which would never converge. A domain hvlib
@@ -248,10 +250,11 @@ def _devices(doc: DomainXML, family: str) -> list[Any]:
 
 
 def _platform_view(doc: DomainXML) -> dict[str, Any]:
-    """Machine family, firmware, CPU request and virtio RNG: comparable between a persistent
-    definition and a running guest's (which shows a versioned machine, a pflash loader and an
-    expanded ``<cpu>`` instead of what was asked). The RNG is a config change: the guest gets
-    (or loses) it when it next boots."""
+    """Machine family, firmware, CPU request, virtio RNG and guest agent channel: comparable
+    between a persistent definition and a running guest's (which shows a versioned machine, a
+    pflash loader and an expanded ``<cpu>`` instead of what was asked, and the agent channel
+    with its socket path and address filled in). The RNG and the agent channel are config
+    changes: the guest gets (or loses) them when it next boots."""
     firmware, secure_boot = firmware_of(doc)
     return {
         "machine": profiles.machine_family(doc.os_machine),
@@ -259,6 +262,7 @@ def _platform_view(doc: DomainXML) -> dict[str, Any]:
         "secure_boot": secure_boot,
         "cpu": cpu_key_of(doc),
         "rng": any(is_spec_rng(r) for r in doc.rngs),
+        "guest_agent": has_agent(doc),
     }
 
 
@@ -367,6 +371,7 @@ def merge(
     _sync(current, "filesystems", [(t, n) for t, n in fs_nodes if n is not None])
     if profile.platform:
         set_rng(current, spec, profile)
+        set_agent(current, spec.guest_agent)
     apply_caller_changes(current, spec)
     record_edits(current, spec)
     return current

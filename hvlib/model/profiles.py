@@ -204,6 +204,13 @@ def _check_platform(spec: DomainSpec, profile: Profile) -> None:
             "(rng is for kvm and qemu guests)",
             field="rng",
         )
+    if spec.guest_agent and not profile.platform:
+        kind = "containers" if profile.is_container else "guests"
+        raise Unsupported(
+            f"{spec.virt.value} {kind} take no QEMU guest agent channel in hvlib "
+            "(guest_agent is for kvm and qemu guests)",
+            field="guest_agent",
+        )
     if spec.virt is VirtType.QEMU and spec.cpu is not None and spec.cpu.mode == "host-passthrough":
         raise Unsupported(
             "qemu (software emulation) cannot pass the host CPU through: "

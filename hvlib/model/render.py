@@ -24,6 +24,7 @@ from lxml import etree
 from hvlib.enums import VirtType
 from hvlib.errors import SpecError
 from hvlib.model import profiles
+from hvlib.model.agent import set_agent
 from hvlib.model.cpu import HVLIB_CPU_NS, cpu_node, cpu_request, request_of
 from hvlib.model.devices import Disk, DiskKind, Filesystem, Nic
 from hvlib.model.domxml import DiskXML, DomainXML, FilesystemXML, IdRanges, InterfaceXML, RngXML
@@ -80,6 +81,7 @@ def render_tree(spec: DomainSpec, profile: Profile | None = None) -> DomainXML:
             doc.insert_device(node)
     if profile.platform:
         set_rng(doc, spec, profile)
+        set_agent(doc, spec.guest_agent)
     apply_caller_changes(doc, spec)
     return doc
 

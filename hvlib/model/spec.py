@@ -60,6 +60,9 @@ class DomainSpec:
     or qemu guest a virtio random number generator fed from the host's ``/dev/urandom``, so
     its kernel's random pool is ready early in boot (a guest without a hardware random source,
     software-emulated above all, can otherwise wait seconds for its first ``getrandom()``).
+    ``guest_agent`` gives a kvm or qemu guest the QEMU guest agent's virtio-serial channel
+    (``org.qemu.guest_agent.0``; the guest must run qemu-guest-agent): addresses from the
+    agent (``AddressSource.AGENT``) and ``exec(..., transport="agent")``.
 
     Every field takes a value of its annotated type, checked by :mod:`hvlib.model.checks`: an
     ``int`` field no bool or float, a list field (``disks``, ``init``, ...) a list or tuple
@@ -101,6 +104,7 @@ class DomainSpec:
     xml_hook: Callable[[Any], None] | None = field(default=None, compare=False)
     idmap: IdMap | None = None
     rng: bool = False
+    guest_agent: bool = False
 
     def __post_init__(self) -> None:
         self._from_mappings()

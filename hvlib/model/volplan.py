@@ -77,17 +77,20 @@ def describe_volume(
     return ", ".join(parts)
 
 
-def plan_data(name: str, fmt: str, size: int | None, data: object) -> tuple[VolumeXML, bytes]:
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise SpecError("data", "must be bytes", type(data).__name__)
-    payload = bytes(data)
-    if not payload:
+def plan_data(name: str, fmt: str, size: int | None, length: int, head: bytes) -> VolumeXML:
+    """The XML of a volume made to hold ``length`` bytes of content starting with ``head``.
+
+    Raises:
+        SpecError: empty content, ``format='qcow2'`` for content that is no qcow2 image, or
+        ``size`` smaller than the content.
+    """
+    if not length:
         raise SpecError("data", "must not be empty")
-    if fmt == "qcow2" and not payload.startswith(_QCOW2_MAGIC):
+    if fmt == "qcow2" and not head.startswith(_QCOW2_MAGIC):
         raise SpecError("data", "is not a qcow2 image (format='qcow2')")
-    if size is not None and size < len(payload):
-        raise SpecError("size_mib", f"is smaller than data ({len(payload)} bytes)", size // MIB)
-    return volume_doc(name, size or len(payload), fmt), payload
+    if size is not None and size < length:
+        raise SpecError("size_mib", f"is smaller than data ({length} bytes)", size // MIB)
+    return volume_doc(name, size or length, fmt)
 
 
 def kind_of(fmt: str | None) -> str:

@@ -207,3 +207,38 @@ def lxc_open_namespace(handle: Any, name: str | None = None) -> list[int]:
 
     with translated(name):
         return [int(fd) for fd in libvirt_lxc.lxcOpenNamespace(handle, 0)]
+
+
+_AGENT_ERRORS = frozenset(
+    getattr(libvirt, n)
+    for n in (
+        "VIR_ERR_AGENT_UNRESPONSIVE",
+        "VIR_ERR_AGENT_UNSYNCED",
+        "VIR_ERR_AGENT_COMMAND_TIMEOUT",
+        "VIR_ERR_AGENT_COMMAND_FAILED",
+    )
+    if hasattr(libvirt, n)
+)
+
+
+def agent_command(handle: Any, command: str, timeout: int, name: str | None = None) -> str:
+    """Send one QEMU guest agent command (JSON text) to a running domain; its JSON answer.
+
+    Raises:
+        GuestAccessError: the agent did not answer (not connected, not running in the guest,
+            timed out) or refused the command (the message is libvirt's).
+        Unsupported: the driver has no agent passthrough.
+        HvlibError: any other libvirt failure.
+    """
+    import libvirt_qemu
+
+    try:
+        return str(libvirt_qemu.qemuAgentCommand(handle, command, timeout, 0))
+    except libvirt.libvirtError as e:
+        code = e.get_error_code()
+        if code in _AGENT_ERRORS:
+            message = e.get_error_message() or str(e)
+            raise errors.GuestAccessError(
+                f"{name}: the guest agent: {message}", code=code, name=name
+            ) from e
+        raise translate(e, name) from e

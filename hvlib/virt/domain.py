@@ -16,6 +16,7 @@ reaching inside the guest (:mod:`hvlib.guest.access`).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import re
@@ -65,6 +66,15 @@ on libvirt 9.0 (NOTES: "The LXC start race"): 4.5-13 % of starts lose the init e
 start independently, so six starts all fail about once in 10**5-10**6 calls."""
 INIT_POLL = 0.01
 """Seconds between checks that libvirt knows a started container's init."""
+INIT_SETTLE = 0.25
+"""Seconds a container start watches its init after libvirt knows it: an init that exits
+within them (systemd refused its cgroup: "Exiting PID 1") fails the start with the console's
+tail. Watched through /proc where the controller is visible (an exit is seen within
+INIT_POLL), else through libvirt's state. Measured (kit container, init exits at once):
+libvirt reported it shut off 0.22-0.29 s after start() returned."""
+INIT_GONE_WAIT = 5.0
+"""Seconds to wait for libvirt to report a container off once its init has exited."""
+CONSOLE_TAIL_LINES = 20
 
 
 class Domain(Addressing, GuestAccess, Mobility, Stopping, HostObject):
@@ -147,6 +157,9 @@ class Domain(Addressing, GuestAccess, Mobility, Stopping, HostObject):
         Raises:
             DomainNotFound: the domain is gone.
             LibvirtError, InvalidState: libvirt failed to start it (the message says why).
+            InvalidState: a container's init exited during the start (within
+                :data:`INIT_SETTLE` s of libvirt learning it); the message holds the
+                console's last lines.
             SpecError: ``capture_console`` is not a bool.
         """
         check_bool("capture_console", capture_console)
@@ -159,6 +172,7 @@ class Domain(Addressing, GuestAccess, Mobility, Stopping, HostObject):
             if not self.virt.is_container or self.host.is_test_driver:
                 return
             if self._init_known(INIT_WAITS[attempt - 1]):
+                self._watch_init(INIT_SETTLE)
                 return
             log.warning(
                 "%s: libvirt never learned the container's init (libvirt 9.0 race, "
@@ -229,6 +243,8 @@ class Domain(Addressing, GuestAccess, Mobility, Stopping, HostObject):
                     os.close(fd)
                 return True
             except InvalidState:
+                if not self.state.is_active:
+                    raise self._init_exited() from None
                 if controller is None:
                     controller = int(self._read(lambda h: h.ID()))
                 if lxcmonitor.monitor_lost(controller, self.name):
@@ -240,6 +256,47 @@ class Domain(Addressing, GuestAccess, Mobility, Stopping, HostObject):
             except (Unsupported, LibvirtError):
                 return True
 
+    def _watch_init(self, settle: float) -> None:
+        """Raise if the started container's init exits within ``settle`` s (INIT_SETTLE)."""
+        deadline = time.monotonic() + settle
+        init = self._init_pid()
+        while time.monotonic() < deadline:
+            gone = init is not None and not lxcmonitor.alive(init)
+            if gone or not self.state.is_active:
+                self._wait_inactive(INIT_GONE_WAIT)
+                raise self._init_exited()
+            time.sleep(INIT_POLL)
+
+    def _init_pid(self) -> int | None:
+        """The host pid of this running container's init, where this process can see it (the
+        same pid namespace as libvirtd); else None."""
+        try:
+            fds = self.container_namespaces()
+        except HvlibError:
+            return None
+        try:
+            links = [os.readlink(f"/proc/self/fd/{fd}") for fd in fds]
+        except OSError:
+            return None
+        finally:
+            for fd in fds:
+                os.close(fd)
+        pid_ns = next((link for link in links if link.startswith("pid:")), None)
+        return None if pid_ns is None else lxcmonitor.find_init(self.name, pid_ns)
+
+    def _init_exited(self) -> InvalidState:
+        """The error of a start whose container init exited at once, with the console tail."""
+        log_bytes = self.console_log() if self.console is not None else b""
+        lines = log_bytes.decode("utf-8", "replace").replace("\r", "").splitlines()
+        tail = "\n".join(lines[-CONSOLE_TAIL_LINES:]) or "(nothing on its console)"
+        state = self.state
+        return InvalidState(
+            f"{self.name}: its init exited during the start (the container is "
+            f"{state.value}); the console's last lines:\n{tail}",
+            name=self.name,
+            state=state,
+        )
+
     def container_namespaces(self) -> list[int]:
         """File descriptors of the namespaces of this running container's init, opened by
         libvirt in this process (the caller closes them): what the container transport of
@@ -250,6 +307,23 @@ class Domain(Addressing, GuestAccess, Mobility, Stopping, HostObject):
             Unsupported: not an LXC domain, or the connection cannot pass descriptors.
         """
         return _virt.lxc_open_namespace(self.handle, self.name)
+
+    def agent_command(self, command: dict[str, Any], timeout: float) -> Any:
+        """Send ``command`` (``{"execute": ..., "arguments": ...}``) to the QEMU guest agent
+        in the guest (``DomainSpec(guest_agent=True)``); return the answer's ``return``
+        member. Made once, never retried (``guest-exec`` starts a process).
+
+        Raises:
+            GuestAccessError: the agent did not answer within ``timeout`` s, is not
+                connected, or refused the command.
+            InvalidState: the domain is not running. Unsupported: the driver has none.
+        """
+        wait = max(1, int(timeout + 0.999))
+        text = json.dumps(command)
+        answer = self._write(
+            lambda h: _virt.agent_command(h, text, wait, self.name), timeout=wait + 10.0
+        )
+        return json.loads(answer).get("return")
 
     def _capture_console(self) -> None:
         capture = ConsoleCapture(self.name)

@@ -26,6 +26,7 @@ from hvlib.virt.remote import check_path_arg, remote_uri
 
 if TYPE_CHECKING:
     from hvlib.guest.config import SshConfig
+    from hvlib.virt.images import Images
     from hvlib.virt.network import Networks
     from hvlib.virt.pools import Pools
     from hvlib.virt.storage import Volumes
@@ -105,6 +106,13 @@ class Host:
         from hvlib.virt.storage import Volumes
 
         return Volumes(self)
+
+    @functools.cached_property
+    def images(self) -> Images:
+        """Base images imported into pool volumes (:class:`hvlib.virt.images.Images`)."""
+        from hvlib.virt.images import Images
+
+        return Images(self)
 
     @functools.cached_property
     def networks(self) -> Networks:

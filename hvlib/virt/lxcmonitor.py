@@ -8,7 +8,9 @@ the container again at once. Reads /proc only; no libvirt call.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 from pathlib import Path
 
 
@@ -61,3 +63,61 @@ def monitor_lost(controller_pid: int, name: str) -> bool | None:
     if listening == 0:
         return None
     return connected == 0
+
+
+def init_pids(controller_pid: int, name: str) -> list[int] | None:
+    """The pids of container ``name``'s init: the children of its controller
+    (``/proc/PID/task/*/children``). None if that cannot be read here (another pid
+    namespace, not our controller, no /proc). Raises nothing."""
+    try:
+        if not is_controller(Path(f"/proc/{controller_pid}/cmdline").read_bytes(), name):
+            return None
+        tasks = list(Path(f"/proc/{controller_pid}/task").iterdir())
+        text = " ".join((task / "children").read_text() for task in tasks)
+    except OSError:
+        return None
+    return [int(pid) for pid in text.split()]
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie has). Raises nothing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def find_init(name: str, pid_ns: str) -> int | None:
+    """The host pid of container ``name``'s init: a child of a ``libvirt_lxc --name NAME``
+    controller whose pid namespace is ``pid_ns`` (``"pid:[INODE]"``, the link of the
+    container's pid-namespace descriptor: several sandboxed daemons may each run a container
+    of that name). None if no such process is visible here. Raises nothing.
+
+    (libvirt 9.0's LXC driver reports the domain id as -1 for a running container, so the
+    controller is found by its command line, not by ``virDomainGetID``.)
+    """
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        try:
+            if not is_controller(Path(f"/proc/{pid}/cmdline").read_bytes(), name):
+                continue
+        except OSError:
+            continue
+        for child in init_pids(pid, name) or ():
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{child}/ns/pid") == pid_ns:
+                    return child
+    return None
+
+
+def program_of(pid: int) -> str | None:
+    """The program process ``pid`` runs (``/proc/PID/exe``, a path inside its mount
+    namespace: ``/usr/lib/systemd/systemd``, ``/bin/busybox``); None if unreadable."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+    except OSError:
+        return None

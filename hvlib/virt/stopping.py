@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import os
 import time
 import weakref
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from hvlib.enums import State
 from hvlib.errors import CallTimeout, DomainNotFound, InvalidState, WaitTimeout
 from hvlib.model.checks import check_bool, check_seconds
-from hvlib.virt import _virt
+from hvlib.virt import _virt, lxcmonitor
 from hvlib.virt._parts import DomainParts
 
 if TYPE_CHECKING:
@@ -40,6 +41,13 @@ the flag (libvirt 9.0's test driver takes only the first two, and refuses the wh
 a third: it then kept no domain that had snapshots)."""
 _UNDEFINE_MASKS: weakref.WeakKeyDictionary[HostLike, tuple[int, int]] = weakref.WeakKeyDictionary()
 """Per host: (connection generation, the undefine flags its driver took)."""
+_SHUTDOWN_MODES: weakref.WeakKeyDictionary[HostLike, dict[str, int]] = weakref.WeakKeyDictionary()
+"""Per host, per container uuid: the shutdown flags of the request its last graceful shutdown
+followed (what works for its init), tried first the next time."""
+INITCTL_INITS = ("systemd", "init", "upstart")
+"""Init programs (the basename of the container init's executable) that take libvirt's
+initctl request and ignore SIGTERM as PID 1: systemd re-executes itself on SIGTERM, sysvinit
+ignores it. Their shutdown tries libvirt's default (initctl, then SIGTERM) first."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,7 @@ class Stopping(DomainParts):
             requests += sent
             pause = resend_interval if sent else NOT_READY_RETRY
             if self._wait_inactive(max(0.0, min(pause, deadline - time.monotonic()))):
+                self._learn_shutdown()
                 break
         return ShutdownResult(True, time.monotonic() - started, requests)
 
@@ -109,14 +118,17 @@ class Stopping(DomainParts):
         VMs get ACPI. Containers alternate: first SIGTERM to their init (libvirt's
         ``SIGNAL`` mode), then libvirt's default (initctl, then SIGTERM). The default alone was
         seen to report success without signalling a busybox init (libvirt 9.0), while an init
-        such as systemd wants initctl. Right after a container starts, libvirt refuses with
-        "Init process ID is not yet known": that is retried within 0.1 s, not counted.
+        such as systemd wants initctl (it ignores SIGTERM: a SIGTERM first cost it a whole
+        ``resend_interval``). So the order is learned: the mode that last shut this
+        container down gracefully goes first; before any, the init's program decides
+        (:data:`INITCTL_INITS`, read from /proc where the controller is visible). Right
+        after a container starts, libvirt refuses with "Init process ID is not yet known":
+        that is retried within 0.1 s, not counted.
         A request libvirt does not answer within ``timeout`` s (a frozen guest blocks its
         monitor) counts as sent: the deadline then decides.
         """
-        flags = 0
-        if self.virt.is_container and attempt % 2 == 0:
-            flags = _virt.C.VIR_DOMAIN_SHUTDOWN_SIGNAL
+        flags = self._container_modes()[attempt % 2] if self.virt.is_container else 0
+        self.__dict__["_hvlib_last_shutdown"] = flags
         try:
             self._write(lambda h: self._shutdown_flags(h, flags), timeout=timeout)
         except (DomainNotFound, CallTimeout):
@@ -124,6 +136,28 @@ class Stopping(DomainParts):
         except InvalidState:
             return not self.state.is_active  # stopped meanwhile; else: not ready for it yet
         return True
+
+    def _container_modes(self) -> tuple[int, int]:
+        """The two shutdown modes a container alternates, the one to try first first."""
+        signal, default = _virt.C.VIR_DOMAIN_SHUTDOWN_SIGNAL, 0
+        learned = _SHUTDOWN_MODES.get(self.host, {}).get(self.uuid)
+        if learned is None:
+            learned = default if self._init_takes_initctl() else signal
+            _SHUTDOWN_MODES.setdefault(self.host, {})[self.uuid] = learned
+        return (learned, signal if learned == default else default)
+
+    def _init_takes_initctl(self) -> bool:
+        """Whether the running container's init is one of :data:`INITCTL_INITS` (False if
+        that cannot be read here: a remote host, another pid namespace)."""
+        init = self._init_pid()
+        program = lxcmonitor.program_of(init) if init is not None else None
+        return program is not None and os.path.basename(program) in INITCTL_INITS
+
+    def _learn_shutdown(self) -> None:
+        """Remember the mode of the last request sent: it shut the container down."""
+        flags = self.__dict__.pop("_hvlib_last_shutdown", None)
+        if self.virt.is_container and flags is not None:
+            _SHUTDOWN_MODES.setdefault(self.host, {})[self.uuid] = flags
 
     @staticmethod
     def _shutdown_flags(handle: Any, flags: int) -> None:

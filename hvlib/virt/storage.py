@@ -2,11 +2,12 @@
 
 ``Volumes(host)`` creates, finds and converges volumes (``ensure``: a :class:`VolumeResult`
 says what changed, or with ``check=True`` would change). A ``backing`` volume makes a qcow2
-overlay; ``data`` makes a volume holding exactly those bytes (compared by SHA-256 on a later
-ensure). A volume whose creation (or first upload) fails is removed again, so nothing
-half-made stays in the pool. The objects (:class:`hvlib.virt.pools.Pool`,
-:class:`hvlib.virt.pools.Volume`) and ``host.pools`` are in :mod:`hvlib.virt.pools`; what a
-planned volume may be is pure, in :mod:`hvlib.model.volplan`.
+overlay; ``data`` (bytes, or a local file's path: streamed) makes a volume holding exactly
+that content (compared by SHA-256 on a later ensure, never by size). A volume whose creation
+(or first upload) fails is removed again, so nothing half-made stays in the pool. The
+objects (:class:`hvlib.virt.pools.Pool`, :class:`hvlib.virt.pools.Volume`) and
+``host.pools`` are in :mod:`hvlib.virt.pools`; what a planned volume may be is pure, in
+:mod:`hvlib.model.volplan`.
 
 Names are checked with :func:`hvlib.model.checks.check_name` (no ``/``, no leading ``.``: a
 volume stays inside its pool) and paths with :func:`hvlib.model.checks.check_path`, before
@@ -16,7 +17,7 @@ itself (only libvirt does, wherever the pool is).
 
 from __future__ import annotations
 
-import hashlib
+import os
 import posixpath
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -45,6 +46,7 @@ from hvlib.virt.pools import (
     pool_of,
     remove_leftover,
 )
+from hvlib.virt.streams import Payload
 
 if TYPE_CHECKING:
     from hvlib.virt._parts import HostLike
@@ -143,18 +145,19 @@ class Volumes:
         *,
         size_mib: int | None = None,
         format: VolumeFormat | None = None,
-        data: Data | None = None,
+        data: Data | os.PathLike[str] | None = None,
         backing: Volume | tuple[str, str] | None = None,
     ) -> Volume:
         """Create volume ``name`` in ``pool`` and return it.
 
-        ``format`` is ``raw`` or ``qcow2`` (None: qcow2 with ``backing``, else raw). With
-        ``backing`` (a Volume or a (pool, name) pair) the volume is a qcow2 overlay on that
-        base, as large as the base unless ``size_mib`` says more. With ``data`` the volume is
-        exactly that image (``size_mib`` may make it larger), uploaded through a libvirt
-        stream; otherwise ``size_mib`` is required. Raw volumes are fully allocated, so a
-        pool without the space fails here rather than later in a guest. On any failure the
-        volume is removed again.
+        ``format`` is ``raw`` or ``qcow2`` (None: qcow2 with ``backing`` or when ``data`` is
+        a qcow2 image, else raw). With ``backing`` (a Volume or a (pool, name) pair) the
+        volume is a qcow2 overlay on that base, as large as the base unless ``size_mib`` says
+        more. With ``data`` (bytes, or the path of a local file as an ``os.PathLike``: read
+        in chunks, never whole) the volume is exactly that image (``size_mib`` may make it
+        larger), uploaded through a libvirt stream; otherwise ``size_mib`` is required. Raw
+        volumes are fully allocated, so a pool without the space fails here rather than
+        later in a guest. On any failure the volume is removed again.
 
         Raises:
             SpecError: a bad name, size, format or combination (nothing is created).
@@ -177,7 +180,7 @@ class Volumes:
         *,
         size_mib: int | None = None,
         format: VolumeFormat | None = None,
-        data: Data | None = None,
+        data: Data | os.PathLike[str] | None = None,
         backing: Volume | tuple[str, str] | None = None,
         check: bool = False,
     ) -> VolumeResult:
@@ -223,22 +226,23 @@ class Volumes:
         name: str,
         size_mib: int | None,
         format: str | None,
-        data: Data | None,
+        data: Data | os.PathLike[str] | None,
         backing: Volume | tuple[str, str] | None,
-    ) -> tuple[VolumeXML, bytes | None]:
+    ) -> tuple[VolumeXML, Payload | None]:
         """The volume's XML and the bytes to upload, after every check."""
         check_name("volume.name", name)
-        fmt = format or ("qcow2" if backing is not None else "raw")
+        payload = None if data is None else Payload.of(data)
+        fmt = format or _default_format(backing, payload)
         if fmt not in FORMATS:
             raise SpecError("format", "must be 'raw' or 'qcow2'", format)
         size = None if size_mib is None else check_size_mib("size_mib", size_mib) * MIB
-        if data is not None:
+        if payload is not None:
             if backing is not None:
                 raise SpecError("data", "cannot be combined with backing")
             if fmt == "qcow2" and size is not None:
                 rule = "cannot be combined with qcow2 data: the image's header says its size"
                 raise SpecError("size_mib", rule, size_mib)
-            return plan_data(name, fmt, size, data)
+            return plan_data(name, fmt, size, payload.size, payload.head), payload
         if backing is not None:
             return self._plan_overlay(name, fmt, size, backing), None
         if size is None:
@@ -272,6 +276,14 @@ class VolumeResult(ChangeReport):
     volume: Volume | None = None
 
 
+def _default_format(backing: object, payload: Payload | None) -> str:
+    """qcow2 for an overlay or for data that is a qcow2 image (its header says so: libvirt
+    would report such a "raw" volume as qcow2, and every ensure would make it anew), else raw."""
+    if backing is not None or (payload is not None and payload.head.startswith(b"QFI\xfb")):
+        return "qcow2"
+    return "raw"
+
+
 def _backing_key(backing: Volume | tuple[str, str] | None) -> tuple[str, str] | None:
     return (backing.pool.name, backing.name) if isinstance(backing, Volume) else backing
 
@@ -279,7 +291,7 @@ def _backing_key(backing: Volume | tuple[str, str] | None) -> tuple[str, str] | 
 def _changes(
     vol: Volume | None,
     want: VolumeXML,
-    payload: bytes | None,
+    payload: Payload | None,
     size_mib: int | None,
     base: tuple[str, str] | None,
 ) -> tuple[list[Change], str]:
@@ -290,7 +302,7 @@ def _changes(
         InvalidState: ``vol`` has another format or backing and there is no ``payload``.
     """
     if vol is None:
-        digest = None if payload is None else hashlib.sha256(payload).hexdigest()
+        digest = None if payload is None else payload.sha256
         what = describe_volume(want.target_format or "raw", base, size_mib, digest)
         return [Change("volume", None, what, ChangeHow.STATE)], "create"
     if payload is not None:
@@ -305,16 +317,17 @@ def _changes(
     return [], "none"
 
 
-def _data_changes(vol: Volume, want: VolumeXML, payload: bytes) -> list[Change]:
+def _data_changes(vol: Volume, want: VolumeXML, payload: Payload) -> list[Change]:
     """How ``vol`` differs from a volume holding exactly ``payload`` (empty: it holds it).
-    The content is compared by SHA-256 of the volume's first ``len(payload)`` bytes."""
+    The content is compared by SHA-256 of the volume's first ``payload.size`` bytes, never
+    by sizes (a qcow2's capacity is its virtual size, not the image file's length)."""
     have, changes = vol.doc(), []
     if kind_of(have.target_format) != kind_of(want.target_format):
         changes.append(Change("format", have.target_format, want.target_format, _RECREATE))
     if have.backing_path is not None:
         changes.append(Change("backing", have.backing_path, None, _RECREATE))
-    before = vol.sha256(length=len(payload))
-    after = hashlib.sha256(payload).hexdigest()
+    before = vol.sha256(length=payload.size)
+    after = payload.sha256
     if changes or before != after:
         changes.append(Change("content", f"sha256:{before}", f"sha256:{after}", _RECREATE))
     capacity = have.capacity or 0
@@ -327,12 +340,13 @@ _RECREATE = ChangeHow.RECREATE
 """A data volume whose content or format differs is deleted and made anew."""
 
 
-def _create_planned(pool: Pool, doc: VolumeXML, payload: bytes | None) -> Volume:
+def _create_planned(pool: Pool, doc: VolumeXML, payload: Payload | None) -> Volume:
     """Create ``doc`` in ``pool`` and upload ``payload``; remove the volume if either fails."""
     vol = create_volume(pool, doc, lambda xml: pool.handle.createXML(xml, 0))
     if payload is not None:
         try:
-            vol.upload(payload)
+            with payload.open() as content:
+                vol.upload(content)
         except BaseException:
             remove_leftover(pool, vol.name)
             raise
