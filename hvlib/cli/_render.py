@@ -121,9 +121,14 @@ def render(files: tuple[str, ...], only: str | None) -> None:
     default=None,
     help="Use this libvirt instead of a sandboxed one (test:/// runs the lifecycle part only).",
 )
+@click.option(
+    "--debian",
+    is_flag=True,
+    help="Then a second act: a Debian 12 cloud VM (cloud-init) and a systemd container.",
+)
 @verbose_option
-def demo(uri: str | None) -> None:
+def demo(uri: str | None, debian: bool) -> None:
     """Boot a QEMU VM and an LXC container, use them, shut them down, remove them."""
     from hvlib import demo as demo_mod
 
-    sys.exit(demo_mod.run(uri))
+    sys.exit(demo_mod.run(uri, debian=debian))
