@@ -33,6 +33,7 @@ from hvlib.model.checks import PathArg
 from hvlib.model.render import render
 from hvlib.model.spec import DomainSpec
 from hvlib.model.uri import allowed_names, check_uri
+from hvlib.virt.closing import Closing
 from hvlib.virt.connection import check_timeout
 from hvlib.virt.remote import SSH_TRANSPORTS, check_path_arg, remote_uri, transport_of
 
@@ -52,7 +53,7 @@ DEFAULT_RECONNECT_TIMEOUT = 5.0
 should be reported, not waited for."""
 
 
-class Fleet:
+class Fleet(Closing):
     """Several libvirt hosts seen together: ``Fleet(uris, ...)``.
 
     The options after ``timeout`` are those of :func:`hvlib.connect`, for every host
@@ -125,12 +126,6 @@ class Fleet:
 
     def __repr__(self) -> str:
         return f"<Fleet {len(self._hosts)} up, {len(self.down)} down>"
-
-    def __enter__(self) -> Fleet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def hosts(self) -> dict[str, Host]:

@@ -34,6 +34,7 @@ from hvlib.enums import State
 from hvlib.errors import AlreadyExists, ParallelError, SpecError
 from hvlib.model.plan import ENSURE_STATES
 from hvlib.model.spec import DomainSpec
+from hvlib.virt.closing import Closing
 from hvlib.virt.converge import EnsureResult
 from hvlib.virt.domain import Domain
 from hvlib.virt.host import ConnectOptions, Host, check_connect_options, connect
@@ -102,7 +103,7 @@ def unique_names(specs: Iterable[DomainSpec]) -> list[str]:
     return names
 
 
-class HostPool:
+class HostPool(Closing):
     """``connections`` Hosts on one URI, shared by worker threads (each Host is thread-safe).
 
     Use as a context manager, or call :meth:`close`. Domains and results returned by its
@@ -187,12 +188,6 @@ class HostPool:
 
     def __repr__(self) -> str:
         return f"<HostPool {self.uri} x{self.size}>"
-
-    def __enter__(self) -> HostPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close every connection (idempotent). Calls on the pool's Hosts and on the Domains

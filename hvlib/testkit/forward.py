@@ -25,8 +25,9 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import TypeVar
+
+from hvlib.virt.closing import Closing
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def free_loopback_port(netns: str | Path) -> int:
     return in_netns(netns, probe)
 
 
-class LoopbackForwarder:
+class LoopbackForwarder(Closing):
     """Relay ``127.0.0.1:self.port`` (here) to ``127.0.0.1:target_port`` inside ``netns``.
 
     Use as a context manager, or call :meth:`close`. Connections that cannot be opened on the
@@ -85,17 +86,6 @@ class LoopbackForwarder:
             target=self._accept_loop, name=f"forward-{self.port}", daemon=True
         )
         self._accepter.start()
-
-    def __enter__(self) -> LoopbackForwarder:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Stop listening and cut every relayed connection; idempotent, never raises."""

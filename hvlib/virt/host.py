@@ -18,6 +18,7 @@ from hvlib.guest.config import check_ssh_config
 from hvlib.model.checks import PathArg
 from hvlib.model.uri import allowed_names
 from hvlib.virt import accel
+from hvlib.virt.closing import Closing
 from hvlib.virt.connection import Connection, check_timeout
 from hvlib.virt.console import ConsoleCapture
 from hvlib.virt.domains import Domains
@@ -35,7 +36,7 @@ log = logging.getLogger("hvlib")
 T = TypeVar("T")
 
 
-class Host:
+class Host(Closing):
     """A connection to one libvirt daemon (or the in-process ``test:///`` driver).
 
     Use as a context manager, or call :meth:`close`. Thread-safe: libvirt connections are.
@@ -123,12 +124,6 @@ class Host:
 
     def __repr__(self) -> str:
         return f"<Host {self.uri}>"
-
-    def __enter__(self) -> Host:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def conn(self) -> Any:
