@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hvlib.enums import State, VirtType
@@ -443,8 +443,7 @@ class Domain(Addressing, GuestAccess, Mobility, Stopping, HostObject):
             SpecError: ``device_xml`` is not a string of well-formed XML.
             InvalidState: the domain is not running. Unsupported, LibvirtError: refused.
         """
-        _check_device_xml(device_xml)
-        self._write(lambda h: h.attachDeviceFlags(device_xml, _virt.C.VIR_DOMAIN_AFFECT_LIVE))
+        self._write(_live_device(device_xml, lambda h: h.attachDeviceFlags))
 
     def detach_live(self, device_xml: str) -> None:
         """Hot-unplug a device from the running guest only (persistent config untouched).
@@ -453,8 +452,7 @@ class Domain(Addressing, GuestAccess, Mobility, Stopping, HostObject):
             SpecError: ``device_xml`` is not a string of well-formed XML.
             InvalidState: the domain is not running. Unsupported, LibvirtError: refused.
         """
-        _check_device_xml(device_xml)
-        self._write(lambda h: h.detachDeviceFlags(device_xml, _virt.C.VIR_DOMAIN_AFFECT_LIVE))
+        self._write(_live_device(device_xml, lambda h: h.detachDeviceFlags))
 
     # -- waiting -------------------------------------------------------------------------
 
@@ -518,6 +516,19 @@ def _check_pattern(pattern: object) -> re.Pattern[str]:
         return re.compile(pattern)
     except (re.error, RecursionError, OverflowError) as e:
         raise SpecError("pattern", f"is not a valid regular expression: {e}", pattern) from None
+
+
+def _live_device(
+    device_xml: str, method: Callable[[Any], Callable[[str, int], Any]]
+) -> Callable[[Any], Any]:
+    """The write that hands ``device_xml`` to ``method(handle)`` for the running guest only
+    (``VIR_DOMAIN_AFFECT_LIVE``), once the XML is checked.
+
+    Raises:
+        SpecError: ``device_xml`` is not a string of well-formed XML.
+    """
+    _check_device_xml(device_xml)
+    return lambda h: method(h)(device_xml, _virt.C.VIR_DOMAIN_AFFECT_LIVE)
 
 
 def _check_device_xml(device_xml: object) -> None:
