@@ -22,10 +22,20 @@ NETNS_DIR = Path("/run/netns")
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _setns(fd: int) -> None:
+def setns(fd: int) -> None:
+    """Move the calling thread into the network namespace open at ``fd`` (raises OSError)."""
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
+        raise OSError(err, f"setns(CLONE_NEWNET): {os.strerror(err)}")
+
+
+def enter(path: Path) -> None:
+    """Move the calling thread into the network namespace at ``path`` (raises OSError)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(fd)
+    finally:
+        os.close(fd)
 
 
 def create_connection(
@@ -64,11 +74,7 @@ def _connect_in(
     result: list[socket.socket | BaseException],
 ) -> None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _setns(fd)
-        finally:
-            os.close(fd)
+        enter(path)
         result.append(socket.create_connection(address, timeout=timeout))
     except BaseException as e:  # handed to the caller's thread
         result.append(e)

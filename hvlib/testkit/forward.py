@@ -18,7 +18,6 @@ the network namespace of any thread but its own short-lived ones, or outlive ``c
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import socket
@@ -27,15 +26,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from hvlib.guest.netns import enter, setns
 from hvlib.virt.closing import Closing
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-_CLONE_NEWNET = 0x40000000
 _CHUNK = 65536
 _T = TypeVar("_T")
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def netns_path(netns: str | Path) -> Path:
@@ -171,20 +169,10 @@ def _thread_in_netns(path: Path) -> Iterator[None]:
     """Move the calling thread into the namespace at ``path`` and back (raises ``OSError``)."""
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
+        enter(path)
         try:
             yield
         finally:
-            _setns(home)
+            setns(home)
     finally:
         os.close(home)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns(CLONE_NEWNET): {os.strerror(err)}")
