@@ -233,20 +233,19 @@ verbose_option = click.option(
 )
 
 
-def uri_option(multiple: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``--uri`` (repeatable when ``multiple``), defaulting to ``$HVLIB_URI``."""
-    return click.option(
-        "--uri",
-        "uris",
-        multiple=multiple,
-        envvar="HVLIB_URI",
-        metavar="URI",
-        help="libvirt URI of a host ($HVLIB_URI)"
-        + (". Repeat for several hosts." if multiple else "."),
-    )
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+"""What an option (``click.option(...)``) is: it decorates a command's function."""
 
 
-netns_option = click.option(
+_uri_option = click.option(
+    "--uri",
+    "uris",
+    multiple=True,
+    envvar="HVLIB_URI",
+    metavar="URI",
+    help="libvirt URI of a host ($HVLIB_URI). Repeat for several hosts.",
+)
+_netns_option = click.option(
     "--netns",
     envvar="HVLIB_NETNS",
     metavar="NAME",
@@ -261,6 +260,26 @@ READY_WORDS = ("ssh", "address", "cloud-init", "systemd")
 def ready_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--ready WORD``: which readiness probe a wait uses."""
     return click.option("--ready", "ready", type=click.Choice(READY_WORDS), default=None, help=help)
+
+
+def hosts_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--uri`` (repeatable: ``uris``, default ``$HVLIB_URI``) and ``--netns`` (``netns``,
+    default ``$HVLIB_NETNS``): the hosts a command works on, and where their guests live."""
+    return _uri_option(_netns_option(fn))
+
+
+def timeout_option(help: str, default: float | None = None) -> Decorator:
+    """``--timeout`` in seconds. Without ``default``: a limit that must leave some time, none
+    when not given; with one: 0 seconds or more, the default shown in --help."""
+    if default is None:
+        return click.option("--timeout", type=POSITIVE_SECONDS, default=None, help=help)
+    return click.option("--timeout", type=SECONDS, default=default, show_default=True, help=help)
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="A JSON list on stdout, for machines."
+)
+"""``--json``: the command's outcome as a JSON list on stdout (``as_json``)."""
 
 
 def uri_list(uris: Sequence[str] | str | None) -> list[str]:

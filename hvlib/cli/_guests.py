@@ -16,19 +16,18 @@ from hvlib.cli._base import (
     EXIT_EXEC_TIMEOUT,
     EXIT_FAILED,
     EXIT_OK,
-    POSITIVE_SECONDS,
     SECONDS,
     Exit,
     cli,
     find_one,
     hosts,
-    netns_option,
+    hosts_options,
     note,
     ready_option,
     run_with_progress,
     say,
+    timeout_option,
     uri_list,
-    uri_option,
     verbose_option,
 )
 from hvlib.errors import HvlibError, SpecError
@@ -63,8 +62,7 @@ class Row:
 
 
 @cli.command(name="ls")
-@uri_option(multiple=True)
-@netns_option
+@hosts_options
 @click.option("--json", "as_json", is_flag=True, help="A JSON list, for machines.")
 @verbose_option
 def ls(uris: tuple[str, ...], netns: str | None, as_json: bool) -> None:
@@ -143,14 +141,8 @@ def _table(rows: Sequence[Row]) -> None:
 @cli.command(name="exec")
 @click.argument("name")
 @click.argument("command", nargs=-1, required=True)
-@uri_option(multiple=True)
-@netns_option
-@click.option(
-    "--timeout",
-    type=POSITIVE_SECONDS,
-    default=None,
-    help="Kill the command after this many seconds (exit 124). Default: no limit.",
-)
+@hosts_options
+@timeout_option("Kill the command after this many seconds (exit 124). Default: no limit.")
 @click.option(
     "--wait",
     type=SECONDS,
@@ -306,14 +298,8 @@ def _ssh_config(
 
 @cli.command()
 @click.argument("name")
-@uri_option(multiple=True)
-@netns_option
-@click.option(
-    "--timeout",
-    type=POSITIVE_SECONDS,
-    default=None,
-    help="Stop after this many seconds (default: until Ctrl-C or the console closes).",
-)
+@hosts_options
+@timeout_option("Stop after this many seconds (default: until Ctrl-C or the console closes).")
 @verbose_option
 def console(name: str, uris: tuple[str, ...], netns: str | None, timeout: float | None) -> None:
     """Show the console of the domain NAME, read-only.

@@ -15,11 +15,10 @@ from hvlib.cli._base import (
     PROGRESS_EVERY,
     cli,
     hosts,
-    netns_option,
+    hosts_options,
     note,
     say,
     uri_list,
-    uri_option,
     verbose_option,
 )
 
@@ -49,8 +48,7 @@ def image() -> None:
     show_default=True,
     help="Seconds a stalled source may send nothing before the pull fails.",
 )
-@uri_option(multiple=False)
-@netns_option
+@hosts_options
 @verbose_option
 def pull(
     name: str,
@@ -59,25 +57,27 @@ def pull(
     sha256: str | None,
     checksum: str | None,
     timeout: float,
-    uris: str | None,
+    uris: tuple[str, ...],
     netns: str | None,
 ) -> None:
     """Import the image at SOURCE (a path, file:// or http(s):// URL) as volume NAME.
 
     The bytes are streamed into the pool and checked against --sha256 (or --checksum);
     a failed pull leaves no volume. A second pull of the same source and checksum
-    transfers nothing.
+    transfers nothing. With several --uri, the image is pulled into the pool of each host.
     """
     from hvlib.errors import SpecError
 
     if sha256 is not None and checksum is not None:
         raise SpecError("--sha256", "give --sha256 or --checksum, not both")
     wanted = f"sha256:{sha256}" if sha256 is not None else checksum
-    with hosts(uri_list(uris), netns) as (host, *_), _progress(f"pulling {name}") as progress:
-        result = host.images.ensure(
-            name, source, pool=pool, checksum=wanted, timeout=timeout, progress=progress
-        )
-    _report(result)
+    with hosts(uri_list(uris), netns) as hs:
+        for host in hs:
+            with _progress(f"pulling {name} into {host.uri}") as progress:
+                result = host.images.ensure(
+                    name, source, pool=pool, checksum=wanted, timeout=timeout, progress=progress
+                )
+            _report(result)
 
 
 def _report(result: ImageResult) -> None:

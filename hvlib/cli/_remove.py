@@ -13,20 +13,20 @@ import click
 from hvlib.cli._base import (
     EXIT_FAILED,
     EXIT_OK,
-    SECONDS,
     Exit,
     cli,
     find_all,
     forced_line,
     hostnames,
     hosts,
-    netns_option,
+    hosts_options,
+    json_option,
     note,
     run_with_progress,
     say,
     still_running,
+    timeout_option,
     uri_list,
-    uri_option,
     verbose_option,
 )
 from hvlib.errors import HvlibError, WaitTimeout
@@ -43,22 +43,15 @@ if TYPE_CHECKING:
 
 @cli.command()
 @click.argument("names", nargs=-1, required=True)
-@uri_option(multiple=True)
-@netns_option
-@click.option(
-    "--timeout",
-    type=SECONDS,
-    default=60.0,
-    show_default=True,
-    help="Seconds the guest gets to shut down after the request.",
-)
+@hosts_options
+@timeout_option("Seconds the guest gets to shut down after the request.", default=60.0)
 @click.option(
     "--force",
     is_flag=True,
     help="Power off whatever is still running at the deadline, printed as forced "
     "(--timeout 0 --force: at once). Without it such a guest is left running (exit 1).",
 )
-@click.option("--json", "as_json", is_flag=True, help="A JSON list on stdout, for machines.")
+@json_option
 @verbose_option
 def down(
     names: tuple[str, ...],
@@ -133,8 +126,7 @@ def _down_one(dom: Domain, timeout: float, force: bool, *, quiet: bool) -> Stopp
 
 @cli.command()
 @click.argument("names", nargs=-1, required=True)
-@uri_option(multiple=True)
-@netns_option
+@hosts_options
 @click.option("--force", is_flag=True, help="Power off a running domain first.")
 @click.option(
     "--volumes",

@@ -16,12 +16,13 @@ from hvlib.cli._base import (
     Exit,
     cli,
     hosts,
-    netns_option,
+    hosts_options,
+    json_option,
     ready_option,
     run_with_progress,
     say,
+    timeout_option,
     uri_list,
-    uri_option,
     verbose_option,
 )
 from hvlib.cli._upplan import check_refs, networks_of, plan_up, pools_of
@@ -40,8 +41,7 @@ if TYPE_CHECKING:
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@uri_option(multiple=True)
-@netns_option
+@hosts_options
 @click.option(
     "--state",
     type=click.Choice(list(STATES)),
@@ -66,13 +66,7 @@ if TYPE_CHECKING:
     help="Undefine and define again where a "
     "change needs it (a new virt type), keeping uuid and MACs.",
 )
-@click.option(
-    "--timeout",
-    type=SECONDS,
-    default=60.0,
-    show_default=True,
-    help="Seconds a guest gets to shut down or reach its state.",
-)
+@timeout_option("Seconds a guest gets to shut down or reach its state.", default=60.0)
 @click.option(
     "--force",
     is_flag=True,
@@ -90,7 +84,7 @@ if TYPE_CHECKING:
     show_default=True,
     help="Seconds --ready waits for each domain.",
 )
-@click.option("--json", "as_json", is_flag=True, help="A JSON list on stdout, for machines.")
+@json_option
 @verbose_option
 def up(
     files: tuple[str, ...],
