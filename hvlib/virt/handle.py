@@ -5,13 +5,17 @@ reconnects (libvirtd restarted) the handle is looked up again (by uuid, or by na
 pool) on first use. Calls go through :meth:`hvlib.Host.call`: reads retried on transient
 errors, writes made once. Once the Host is closed, everything but the cached identity (name,
 uuid) raises :class:`hvlib.HostClosed` at once. Part of the virt layer; no
-policy here. The host is taken as :class:`hvlib.virt._parts.HostLike`.
+policy here. The host is taken as :class:`hvlib.virt._parts.HostLike`. :class:`ByName` is
+the ``get``/``find``/``list`` of a host's networks and pools.
 """
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from hvlib.errors import NotFound
 
 if TYPE_CHECKING:
     from hvlib.virt._parts import HostLike
@@ -62,3 +66,49 @@ class HostObject:
         """``fn(handle)``: a call that changes something, made once (never retried), given
         up after ``timeout`` s (else the host's ``call_timeout``) with CallTimeout."""
         return self.host.call(lambda _c: fn(self.handle), name=self._label(), timeout=timeout)
+
+
+H = TypeVar("H", bound=HostObject)
+
+
+class ByName(Generic[H]):
+    """The objects of one kind on a host, found by name: ``get``, ``find`` and ``list``.
+
+    A subclass names the kind: ``_kind`` (in messages), ``_item`` (the class that wraps a
+    handle: ``_item(host, handle)``), and the names of the libvirt connection's look-up by
+    name and list-all calls (``_lookup_call``, ``_list_call``).
+    """
+
+    _kind: str
+    _item: type[H]
+    _lookup_call: str
+    _list_call: str
+
+    def __init__(self, host: HostLike) -> None:
+        self.host = host
+
+    def get(self, name: str) -> H:
+        """The one called ``name``.
+
+        Raises:
+            NotFound: there is none.
+        """
+        found = self.find(name)
+        if found is None:
+            raise NotFound(f"no {self._kind} named {name}", name=name)
+        return found
+
+    def find(self, name: str) -> H | None:
+        """The one called ``name``, or None."""
+        lookup = self._lookup_call
+        try:
+            handle = self.host.call(lambda c: getattr(c, lookup)(name), name=name, safe=True)
+        except NotFound:
+            return None
+        return self._item(self.host, handle)
+
+    def list(self) -> builtins.list[H]:
+        """Every one on the host (active or not), in one libvirt call."""
+        list_call = self._list_call
+        handles = self.host.call(lambda c: getattr(c, list_call)(0), safe=True)
+        return [self._item(self.host, h) for h in handles]

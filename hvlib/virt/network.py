@@ -17,7 +17,6 @@ configuration outside libvirt, and never restarts a network it was not allowed t
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,7 +36,7 @@ from hvlib.model.netplan import (
 from hvlib.model.netxml import NetworkXML
 from hvlib.model.plan import Change, ChangeHow, ChangeReport
 from hvlib.virt import _virt
-from hvlib.virt.handle import HostObject
+from hvlib.virt.handle import ByName, HostObject
 
 if TYPE_CHECKING:
     from hvlib.virt._parts import HostLike
@@ -193,11 +192,11 @@ class Network(HostObject):
             pass
 
 
-class Networks:
+class Networks(ByName[Network]):
     """The virtual networks of one host: ``host.networks`` (or ``Networks(host)``)."""
 
-    def __init__(self, host: HostLike) -> None:
-        self.host = host
+    _kind, _item = "network", Network
+    _lookup_call, _list_call = "networkLookupByName", "listAllNetworks"
 
     def ensure(
         self,
@@ -267,30 +266,6 @@ class Networks:
             net.delete()  # no half-made network: it was defined by this call
             raise
         return NetworkResult(True, changes, network=net, after_xml=net.xml(inactive=True))
-
-    def get(self, name: str) -> Network:
-        """The network called ``name``.
-
-        Raises:
-            NotFound: there is none.
-        """
-        found = self.find(name)
-        if found is None:
-            raise NotFound(f"no network named {name}", name=name)
-        return found
-
-    def find(self, name: str) -> Network | None:
-        """The network called ``name``, or None."""
-        try:
-            handle = self.host.call(lambda c: c.networkLookupByName(name), name=name, safe=True)
-        except NotFound:
-            return None
-        return Network(self.host, handle)
-
-    def list(self) -> builtins.list[Network]:
-        """Every network of the host (active or not), in one libvirt call."""
-        handles = self.host.call(lambda c: c.listAllNetworks(0), safe=True)
-        return [Network(self.host, h) for h in handles]
 
 
 @dataclass

@@ -32,7 +32,7 @@ from hvlib.model.volplan import (
     resolve_backing,
 )
 from hvlib.virt import _virt
-from hvlib.virt.handle import HostObject
+from hvlib.virt.handle import ByName, HostObject
 from hvlib.virt.streams import CHUNK, Digest, byte_source, send_all
 
 if TYPE_CHECKING:
@@ -145,11 +145,11 @@ class Pool(HostObject):
             pass
 
 
-class Pools:
+class Pools(ByName[Pool]):
     """The storage pools of one host: ``host.pools`` (or ``Pools(host)``)."""
 
-    def __init__(self, host: HostLike) -> None:
-        self.host = host
+    _kind, _item = "storage pool", Pool
+    _lookup_call, _list_call = "storagePoolLookupByName", "listAllStoragePools"
 
     def ensure_dir(self, name: str, path: str, *, autostart: bool = True) -> Pool:
         """Make a directory pool ``name`` at ``path`` exist, run and (by default) autostart.
@@ -202,30 +202,6 @@ class Pools:
             pool.delete()
             raise
         return pool
-
-    def get(self, name: str) -> Pool:
-        """The pool called ``name``.
-
-        Raises:
-            NotFound: there is none.
-        """
-        found = self.find(name)
-        if found is None:
-            raise NotFound(f"no storage pool named {name}", name=name)
-        return found
-
-    def find(self, name: str) -> Pool | None:
-        """The pool called ``name``, or None."""
-        try:
-            handle = self.host.call(lambda c: c.storagePoolLookupByName(name), name=name, safe=True)
-        except NotFound:
-            return None
-        return Pool(self.host, handle)
-
-    def list(self) -> builtins.list[Pool]:
-        """Every pool of the host (started or not), in one libvirt call."""
-        handles = self.host.call(lambda c: c.listAllStoragePools(0), safe=True)
-        return [Pool(self.host, h) for h in handles]
 
 
 def _check_dir_pool(pool: Pool, path: str) -> None:
