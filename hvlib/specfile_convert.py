@@ -208,12 +208,7 @@ class DocumentReader(NodeReader):
             raise SpecFileError(loc, fieldname.rstrip("."), e.rule, e.value) from None
 
     def disk(self, node: Node, where: str) -> Disk:
-        keys = self.mapping(node, where)
-        sources = [k for k in DISK_SOURCES if k in keys]
-        if len(sources) != 1:
-            raise self.fail(node, where, "needs exactly one of file, volume, cdrom", sources)
-        source = sources[0]
-        self.check_keys(keys, (source, *DISK_OPTIONS), where)
+        keys, source = self.one_of(node, where, DISK_SOURCES, DISK_OPTIONS)
         opts = self.disk_options(keys, where)
         if source == "volume":
             pool, name = self.volume_ref(keys["volume"], f"{where}.volume")
@@ -252,12 +247,7 @@ class DocumentReader(NodeReader):
         )
 
     def nic(self, node: Node, where: str) -> Nic:
-        keys = self.mapping(node, where)
-        sources = [k for k in NIC_SOURCES if k in keys]
-        if len(sources) != 1:
-            raise self.fail(node, where, "needs exactly one of network, bridge", sources)
-        kind = sources[0]
-        self.check_keys(keys, (kind, *NIC_OPTIONS), where)
+        keys, kind = self.one_of(node, where, NIC_SOURCES, NIC_OPTIONS)
         source = self.string(keys[kind], f"{where}.{kind}")
         opts = {
             k: self.string(keys[k], f"{where}.{k}")

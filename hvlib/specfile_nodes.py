@@ -11,7 +11,7 @@ is :mod:`hvlib.specfile_convert`. Nothing here talks to libvirt.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -75,6 +75,22 @@ class NodeReader:
             out[name] = value
             self.fields[join(where, name)] = self.at(key)
         return out
+
+    def one_of(
+        self, node: Node, where: str, sources: Sequence[str], options: Iterable[str]
+    ) -> tuple[dict[str, Node], str]:
+        """The keys of mapping ``node`` and the one key of ``sources`` it must hold; besides
+        that one, only keys of ``options`` may be given.
+
+        Raises:
+            SpecFileError: not a mapping, not exactly one of ``sources``, or another key.
+        """
+        keys = self.mapping(node, where)
+        given = [k for k in sources if k in keys]
+        if len(given) != 1:
+            raise self.fail(node, where, f"needs exactly one of {', '.join(sources)}", given)
+        self.check_keys(keys, (given[0], *options), where)
+        return keys, given[0]
 
     def key_name(self, key: Node, where: str) -> str:
         """A mapping key: a string of at most MAX_KEY_CHARS characters."""
