@@ -377,9 +377,7 @@ class Connection:
         return result
 
     def _attempt(self, fn: Callable[[Any], T], name: str | None, timeout: float | None) -> T:
-        with self._lock:
-            conn = self.get()
-            watch = self._watch
+        conn, watch = self._current(name)
         with self._guard(conn, watch, name, self.call_timeout if timeout is None else timeout):
             return fn(conn)
 
@@ -395,11 +393,21 @@ class Connection:
         """
         if timeout is not None:
             check_timeout("timeout", timeout, optional=False)
-        with self._lock:
-            conn = self.get()
-            watch = self._watch
+        conn, watch = self._current(name)
         with self._guard(conn, watch, name, self.call_timeout if timeout is None else timeout):
             yield conn
+
+    def _current(self, name: str | None) -> tuple[Any, SocketWatch | None]:
+        """The live connection (reconnected if needed) and the watch on its socket; a
+        reconnect that timed out names ``name``."""
+        try:
+            with self._lock:
+                return self.get(), self._watch
+        except CallTimeout as e:
+            if name and e.name is None:
+                e.name = name
+                e.args = (f"{e.args[0]} (domain {name})",)
+            raise
 
     @contextlib.contextmanager
     def _guard(

@@ -289,12 +289,10 @@ class Domains:
         self.check_host_refs(spec)
         if self._lookup(spec.name) is not None:
             raise AlreadyExists(f"domain {spec.name} already exists", name=spec.name)
-        with _virt.translated(spec.name):
-            handle = self.host.conn.defineXML(xml)
+        handle = self.host.call(lambda c: c.defineXML(xml), name=spec.name)
         dom = Domain(self.host, handle, spec.virt)
         if spec.autostart:
-            with _virt.translated(spec.name):
-                handle.setAutostart(1)
+            self.host.call(lambda _c: handle.setAutostart(1), name=spec.name)
         return dom
 
     def define_xml(self, xml: str) -> Domain:
@@ -303,8 +301,7 @@ class Domains:
         Raises:
             SpecError: libvirt rejected the XML. AlreadyExists: the name has another uuid.
         """
-        with _virt.translated():
-            return Domain(self.host, self.host.conn.defineXML(xml))
+        return Domain(self.host, self.host.call(lambda c: c.defineXML(xml)))
 
     def ensure(
         self,
@@ -402,12 +399,10 @@ class Domains:
                     f"{where}.volume", disk.volume_name or "", pool.storageVolLookupByName
                 )
 
-    @staticmethod
-    def _must_exist(fieldname: str, name: str, lookup: Any) -> Any:
+    def _must_exist(self, fieldname: str, name: str, lookup: Any) -> Any:
         """``lookup(name)``, translated; NotFound as a SpecError naming ``fieldname``."""
         try:
-            with _virt.translated():
-                return lookup(name)
+            return self.host.call(lambda _c: lookup(name), safe=True)
         except NotFound:
             raise SpecError(fieldname, "does not exist on this host", name) from None
 
@@ -485,8 +480,8 @@ class Domains:
 
     def _info_each(self, flags: int) -> builtins.list[tuple[Any, dict[str, Any]]]:
         out = []
-        with _virt.translated():
-            for handle in self.host.conn.listAllDomains(flags):
+        with self.host.connection.bounded() as conn:
+            for handle in conn.listAllDomains(flags):
                 st, max_kib, cur_kib, vcpus, cpu_ns = handle.info()
                 out.append(
                     (
@@ -548,8 +543,11 @@ def connect(
     period of waits (None: libvirt's events only). ``ssh`` (an :class:`hvlib.SshConfig`) is
     the default for reaching guests over SSH. After libvirtd restarts, the next call
     reconnects (retrying for up to ``reconnect_timeout`` s) and re-registers events; safe
-    (read-only or idempotent) calls are retried on transient errors. ``call_timeout`` (off by
-    default) bounds every libvirt call: past it, :class:`hvlib.CallTimeout`. URI options
+    (read-only or idempotent) calls are retried on transient errors. ``call_timeout`` bounds
+    every libvirt call, the open included (None: :data:`hvlib.virt.deadline.DEFAULT_CALL_TIMEOUT`,
+    120 s; long calls such as snapshots with memory have bounds of their own): past it,
+    :class:`hvlib.CallTimeout` naming the call and the domain, and the connection is reopened
+    on next use. URI options
     that make libvirt run commands or weaken its checks of the server, and options libvirt
     does not define, are refused in any spelling (read as libvirt reads them: any case, ``;``
     as well as ``&``, percent-encoded) unless named in ``allow_uri_options`` (see
