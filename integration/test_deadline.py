@@ -26,6 +26,8 @@ import pytest
 
 import hvlib
 from hvlib import CallTimeout, DomainSpec, Filesystem, State, VirtType
+from hvlib.testkit import guestkit
+from hvlib.testkit.guestkit import GuestKit
 from hvlib.testkit.sandbox import SandboxHost
 from hvlib.virt.domain import Domain
 from hvlib.virt.host import Host
@@ -221,3 +223,36 @@ def _concurrently(host: Host, n: int) -> None:
         t.join()
     if errors:
         raise errors[0]
+
+
+def _sockets() -> set[str]:
+    return {v for v in _fds().values() if v.startswith("socket:")}
+
+
+def test_a_closed_host_that_captured_a_console_keeps_no_socket(
+    sandbox: SandboxHost, kit: GuestKit
+) -> None:
+    """libvirt-python keeps a stream that had an event callback alive, and the stream its
+    connection: before hvlib freed the console's stream itself, every Host that started a
+    domain left its libvirt socket open after close(), even with nothing of it referenced
+    any more (the hung B6 run held 67 unix sockets)."""
+    before = _sockets()
+    with hvlib.connect(sandbox.lxc_uri) as host:
+        dom = host.domains.define(
+            DomainSpec(
+                name="it-dl-console",
+                virt=VirtType.LXC,
+                memory_mib=64,
+                init=[guestkit.LXC_INIT],
+                filesystems=[Filesystem.mount(str(kit.lxc_rootfs), "/")],
+            )
+        )
+        try:
+            dom.start()
+            assert dom.console is not None
+        finally:
+            dom.destroy()
+            dom.undefine()
+    del dom  # a Domain's handle holds its connection, as in libvirt itself
+    gc.collect()
+    assert _sockets() == before, "the closed Host's connection is gone"
