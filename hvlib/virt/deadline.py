@@ -28,7 +28,9 @@ the sockets of this process (``/proc/self/fd``, by descriptor and inode) are lis
 after the open, and the one new stream socket of the transport's address family is the
 connection's. If another thread opened such a socket meanwhile the answer is ambiguous and
 the caller opens again (:class:`SocketWatch.attach`). While an open is still under way (a daemon
-that accepts but never answers), expiry cuts the one new socket, if there is exactly one.
+that accepts but never answers), expiry cuts the one new socket, if there is exactly one. Opens
+are therefore serialised (each ~1 ms locally; an open that hangs holds the others back up to its
+own deadline); calls never are.
 
 This module knows nothing of libvirt's API; it never imports libvirt.
 """
