@@ -382,10 +382,14 @@ class Connection:
             return fn(conn)
 
     @contextlib.contextmanager
-    def bounded(self, *, name: str | None = None, timeout: float | None = None) -> Iterator[Any]:
+    def bounded(
+        self, *, name: str | None = None, timeout: float | None = None, reconnect: bool = True
+    ) -> Iterator[Any]:
         """A block of libvirt calls on the current connection (yielded), translated and bounded
         like :meth:`call` (never retried): for calls that cannot be one function, such as the
-        messages of a stream, each in a block of its own.
+        messages of a stream, each in a block of its own. With ``reconnect=False`` a lost or
+        closed connection is not reopened: the block then runs unbounded with None (for
+        clean-ups of objects of the old connection, which fail at once).
 
         Raises:
             SpecError: ``timeout`` is not a positive number of seconds.
@@ -393,7 +397,14 @@ class Connection:
         """
         if timeout is not None:
             check_timeout("timeout", timeout, optional=False)
-        conn, watch = self._current(name)
+        if not reconnect:
+            with self._lock:
+                conn, watch = self._conn, self._watch
+            if conn is None:
+                yield None
+                return
+        else:
+            conn, watch = self._current(name)
         with self._guard(conn, watch, name, self.call_timeout if timeout is None else timeout):
             yield conn
 

@@ -170,7 +170,8 @@ class Host:
         without retrying; their ``name`` and ``uuid`` stay readable. Console captures stop
         (what they captured stays readable)."""
         for capture in list(self.consoles.values()):
-            capture.close()  # a stream holds its connection open
+            with self.connection.bounded(reconnect=False):
+                capture.close()  # a stream holds its connection open
         self.connection.close()
 
     def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
