@@ -378,6 +378,14 @@ class Connection:
 
     def _attempt(self, fn: Callable[[Any], T], name: str | None, timeout: float | None) -> T:
         conn, watch = self._current(name)
+        if watch is None:  # an in-process driver: no socket, no deadline (a faster path)
+            try:
+                with _virt.translated(name):
+                    return fn(conn)
+            except HostError:
+                if not self._alive(conn):
+                    self.mark_lost(conn)
+                raise
         with self._guard(conn, watch, name, self.call_timeout if timeout is None else timeout):
             return fn(conn)
 
