@@ -13,7 +13,7 @@ private to their module (``_NotReady``). This module holds no policy and imports
     │   └── SpecFileError                the same, in a spec file: FILE:LINE
     ├── Unsupported                      this virt type or this host cannot do that
     ├── HostError                        the connection or the daemon failed
-    │   ├── CallTimeout (also TimeoutError)  libvirt did not answer within call_timeout
+    │   ├── CallTimeout (also TimeoutError)  libvirt did not answer a call within its deadline
     │   └── HostClosed                   the Host was closed: every later call on it fails at once
     ├── NotFound
     │   └── DomainNotFound
@@ -102,7 +102,27 @@ class HostError(HvlibError):
 
 
 class CallTimeout(HostError, TimeoutError):
-    """libvirt did not answer a call within the host's ``call_timeout``."""
+    """libvirt did not answer a call within its deadline (the host's ``call_timeout``, or the
+    call's own bound). hvlib then cut the connection (the next use reconnects).
+
+    Attributes:
+        call: the libvirt call that did not return (``virDomain.undefineFlags``), with the
+            hvlib method it was made in (``Domain.undefine``) when known; "" if unknown.
+        timeout: the deadline in seconds.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        name: str | None = None,
+        call: str = "",
+        timeout: float = 0.0,
+    ) -> None:
+        super().__init__(message, code=code, name=name)
+        self.call = call
+        self.timeout = timeout
 
 
 class HostClosed(HostError):

@@ -190,6 +190,21 @@ def open_connection(uri: str, *, readonly: bool = False) -> Any:
     return conn
 
 
+def release_stream(stream: Any) -> None:
+    """Free the libvirt object of a stream that is done with (its callback removed, finished
+    or aborted). libvirt-python keeps the Python stream of an event callback alive after
+    ``eventRemoveCallback`` (measured with libvirt 9.0 and libvirt-python 12: the callback's
+    data stays referenced from C), and that stream keeps its connection, socket and all, open
+    after the Host closed it: one connection left per Host that captured a console (the 67
+    unix sockets of the hung B6 run). The Python object stays, emptied."""
+    handle = getattr(stream, "_o", None)
+    if handle is None:
+        return
+    stream.cb, stream._o, stream._conn = None, None, None
+    with contextlib.suppress(libvirt.libvirtError):
+        libvirt.libvirtmod.virStreamFree(handle)
+
+
 def code_of(exc: BaseException) -> int | None:
     """libvirt's error code of a raw libvirt error; None for any other exception."""
     return exc.get_error_code() if isinstance(exc, libvirt.libvirtError) else None

@@ -107,6 +107,7 @@ class ConsoleCapture:
             stream.abort()
         except Exception as e:  # already torn down by libvirt
             log.debug("closing console stream of %s: %s", self.name, e)
+        _virt.release_stream(stream)
 
     @property
     def data(self) -> bytes:

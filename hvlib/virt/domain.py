@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from hvlib.enums import State, VirtType
 from hvlib.errors import (
+    CallTimeout,
     DomainNotFound,
     HvlibError,
     InvalidState,
@@ -306,7 +307,7 @@ class Domain(Addressing, GuestAccess, Mobility, Stopping, HostObject):
             InvalidState: the container is not running, or its init has not started yet.
             Unsupported: not an LXC domain, or the connection cannot pass descriptors.
         """
-        return _virt.lxc_open_namespace(self.handle, self.name)
+        return self.host.call(lambda _c: _virt.lxc_open_namespace(self.handle, self.name))
 
     def agent_command(self, command: dict[str, Any], timeout: float) -> Any:
         """Send ``command`` (``{"execute": ..., "arguments": ...}``) to the QEMU guest agent
@@ -328,7 +329,10 @@ class Domain(Addressing, GuestAccess, Mobility, Stopping, HostObject):
     def _capture_console(self) -> None:
         capture = ConsoleCapture(self.name)
         try:
-            capture.attach(self.host.conn, self.handle, force=not self.virt.is_container)
+            with self.host.connection.bounded(name=self.name) as conn:
+                capture.attach(conn, self.handle, force=not self.virt.is_container)
+        except CallTimeout:
+            raise
         except HvlibError as e:  # the test driver has no consoles; a start must not fail on it
             log.info("no console capture for %s: %s", self.name, e)
             return

@@ -83,12 +83,10 @@ class Domains:
         spec = prepared.spec
         if self._lookup(spec.name) is not None:
             raise AlreadyExists(f"domain {spec.name} already exists", name=spec.name)
-        with _virt.translated(spec.name):
-            handle = self.host.conn.defineXML(prepared.xml)
+        handle = self.host.call(lambda c: c.defineXML(prepared.xml), name=spec.name)
         dom = Domain(self.host, handle, spec.virt)
         if spec.autostart:
-            with _virt.translated(spec.name):
-                handle.setAutostart(1)
+            self.host.call(lambda _c: handle.setAutostart(1), name=spec.name)
         return dom
 
     def define_xml(self, xml: str) -> Domain:
@@ -97,8 +95,7 @@ class Domains:
         Raises:
             SpecError: libvirt rejected the XML. AlreadyExists: the name has another uuid.
         """
-        with _virt.translated():
-            return Domain(self.host, self.host.conn.defineXML(xml))
+        return Domain(self.host, self.host.call(lambda c: c.defineXML(xml)))
 
     def ensure(
         self,
@@ -279,8 +276,8 @@ class Domains:
 
     def _info_each(self, flags: int) -> builtins.list[tuple[Any, dict[str, Any]]]:
         out = []
-        with _virt.translated():
-            for handle in self.host.conn.listAllDomains(flags):
+        with self.host.connection.bounded() as conn:
+            for handle in conn.listAllDomains(flags):
                 st, max_kib, cur_kib, vcpus, cpu_ns = handle.info()
                 out.append(
                     (

@@ -156,7 +156,11 @@ class Host(Closing):
         """Deregister events and close the connection (idempotent). From then on every call
         on this Host and on its Domains, Networks, Pools and Volumes raises
         :class:`hvlib.virt.connection.HostClosed` (a HostError saying it was closed) at once,
-        without retrying; their ``name`` and ``uuid`` stay readable."""
+        without retrying; their ``name`` and ``uuid`` stay readable. Console captures stop
+        (what they captured stays readable)."""
+        for capture in list(self.consoles.values()):
+            with self.connection.bounded(reconnect=False):
+                capture.close()  # a stream holds its connection open
         self.connection.close()
 
     def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
@@ -269,8 +273,11 @@ def connect(
     period of waits (None: libvirt's events only). ``ssh`` (an :class:`hvlib.SshConfig`) is
     the default for reaching guests over SSH. After libvirtd restarts, the next call
     reconnects (retrying for up to ``reconnect_timeout`` s) and re-registers events; safe
-    (read-only or idempotent) calls are retried on transient errors. ``call_timeout`` (off by
-    default) bounds every libvirt call: past it, :class:`hvlib.CallTimeout`. URI options
+    (read-only or idempotent) calls are retried on transient errors. ``call_timeout`` bounds
+    every libvirt call, the open included (None: :data:`hvlib.virt.deadline.DEFAULT_CALL_TIMEOUT`,
+    120 s; long calls such as snapshots with memory have bounds of their own): past it,
+    :class:`hvlib.CallTimeout` naming the call and the domain, and the connection is reopened
+    on next use. URI options
     that make libvirt run commands or weaken its checks of the server, and options libvirt
     does not define, are refused in any spelling (read as libvirt reads them: any case, ``;``
     as well as ``&``, percent-encoded) unless named in ``allow_uri_options`` (see

@@ -239,13 +239,13 @@ def _upload(
         hashes.setdefault(want.algorithm, hashlib.new(want.algorithm))
     stream = vol.host.call(lambda c: c.newStream(0), name=vol.name)
     try:
-        with _virt.translated(vol.name):
+        with vol.host.connection.bounded(name=vol.name):
             vol.handle.upload(stream, 0, reader.length or 0, 0)
         sent = 0
         for chunk in _all_chunks(reader, head):
             for h in hashes.values():
                 h.update(chunk)
-            with _virt.translated(vol.name):
+            with vol.host.connection.bounded(name=vol.name):
                 send_all(stream, chunk)
             sent += len(chunk)
             if progress is not None:
@@ -260,7 +260,7 @@ def _upload(
                 actual=actual,
                 name=vol.name,
             )
-        with _virt.translated(vol.name):
+        with vol.host.connection.bounded(name=vol.name):
             stream.finish()
     except BaseException:
         _abort(stream)

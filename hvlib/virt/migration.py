@@ -50,6 +50,7 @@ from hvlib.errors import (
 from hvlib.model.checks import check_seconds
 from hvlib.virt import _virt
 from hvlib.virt._parts import DomainParts, HostLike
+from hvlib.virt.deadline import LONG_CALL_TIMEOUT
 from hvlib.virt.remote import display_uri
 from hvlib.virt.snapshot import Snapshots
 
@@ -61,8 +62,7 @@ Progress = Callable[[dict[str, Any]], None]
 POLL_INTERVAL = 0.5
 ABORT_GRACE = 60.0
 """Seconds allowed for libvirt to wind a migration down after an abort, before hvlib gives
-up waiting (only matters when the host has a ``call_timeout``)."""
-_LONG = 365 * 86400.0
+up waiting."""
 _REFUSALS = (Unsupported, AlreadyExists, SpecError)
 
 
@@ -244,12 +244,10 @@ class Mobility(DomainParts):
                 watcher.join()
         return self._arrived(dest, handle, plan, time.monotonic() - started)
 
-    def _call_deadline(self, timeout: float | None) -> float | None:
-        """The deadline for the migrate3 call itself: none unless the host has a
-        ``call_timeout``, then well past the migration's own timeout."""
-        if self.host.connection.call_timeout is None:
-            return None
-        return (timeout if timeout is not None else _LONG) + ABORT_GRACE
+    def _call_deadline(self, timeout: float | None) -> float:
+        """The deadline for the migrate3 call itself: well past the migration's own timeout,
+        or :data:`hvlib.virt.deadline.LONG_CALL_TIMEOUT` without one."""
+        return (timeout if timeout is not None else LONG_CALL_TIMEOUT) + ABORT_GRACE
 
     def _watch(
         self,

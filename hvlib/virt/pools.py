@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import io
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
@@ -32,6 +33,7 @@ from hvlib.model.volplan import (
     resolve_backing,
 )
 from hvlib.virt import _virt
+from hvlib.virt.deadline import LONG_CALL_TIMEOUT
 from hvlib.virt.handle import ByName, HostObject
 from hvlib.virt.streams import CHUNK, Digest, byte_source, send_all
 
@@ -292,11 +294,11 @@ class Volume(HostObject):
         capacity = self.capacity
         if size > capacity:
             raise SpecError("data", f"{size} bytes do not fit in {self.name} ({capacity} bytes)")
-        with self._stream() as stream, _virt.translated(self.name):
-            self.handle.upload(stream, 0, size, 0)
+        with self._stream() as stream:
+            self._bounded(lambda: self.handle.upload(stream, 0, size, 0))
             for chunk in chunks:
-                send_all(stream, chunk)
-            stream.finish()
+                self._bounded(functools.partial(send_all, stream, chunk))
+            self._bounded(stream.finish)
         return size
 
     def download(self, *, offset: int = 0, length: int | None = None) -> bytes:
@@ -322,16 +324,22 @@ class Volume(HostObject):
         total = 0
         if length == 0:
             return total
-        with self._stream() as stream, _virt.translated(self.name):
-            self.handle.download(stream, offset, length or 0, 0)  # 0: to the end
+        with self._stream() as stream:
+            self._bounded(lambda: self.handle.download(stream, offset, length or 0, 0))  # 0: all
             while True:
-                chunk = stream.recv(CHUNK)
+                chunk = self._bounded(lambda: stream.recv(CHUNK))
                 if not isinstance(chunk, bytes) or not chunk:
                     break
                 out.write(chunk)
                 total += len(chunk)
-            stream.finish()
+            self._bounded(stream.finish)
         return total
+
+    def _bounded(self, fn: Callable[[], T]) -> T:
+        """One step of a transfer, bounded by the host's ``call_timeout``: a transfer may take
+        as long as it needs while each message moves within that bound."""
+        with self.host.connection.bounded(name=self.name):
+            return fn()
 
     def sha256(self, *, length: int | None = None) -> str:
         """The hex SHA-256 of the volume's bytes (the first ``length`` of them; None: all),
@@ -444,7 +452,9 @@ def create_volume(pool: Pool, doc: VolumeXML, call: Any) -> Volume:
     re-raise with the pool's free space in the message."""
     name, xml = doc.name or "", doc.to_xml()
     try:
-        return Volume(pool, pool.host.call(lambda _c: call(xml), name=name))
+        return Volume(
+            pool, pool.host.call(lambda _c: call(xml), name=name, timeout=LONG_CALL_TIMEOUT)
+        )
     except AlreadyExists:
         raise
     except HvlibError as e:

@@ -41,6 +41,7 @@ from hvlib.errors import (
 from hvlib.model.checks import check_name, check_path, check_text
 from hvlib.model.xmlmodel import parse
 from hvlib.virt import _virt
+from hvlib.virt.deadline import LONG_CALL_TIMEOUT
 
 if TYPE_CHECKING:
     from hvlib.model.domxml import DiskXML
@@ -251,7 +252,7 @@ class Snapshots:
         if disk_only:
             flags |= _virt.C.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
         try:
-            self.domain._write(lambda h: h.snapshotCreateXML(xml, flags))
+            self.domain._write(lambda h: h.snapshotCreateXML(xml, flags), timeout=LONG_CALL_TIMEOUT)
         except (DomainNotFound, Unsupported):
             raise
         except HvlibError:
@@ -345,7 +346,10 @@ class Snapshots:
                 )
         active = snap.state in ("running", "paused")
         flags = _virt.C.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED if active else 0
-        self.domain._write(lambda h: h.revertToSnapshot(h.snapshotLookupByName(name, 0), flags))
+        self.domain._write(
+            lambda h: h.revertToSnapshot(h.snapshotLookupByName(name, 0), flags),
+            timeout=LONG_CALL_TIMEOUT,
+        )
         if active:
             self._recapture_console()
             if snap.state == "running":
