@@ -146,7 +146,8 @@ def test_a_stopped_libvirtd_gives_call_timeout_and_nothing_leaks(
         del err
         gc.collect()
         after = _fds()
-        assert len(after) == len(fds), (
+        # fewer is fine: the collection may also free an earlier test's dropped connection
+        assert len(after) <= len(fds), (
             "no descriptor left behind: gained "
             f"{ {k: v for k, v in after.items() if fds.get(k) != v} }, lost "
             f"{ {k: v for k, v in fds.items() if after.get(k) != v} }"

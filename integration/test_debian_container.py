@@ -22,7 +22,7 @@ from hvlib.errors import ReadyError, Unsupported
 from hvlib.guest.ready import Ready
 from hvlib.testkit import debian, debianboot
 from hvlib.testkit.sandbox import SandboxHost
-from hvlib.virt import domain as domain_mod
+from hvlib.virt import stopping as domain_mod
 from hvlib.virt.host import Host
 from integration.conftest import MakeDomain
 from integration.test_cli import hvlib

@@ -311,8 +311,13 @@ def _is_entry_point(module: str, name: str) -> bool:
 
 def _public_name(frame: FrameType) -> str:
     """The frame's qualified name if every part of it is public ("" for a lambda, a
-    private method or a nested function)."""
+    private method or a nested function); a method is named by its instance's class, which
+    callers know (``Domain.undefine``, not the mix-in ``Stopping.undefine`` defining it)."""
     qualname = frame.f_code.co_qualname
     if any(part.startswith(("_", "<")) for part in qualname.split(".")):
         return ""
+    owner = frame.f_locals.get("self") if "." in qualname else None
+    cls = type(owner).__name__ if owner is not None else ""
+    if cls and not cls.startswith("_"):
+        return f"{cls}.{qualname.rsplit('.', 1)[1]}"
     return qualname
