@@ -14,11 +14,10 @@ import time
 
 from hvlib.errors import ReadyError, SpecError
 from hvlib.guest.config import CommandResult, SshConfig
-from hvlib.guest.io import OutputSink
 from hvlib.guest.probe import ACCESS_STAGES, Reading, ReadyProbe
 from hvlib.guest.progress import Progress, _NotReady, not_ready
 from hvlib.guest.target import GuestTarget
-from hvlib.guest.transport import Transport
+from hvlib.guest.transport import Invocation, Transport
 
 
 class GuestToolProbe(ReadyProbe):
@@ -66,7 +65,7 @@ class GuestToolProbe(ReadyProbe):
         """Run ``argv`` in the guest; a failure to reach it is not-ready (retried)."""
         with not_ready(self.stage):
             left = max(0.5, deadline - time.monotonic())
-            return via.run(dom, argv, input=None, timeout=left, sink=OutputSink(), ssh=ssh)
+            return via.run(dom, Invocation(argv, timeout=left, ssh=ssh))
 
     def judge(
         self,
