@@ -20,7 +20,7 @@ from hvlib.enums import State, VirtType
 from hvlib.errors import CommandTimeout, SpecError, Unsupported
 from hvlib.guest.access import GuestAccess
 from hvlib.guest.agenttransport import AgentTransport
-from hvlib.guest.io import OutputSink
+from hvlib.guest.transport import Invocation
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -115,10 +115,5 @@ def test_the_transport_is_only_what_the_caller_names() -> None:
         LocalAgent(VirtType.LXC).exec(["true"], transport="agent")
     with pytest.raises(SpecError, match="input"):
         AgentTransport().run(
-            LocalAgent(),
-            ("cat",),
-            input=b"x" * (8 * 1024 * 1024 + 1),
-            timeout=5,
-            sink=OutputSink(),
-            ssh=None,
+            LocalAgent(), Invocation(("cat",), input=b"x" * (8 * 1024 * 1024 + 1), timeout=5)
         )

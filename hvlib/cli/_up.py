@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 import click
@@ -128,86 +128,86 @@ def up(
             ready,
             ready_timeout,
         )
-        outcome = Outcome(as_json=as_json)
-        missing: dict[str, bool] = {}
+        run = _Run(opts, Outcome(as_json=as_json))
         for uri, net in plan.networks:
-            _up_network(by_uri[uri], net, opts, outcome, missing)
+            _up_network(run, by_uri[uri], net)
         for uri, vol in plan.pools:
-            _up_pool(by_uri[uri], vol, opts, outcome, missing)
+            _up_pool(run, by_uri[uri], vol)
         for uri, vol in plan.volumes:
-            _up_volume(by_uri[uri], vol, opts, outcome, missing)
+            _up_volume(run, by_uri[uri], vol)
         for uri, doc in plan.domains:
-            _up_one(by_uri[uri], doc, opts, outcome, missing)
+            _up_one(run, by_uri[uri], doc)
     if as_json:
-        say(json.dumps([asdict(r) for r in outcome.records], indent=2))
-    raise Exit(outcome.status)
+        say(json.dumps([asdict(r) for r in run.outcome.records], indent=2))
+    raise Exit(run.outcome.status)
 
 
-def _up_network(
+@dataclass
+class _Run:
+    """One ``up``: its options, its outcome, and what domains and volumes use that failed
+    (True) or, from a --check that would create it, is not there yet (False), by label
+    (``network NAME``, ``pool NAME``, ``volume POOL/NAME``)."""
+
+    opts: UpOptions
+    outcome: Outcome
+    missing: dict[str, bool] = field(default_factory=dict)
+
+    def note(self, label: str, result: ChangeReport | None, creates: str) -> None:
+        """Record ``label`` in ``missing`` when its ensure failed (``result`` None) or was a
+        --check that would create it (a change of ``creates`` from None): what uses it
+        cannot be ensured (or checked)."""
+        if result is None:
+            self.missing[label] = True
+        elif self.opts.check and any(
+            c.field == creates and c.before is None for c in result.changes
+        ):
+            self.missing.setdefault(label, False)
+
+
+def _up_used(
+    run: _Run,
     host: Host,
-    doc: specfile.NetworkDocument,
-    opts: UpOptions,
-    outcome: Outcome,
-    missing: dict[str, bool],
+    doc: specfile.Document,
+    kind: str,
+    key: str,
+    work: Callable[[], ChangeReport],
 ) -> None:
-    """Ensure one network; note in ``missing`` when it failed or (--check) is not there yet."""
-    result = ensure_and_report(
-        Done("network", doc.spec.name, host.uri, str(doc.location), "ok"),
-        f"network {doc.spec.name}",
+    """Ensure (``work``) the network or pool ``doc`` declares, that domains and volumes may
+    use; note it in ``run.missing`` when it failed or (--check) is not there yet."""
+    label = f"{kind} {key}"
+    record = Done(kind, key, host.uri, str(doc.location), "ok")
+    result = ensure_and_report(record, label, host, doc, work, run.opts, run.outcome)
+    run.note(label, result, kind)
+
+
+def _up_network(run: _Run, host: Host, doc: specfile.NetworkDocument) -> None:
+    """Ensure one network (see :func:`_up_used`)."""
+    opts = run.opts
+    _up_used(
+        run,
         host,
         doc,
+        "network",
+        doc.spec.name,
         lambda: host.networks.apply(doc.spec, check=opts.check, allow_restart=opts.allow_restart),
-        opts,
-        outcome,
     )
-    _note_missing(f"network {doc.spec.name}", result, "network", opts.check, missing)
 
 
-def _up_pool(
-    host: Host,
-    doc: specfile.VolumeDocument,
-    opts: UpOptions,
-    outcome: Outcome,
-    missing: dict[str, bool],
-) -> None:
-    """Ensure the directory pool ``doc`` declares; note in ``missing`` as for networks."""
+def _up_pool(run: _Run, host: Host, doc: specfile.VolumeDocument) -> None:
+    """Ensure the directory pool ``doc`` declares (see :func:`_up_used`)."""
     path = doc.pool_dir or ""
-    result = ensure_and_report(
-        Done("pool", doc.pool, host.uri, str(doc.location), "ok"),
-        f"pool {doc.pool}",
-        host,
-        doc,
-        lambda: _ensure_pool(host, doc.pool, path, opts.check),
-        opts,
-        outcome,
+    _up_used(
+        run, host, doc, "pool", doc.pool, lambda: _ensure_pool(host, doc.pool, path, run.opts.check)
     )
-    _note_missing(f"pool {doc.pool}", result, "pool", opts.check, missing)
 
 
-def _note_missing(
-    label: str, result: ChangeReport | None, creates: str, check: bool, missing: dict[str, bool]
-) -> None:
-    """Record ``label`` as failed (True) or, from a --check that would create it, as not
-    there yet (False): a domain that uses it cannot be ensured (or checked)."""
-    if result is None:
-        missing[label] = True
-    elif check and any(c.field == creates and c.before is None for c in result.changes):
-        missing.setdefault(label, False)
-
-
-def _up_volume(
-    host: Host,
-    doc: specfile.VolumeDocument,
-    opts: UpOptions,
-    outcome: Outcome,
-    missing: dict[str, bool],
-) -> None:
+def _up_volume(run: _Run, host: Host, doc: specfile.VolumeDocument) -> None:
     """Ensure one volume (unless its pool failed)."""
     record = Done("volume", doc.key, host.uri, str(doc.location), "failed")
-    if missing.get(f"pool {doc.pool}"):
+    if run.missing.get(f"pool {doc.pool}"):
         line = f"hvlib: error: volume {doc.key} ({doc.location}): pool {doc.pool} failed above"
-        outcome.error(line, record)
-        missing[f"volume {doc.key}"] = True
+        run.outcome.error(line, record)
+        run.missing[f"volume {doc.key}"] = True
         return
     record.outcome = "ok"
     result = ensure_and_report(
@@ -215,28 +215,22 @@ def _up_volume(
         f"volume {doc.key}",
         host,
         doc,
-        lambda: _ensure_volume(host, doc, opts.check),
-        opts,
-        outcome,
+        lambda: _ensure_volume(host, doc, run.opts.check),
+        run.opts,
+        run.outcome,
     )
     # a domain's volume disk without a format is read in the volume's: it must exist first
-    _note_missing(f"volume {doc.key}", result, "volume", opts.check, missing)
+    run.note(f"volume {doc.key}", result, "volume")
 
 
-def _up_one(
-    host: Host,
-    doc: specfile.DomainDocument,
-    opts: UpOptions,
-    outcome: Outcome,
-    missing: dict[str, bool],
-) -> None:
+def _up_one(run: _Run, host: Host, doc: specfile.DomainDocument) -> None:
     """Ensure one domain on its host (unless a network or pool it uses is missing)."""
-    spec = doc.spec
+    spec, opts = doc.spec, run.opts
     uses = {f"network {n}" for n in networks_of(spec)} | {f"pool {p}" for p in pools_of(spec)}
     uses |= {f"volume {d.pool}/{d.volume_name}" for d in spec.disks if d.pool and not d.format}
-    blocked = sorted(uses & set(missing))
+    blocked = sorted(uses & set(run.missing))
     if blocked:
-        _not_ensured(host, doc, blocked, missing, outcome)
+        _not_ensured(run, host, doc, blocked)
         return
     verb = "checking" if opts.check else "ensuring"
     record = Done("domain", spec.name, host.uri, str(doc.location), "ok")
@@ -255,20 +249,19 @@ def _up_one(
             force_shutdown=opts.force,
         ),
         opts,
-        outcome,
+        run.outcome,
         progress=f"{verb} {spec.name} is {opts.state.value} on {host.uri}",
     )
     waits = opts.ready and not opts.check and opts.state is State.RUNNING
     if waits and result is not None and result.domain is not None:
-        _wait_ready(result.domain, doc, record, opts, outcome)
+        _wait_ready(run, result.domain, doc, record)
 
 
-def _wait_ready(
-    dom: Domain, doc: specfile.DomainDocument, record: Done, opts: UpOptions, outcome: Outcome
-) -> None:
+def _wait_ready(run: _Run, dom: Domain, doc: specfile.DomainDocument, record: Done) -> None:
     """``--ready``: wait for the running domain's probe; a failure is the record's error."""
     from hvlib.guest.ready import Ready
 
+    opts, outcome = run.opts, run.outcome
     word = opts.ready or "ssh"
     try:
         found, took = run_with_progress(
@@ -286,25 +279,21 @@ def _wait_ready(
 
 
 def _not_ensured(
-    host: Host,
-    doc: specfile.DomainDocument,
-    blocked: Sequence[str],
-    missing: dict[str, bool],
-    outcome: Outcome,
+    run: _Run, host: Host, doc: specfile.DomainDocument, blocked: Sequence[str]
 ) -> None:
     """Say why a domain is left alone: what it uses failed, or (--check) is not there yet."""
     record = Done("domain", doc.spec.name, host.uri, str(doc.location), "failed")
-    failed = [b for b in blocked if missing[b]]
+    failed = [b for b in blocked if run.missing[b]]
     if failed:
         line = f"hvlib: error: {doc.spec.name} ({doc.location}): {', '.join(failed)} failed above"
-        outcome.error(line, record)
+        run.outcome.error(line, record)
         return
     what = ", ".join(blocked)
     tail = f"(--check: nothing changed; {host.uri})"
-    outcome.say(f"{doc.spec.name}: not checked: up creates {what} first {tail}")
+    run.outcome.say(f"{doc.spec.name}: not checked: up creates {what} first {tail}")
     record.outcome = "not-checked"
-    outcome.records.append(record)
-    outcome.pending = True
+    run.outcome.records.append(record)
+    run.outcome.pending = True
 
 
 def load_domains(files: Sequence[str]) -> list[specfile.DomainDocument]:

@@ -41,7 +41,7 @@ from hvlib.guest.io import Input, OutputCallback, OutputSink, normalize_command
 from hvlib.guest.ready import Ready, ReadyProbe, ReadyResult, require_running, run_probe
 from hvlib.guest.sshtransport import SshTransport
 from hvlib.guest.target import GuestTarget
-from hvlib.guest.transport import Transport
+from hvlib.guest.transport import Invocation, Transport
 from hvlib.model.checks import PathArg, check_seconds
 from hvlib.model.profiles import profile_for
 
@@ -168,7 +168,7 @@ class GuestAccess(_Target):
         require_running(self, "run a command in it")
         sink = OutputSink(on_stdout, on_stderr)
         via = self._transport(name)
-        result = via.run(self, cmd, input=input, timeout=timeout, sink=sink, ssh=ssh)
+        result = via.run(self, Invocation(cmd, input=input, timeout=timeout, sink=sink, ssh=ssh))
         result = dataclasses.replace(result, transport=name)
         return result.check(self.name) if check else result
 

@@ -22,9 +22,10 @@ from typing import Any
 
 from hvlib.errors import CommandTimeout, GuestAccessError, HvlibError, SpecError
 from hvlib.guest.config import CommandResult, SshConfig
-from hvlib.guest.io import Input, OutputSink, input_chunks, shell_argv
+from hvlib.guest.io import Input, input_chunks, shell_argv
 from hvlib.guest.progress import Progress, not_ready
 from hvlib.guest.target import GuestTarget
+from hvlib.guest.transport import Invocation
 
 INPUT_MAX = 8 * 1024 * 1024
 """Bytes of stdin the agent transport takes (it travels in one JSON message)."""
@@ -40,30 +41,21 @@ class AgentTransport:
 
     waits_for_address = False
 
-    def run(
-        self,
-        target: GuestTarget,
-        command: str | tuple[str, ...],
-        *,
-        input: Input | None,
-        timeout: float | None,
-        sink: OutputSink,
-        ssh: SshConfig | None,
-    ) -> CommandResult:
-        """Run ``command`` through the agent (``ssh`` does not apply).
+    def run(self, target: GuestTarget, command: Invocation) -> CommandResult:
+        """Run ``command`` through the agent (``command.ssh`` does not apply).
 
         Raises:
-            CommandTimeout: it ran longer than ``timeout`` s (a kill was sent).
+            CommandTimeout: it ran longer than ``command.timeout`` s (a kill was sent).
             GuestAccessError: the agent did not answer or refused the command.
-            SpecError: ``input`` is larger than :data:`INPUT_MAX`.
+            SpecError: ``command.input`` is larger than :data:`INPUT_MAX`.
         """
         started = time.monotonic()
-        argv = shell_argv(command)
-        pid = _start(target, argv, _input_data(input))
+        timeout, sink = command.timeout, command.sink
+        pid = _start(target, shell_argv(command.argv), _input_data(command.input))
         status = _wait(target, pid, None if timeout is None else started + timeout)
         if status is None:
             killed = _kill(target, pid)
-            raise CommandTimeout(command, timeout or 0.0, killed=killed, name=target.name)
+            raise CommandTimeout(command.argv, timeout or 0.0, killed=killed, name=target.name)
         stdout = base64.b64decode(status.get("out-data", ""))
         stderr = base64.b64decode(status.get("err-data", ""))
         if stdout:
@@ -72,7 +64,7 @@ class AgentTransport:
             sink.stderr(stderr)
         kept_out, kept_err = sink.collected
         elapsed = time.monotonic() - started
-        return CommandResult(_exit_status(status), kept_out, kept_err, elapsed, command)
+        return CommandResult(_exit_status(status), kept_out, kept_err, elapsed, command.argv)
 
     def attempt_ready(
         self, target: GuestTarget, progress: Progress, deadline: float, ssh: SshConfig | None
@@ -82,9 +74,7 @@ class AgentTransport:
         with not_ready("command"):
             target.agent_command({"execute": "guest-ping"}, CALL_TIMEOUT)
             left = max(0.5, deadline - time.monotonic())
-            result = self.run(
-                target, ("true",), input=None, timeout=left, sink=OutputSink(), ssh=None
-            )
+            result = self.run(target, Invocation(("true",), timeout=left))
             result.check(target.name)
 
     def close(self) -> None:

@@ -38,6 +38,7 @@ from hvlib.guest.config import CommandResult, SshConfig
 from hvlib.guest.io import CHUNK, Input, InputFeeder, OutputSink, shell_argv
 from hvlib.guest.progress import Progress, not_ready
 from hvlib.guest.target import GuestTarget
+from hvlib.guest.transport import Invocation
 
 log = logging.getLogger("hvlib")
 
@@ -62,23 +63,14 @@ class ContainerTransport:
 
     waits_for_address = False
 
-    def run(
-        self,
-        target: GuestTarget,
-        command: str | tuple[str, ...],
-        *,
-        input: Input | None,
-        timeout: float | None,
-        sink: OutputSink,
-        ssh: SshConfig | None,
-    ) -> CommandResult:
-        """:func:`run` in ``target``'s container (``ssh`` does not apply)."""
+    def run(self, target: GuestTarget, command: Invocation) -> CommandResult:
+        """:func:`run` in ``target``'s container (``command.ssh`` does not apply)."""
         return run(
             target.container_namespaces,
-            command,
-            input=input,
-            timeout=timeout,
-            sink=sink,
+            command.argv,
+            input=command.input,
+            timeout=command.timeout,
+            sink=command.sink,
             name=target.name,
         )
 
@@ -89,9 +81,7 @@ class ContainerTransport:
         progress.reach("command")
         with not_ready("command"):
             left = max(0.5, deadline - time.monotonic())
-            result = self.run(
-                target, ("true",), input=None, timeout=left, sink=OutputSink(), ssh=None
-            )
+            result = self.run(target, Invocation(("true",), timeout=left))
             result.check(target.name)
 
     def close(self) -> None:

@@ -1,6 +1,7 @@
-"""What every readiness probe is (:class:`ReadyProbe`), what a passing one read
-(:class:`Reading`) and what a wait returns (:class:`ReadyResult`). The probes themselves are in
-:mod:`hvlib.guest.ready` and :mod:`hvlib.guest.toolprobes`. Declarations only: no I/O here.
+"""What every readiness probe is (:class:`ReadyProbe`), what one try works with
+(:class:`Attempt`), what a passing one read (:class:`Reading`) and what a wait returns
+(:class:`ReadyResult`). The probes themselves are in :mod:`hvlib.guest.ready` and
+:mod:`hvlib.guest.toolprobes`. Declarations only: no I/O here.
 """
 
 from __future__ import annotations
@@ -69,20 +70,26 @@ class ReadyResult(float):
         )
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """What one try of a probe works with, made once per wait: the guest, its transport
+    (``via``), the wait's progress, the wait's deadline (:func:`time.monotonic`) and the SSH
+    credentials of the call (None: the domain's, else its host's)."""
+
+    dom: GuestTarget
+    via: Transport
+    progress: Progress
+    deadline: float
+    ssh: SshConfig | None
+
+
 class ReadyProbe:
     """A way to decide that a guest is ready; see :class:`Ready`."""
 
     name = "probe"
     stages: tuple[str, ...] = ("probe",)
 
-    def attempt(
-        self,
-        dom: GuestTarget,
-        via: Transport,
-        progress: Progress,
-        deadline: float,
-        ssh: SshConfig | None,
-    ) -> Reading | None:
+    def attempt(self, at: Attempt) -> Reading | None:
         """One try; what it read when it passed (None: nothing to tell).
 
         Raises _NotReady (retried) or any other error (propagated at once)."""

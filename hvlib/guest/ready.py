@@ -1,11 +1,11 @@
 """Readiness: the probes of :meth:`hvlib.Domain.wait_ready` and the wait that retries them.
 
-A probe makes one try (:meth:`ReadyProbe.attempt`); :func:`run_probe` retries it until it
-passes or the deadline comes, and a timeout names the furthest stage reached and the last
-reason. What the SSH probe does is the transport's (:mod:`hvlib.guest.transport`). The
-probes of what real guests do (``Ready.CLOUD_INIT``, ``Ready.SYSTEMD``) first pass the SSH
-probe's stages, then run the guest's own tool through the same transport and read its answer
-(:mod:`hvlib.guest.toolprobes`).
+A probe makes one try (:meth:`ReadyProbe.attempt`, given the wait's one :class:`Attempt`);
+:func:`run_probe` retries it until it passes or the deadline comes, and a timeout names the
+furthest stage reached and the last reason. What the SSH probe does is the transport's
+(:mod:`hvlib.guest.transport`). The probes of what real guests do (``Ready.CLOUD_INIT``,
+``Ready.SYSTEMD``) first pass the SSH probe's stages, then run the guest's own tool through the
+same transport and read its answer (:mod:`hvlib.guest.toolprobes`).
 
 Design: ``Ready`` is a namespace class whose members are probe *objects*, not an Enum, so a
 member can also be called to make a variant: ``Ready.SYSTEMD`` is a probe, and
@@ -30,13 +30,13 @@ from hvlib.errors import (
     WaitTimeout,
 )
 from hvlib.guest.config import SshConfig
-from hvlib.guest.probe import ACCESS_STAGES, Reading, ReadyProbe, ReadyResult
+from hvlib.guest.probe import ACCESS_STAGES, Attempt, Reading, ReadyProbe, ReadyResult
 from hvlib.guest.progress import Progress, _NotReady
 from hvlib.guest.target import GuestTarget
 from hvlib.guest.toolprobes import CloudInitProbe, SystemdProbe
 from hvlib.guest.transport import Transport
 
-__all__ = ["Reading", "Ready", "ReadyProbe", "ReadyResult", "run_probe"]
+__all__ = ["Attempt", "Reading", "Ready", "ReadyProbe", "ReadyResult", "run_probe"]
 
 
 def missing_capture(name: str, *, test_driver: bool, state: Any = None) -> HvlibError:
@@ -80,15 +80,8 @@ class _AccessProbe(ReadyProbe):
     name = "SSH"
     stages = ACCESS_STAGES
 
-    def attempt(
-        self,
-        dom: GuestTarget,
-        via: Transport,
-        progress: Progress,
-        deadline: float,
-        ssh: SshConfig | None,
-    ) -> Reading | None:
-        via.attempt_ready(dom, progress, deadline, ssh)
+    def attempt(self, at: Attempt) -> Reading | None:
+        at.via.attempt_ready(at.dom, at.progress, at.deadline, at.ssh)
         return None
 
 
@@ -98,16 +91,9 @@ class _AddressProbe(ReadyProbe):
     name = "ADDRESS"
     stages = ("address",)
 
-    def attempt(
-        self,
-        dom: GuestTarget,
-        via: Transport,
-        progress: Progress,
-        deadline: float,
-        ssh: SshConfig | None,
-    ) -> Reading | None:
-        progress.reach("address")
-        if not any(dom.addresses().values()):
+    def attempt(self, at: Attempt) -> Reading | None:
+        at.progress.reach("address")
+        if not any(at.dom.addresses().values()):
             raise _NotReady("address", "no address reported yet")
         return None
 
@@ -121,21 +107,14 @@ class _ConsoleProbe(ReadyProbe):
         self.pattern = pattern
         self.name = f"CONSOLE({pattern!r})"
 
-    def attempt(
-        self,
-        dom: GuestTarget,
-        via: Transport,
-        progress: Progress,
-        deadline: float,
-        ssh: SshConfig | None,
-    ) -> Reading | None:
-        progress.reach("console")
-        capture = dom.console
+    def attempt(self, at: Attempt) -> Reading | None:
+        at.progress.reach("console")
+        capture = at.dom.console
         if capture is None:
-            test_driver = bool(getattr(dom.host, "is_test_driver", False))
-            raise missing_capture(dom.name, test_driver=test_driver)
+            test_driver = bool(getattr(at.dom.host, "is_test_driver", False))
+            raise missing_capture(at.dom.name, test_driver=test_driver)
         try:
-            capture.wait_for(self.pattern, max(0.0, deadline - time.monotonic()))
+            capture.wait_for(self.pattern, max(0.0, at.deadline - time.monotonic()))
         except WaitTimeout as e:
             raise _NotReady("console", f"no line matching {self.pattern!r}") from e
         return None
@@ -150,17 +129,10 @@ class _CallableProbe(ReadyProbe):
         self.fn = fn
         self.name = getattr(fn, "__name__", "probe")
 
-    def attempt(
-        self,
-        dom: GuestTarget,
-        via: Transport,
-        progress: Progress,
-        deadline: float,
-        ssh: SshConfig | None,
-    ) -> Reading | None:
-        progress.reach("probe")
+    def attempt(self, at: Attempt) -> Reading | None:
+        at.progress.reach("probe")
         try:
-            ok = self.fn(dom)
+            ok = self.fn(at.dom)
         except HostKeyError:
             raise
         except (OSError, GuestAccessError) as e:
@@ -249,11 +221,12 @@ def run_probe(
     started = time.monotonic()
     deadline = started + timeout
     found: list[Reading | None] = []
+    at = Attempt(dom, via, progress, deadline, ssh)
 
     def once() -> None:
         require_running(dom, "wait until it is ready")
         try:
-            found.append(probe.attempt(dom, via, progress, deadline, ssh))
+            found.append(probe.attempt(at))
         except _NotReady as e:
             progress.failed(e)
             raise

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from hvlib.errors import ChannelOpenError, GuestAccessError
 from hvlib.guest.config import CommandResult, SshConfig
-from hvlib.guest.io import Input, OutputSink
 from hvlib.guest.progress import Progress, _NotReady, not_ready
 from hvlib.guest.target import GuestTarget
+from hvlib.guest.transport import Invocation
 
 if TYPE_CHECKING:
     from hvlib.guest.ssh import SshSession
@@ -92,29 +92,21 @@ class SshTransport:
         """Close the kept sessions (idempotent)."""
         self.cache.close()
 
-    def run(
-        self,
-        target: GuestTarget,
-        command: str | tuple[str, ...],
-        *,
-        input: Input | None,
-        timeout: float | None,
-        sink: OutputSink,
-        ssh: SshConfig | None,
-    ) -> CommandResult:
+    def run(self, target: GuestTarget, command: Invocation) -> CommandResult:
         """Run ``command`` over a kept (or new) session; see :class:`Transport`."""
-        config = ssh_config(target, ssh)
+        config = ssh_config(target, command.ssh)
+        timeout, argv, input, sink = command.timeout, command.argv, command.input, command.sink
         deadline = None if timeout is None else time.monotonic() + timeout
         session, reused = self._session(target, config, deadline=deadline)
         try:
-            return session.run(command, input=input, timeout=_left(deadline), sink=sink)
+            return session.run(argv, input=input, timeout=_left(deadline), sink=sink)
         except ChannelOpenError:
             if not reused:
                 raise
         # the kept session died before the command could start: one try on a fresh one,
         # within what is left of the command's timeout
         session, _ = self._session(target, config, fresh=True, deadline=deadline)
-        return session.run(command, input=input, timeout=_left(deadline), sink=sink)
+        return session.run(argv, input=input, timeout=_left(deadline), sink=sink)
 
     def attempt_ready(
         self, target: GuestTarget, progress: Progress, deadline: float, ssh: SshConfig | None

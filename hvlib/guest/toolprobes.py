@@ -13,12 +13,10 @@ from __future__ import annotations
 import time
 
 from hvlib.errors import ReadyError, SpecError
-from hvlib.guest.config import CommandResult, SshConfig
-from hvlib.guest.io import OutputSink
-from hvlib.guest.probe import ACCESS_STAGES, Reading, ReadyProbe
-from hvlib.guest.progress import Progress, _NotReady, not_ready
-from hvlib.guest.target import GuestTarget
-from hvlib.guest.transport import Transport
+from hvlib.guest.config import CommandResult
+from hvlib.guest.probe import ACCESS_STAGES, Attempt, Reading, ReadyProbe
+from hvlib.guest.progress import _NotReady, not_ready
+from hvlib.guest.transport import Invocation
 
 
 class GuestToolProbe(ReadyProbe):
@@ -33,49 +31,28 @@ class GuestToolProbe(ReadyProbe):
     def stages(self) -> tuple[str, ...]:  # type: ignore[override]
         return (*ACCESS_STAGES, self.stage)
 
-    def attempt(
-        self,
-        dom: GuestTarget,
-        via: Transport,
-        progress: Progress,
-        deadline: float,
-        ssh: SshConfig | None,
-    ) -> Reading | None:
-        via.attempt_ready(dom, progress, deadline, ssh)
-        progress.reach(self.stage)
-        result = self.run(dom, via, self.argv, deadline, ssh)
+    def attempt(self, at: Attempt) -> Reading | None:
+        at.via.attempt_ready(at.dom, at.progress, at.deadline, at.ssh)
+        at.progress.reach(self.stage)
+        result = self.run(at, self.argv)
         if result.exit_status == 127:
             raise ReadyError(
-                f"{dom.name}: {self.name}: the guest has no {self.tool!r} "
+                f"{at.dom.name}: {self.name}: the guest has no {self.tool!r} "
                 f"({result.stderr_text.strip() or 'exit status 127'})",
-                name=dom.name,
+                name=at.dom.name,
                 probe=self.name,
                 status="not installed",
                 detail=result.stderr_text.strip(),
             )
-        return self.judge(dom, via, result, deadline, ssh)
+        return self.judge(at, result)
 
-    def run(
-        self,
-        dom: GuestTarget,
-        via: Transport,
-        argv: tuple[str, ...],
-        deadline: float,
-        ssh: SshConfig | None,
-    ) -> CommandResult:
+    def run(self, at: Attempt, argv: tuple[str, ...]) -> CommandResult:
         """Run ``argv`` in the guest; a failure to reach it is not-ready (retried)."""
         with not_ready(self.stage):
-            left = max(0.5, deadline - time.monotonic())
-            return via.run(dom, argv, input=None, timeout=left, sink=OutputSink(), ssh=ssh)
+            left = max(0.5, at.deadline - time.monotonic())
+            return at.via.run(at.dom, Invocation(argv, timeout=left, ssh=at.ssh))
 
-    def judge(
-        self,
-        dom: GuestTarget,
-        via: Transport,
-        result: CommandResult,
-        deadline: float,
-        ssh: SshConfig | None,
-    ) -> Reading:
+    def judge(self, at: Attempt, result: CommandResult) -> Reading:
         """Ready (a Reading), not yet (_NotReady) or never (ReadyError), from ``result``."""
         raise NotImplementedError
 
@@ -98,23 +75,16 @@ class CloudInitProbe(GuestToolProbe):
     tool = "cloud-init"
     argv = ("cloud-init", "status")
 
-    def judge(
-        self,
-        dom: GuestTarget,
-        via: Transport,
-        result: CommandResult,
-        deadline: float,
-        ssh: SshConfig | None,
-    ) -> Reading:
+    def judge(self, at: Attempt, result: CommandResult) -> Reading:
         status = cloud_init_status(result.text)
         if status == "done":
             return Reading(status="done")
         if status in ("error", "disabled"):
-            long = self.run(dom, via, ("cloud-init", "status", "--long"), deadline, ssh)
+            long = self.run(at, ("cloud-init", "status", "--long"))
             detail = (long.text + long.stderr_text).strip()
             raise ReadyError(
-                f"{dom.name}: cloud-init finished with status {status!r}:\n{detail}",
-                name=dom.name,
+                f"{at.dom.name}: cloud-init finished with status {status!r}:\n{detail}",
+                name=at.dom.name,
                 probe=self.name,
                 status=status,
                 detail=detail,
@@ -157,26 +127,19 @@ class SystemdProbe(GuestToolProbe):
             raise SpecError("allow_degraded", "must be a bool", allow_degraded)
         return SystemdProbe(allow_degraded)
 
-    def judge(
-        self,
-        dom: GuestTarget,
-        via: Transport,
-        result: CommandResult,
-        deadline: float,
-        ssh: SshConfig | None,
-    ) -> Reading:
+    def judge(self, at: Attempt, result: CommandResult) -> Reading:
         state = result.text.strip()
         if state == "running":
             return Reading(status=state)
         if state == "degraded":
-            units = failed_units(self.run(dom, via, FAILED_UNITS, deadline, ssh).text)
+            units = failed_units(self.run(at, FAILED_UNITS).text)
             if self.allow_degraded:
                 return Reading(status=state, failed_units=units, detail=", ".join(units))
             raise _NotReady(self.stage, f"degraded: failed units: {', '.join(units) or 'none'}")
         if state in SYSTEMD_NEVER:
             raise ReadyError(
-                f"{dom.name}: systemd is {state!r}: it will not reach 'running' by itself",
-                name=dom.name,
+                f"{at.dom.name}: systemd is {state!r}: it will not reach 'running' by itself",
+                name=at.dom.name,
                 probe=self.name,
                 status=state,
             )

@@ -9,12 +9,28 @@ domain object and its open sessions can be freed together.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from hvlib.guest.config import CommandResult, SshConfig
 from hvlib.guest.io import Input, OutputSink
 from hvlib.guest.progress import Progress
 from hvlib.guest.target import GuestTarget
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One command for a transport to run: ``argv`` checked by
+    :func:`hvlib.guest.io.normalize_command` (a string goes through ``/bin/sh -c``), fed
+    ``input``, given up after ``timeout`` s (None: no limit), its output handed to ``sink``;
+    ``ssh``: the credentials for this call (None: the domain's, else its host's; the
+    container and agent transports need none)."""
+
+    argv: str | tuple[str, ...]
+    input: Input | None = None
+    timeout: float | None = None
+    sink: OutputSink = field(default_factory=OutputSink)
+    ssh: SshConfig | None = None
 
 
 class Transport(Protocol):
@@ -24,17 +40,8 @@ class Transport(Protocol):
     """True if ``Ready.ADDRESS`` waits through the domain's address wait (a VM's NICs);
     False if it polls :meth:`GuestTarget.addresses` like any other probe."""
 
-    def run(
-        self,
-        target: GuestTarget,
-        command: str | tuple[str, ...],
-        *,
-        input: Input | None,
-        timeout: float | None,
-        sink: OutputSink,
-        ssh: SshConfig | None,
-    ) -> CommandResult:
-        """Run a checked command (see :func:`hvlib.guest.io.normalize_command`).
+    def run(self, target: GuestTarget, command: Invocation) -> CommandResult:
+        """Run ``command`` in ``target``.
 
         Raises:
             CommandTimeout, ConnectionLost, HostKeyError, GuestAccessError: as for
