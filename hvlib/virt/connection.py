@@ -235,6 +235,10 @@ class Connection:
             with _virt.translated():
                 if self._callback_id is not None:
                     conn.domainEventDeregisterAny(self._callback_id)
+                # the close callback holds a reference on the connection: left registered,
+                # close() never drops the last one and the socket stays open (2 descriptors
+                # per Host, found by integration/test_load.py)
+                self._optional(conn.unregisterCloseCallback)
                 conn.close()
         except Exception as e:  # closing a broken connection must not mask the real error
             log.debug("closing %s: %s", self.uri, e)

@@ -15,6 +15,7 @@ import logging
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -60,7 +61,9 @@ class ConsoleCapture:
                 | _virt.C.VIR_STREAM_EVENT_ERROR
                 | _virt.C.VIR_STREAM_EVENT_HANGUP
             )
-            stream.eventAddCallback(events, self._on_event, None)
+            # through a weak reference: libvirt 9.0 never frees a stream callback's data
+            # (see _virt.free_stream), which must then not pin this capture and its buffer
+            stream.eventAddCallback(events, _weak_handler(self), None)
         self._stream = stream
 
     def _on_event(self, stream: Any, events: int, _opaque: Any) -> None:
@@ -102,11 +105,12 @@ class ConsoleCapture:
             self.cond.notify_all()
         if stream is None:
             return
-        try:
-            stream.eventRemoveCallback()
-            stream.abort()
-        except Exception as e:  # already torn down by libvirt
-            log.debug("closing console stream of %s: %s", self.name, e)
+        for step in (stream.eventRemoveCallback, stream.abort):
+            try:
+                step()
+            except Exception as e:  # already torn down by libvirt
+                log.debug("closing console stream of %s: %s", self.name, e)
+        _virt.free_stream(stream)
 
     @property
     def data(self) -> bytes:
@@ -157,3 +161,15 @@ class ConsoleCapture:
             if regex.search(line):
                 return line
         return None
+
+
+def _weak_handler(capture: ConsoleCapture) -> Callable[[Any, int, Any], None]:
+    """A stream event callback that reaches ``capture`` through a weak reference."""
+    ref = weakref.ref(capture)
+
+    def handler(stream: Any, events: int, opaque: Any) -> None:
+        target = ref()
+        if target is not None:
+            target._on_event(stream, events, opaque)
+
+    return handler

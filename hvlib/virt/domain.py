@@ -299,6 +299,9 @@ class Domain(GuestAccess, Mobility, HostObject):
         except HvlibError as e:  # the test driver has no consoles; a start must not fail on it
             log.info("no console capture for %s: %s", self.name, e)
             return
+        previous = self.host.consoles.get(self.uuid)
+        if previous is not None:
+            previous.close()  # an earlier start's stream, if libvirt never ended it
         self.host.consoles[self.uuid] = capture
 
     @property

@@ -167,7 +167,11 @@ class Host:
         """Deregister events and close the connection (idempotent). From then on every call
         on this Host and on its Domains, Networks, Pools and Volumes raises
         :class:`hvlib.virt.connection.HostClosed` (a HostError saying it was closed) at once,
-        without retrying; their ``name`` and ``uuid`` stay readable."""
+        without retrying; their ``name`` and ``uuid`` stay readable. Console captures are
+        closed first (what they captured stays readable): an open console stream holds a
+        reference on the libvirt connection, so its socket would stay open."""
+        for capture in list(self.consoles.values()):
+            capture.close()
         self.connection.close()
 
     def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
