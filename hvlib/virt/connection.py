@@ -118,6 +118,9 @@ class Connection:
         self._closed = False
         self._closed_why = ""
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lost: list[tuple[Any, int | None]] = []
+        """Connections lost to a dead daemon (with their event callback id), closed on the
+        next reconnect or close(): never from libvirt's close callback itself."""
         self.generation = 0
         """Bumped on every (re)connect: handles from an older generation are stale."""
         self._open()
@@ -165,6 +168,7 @@ class Connection:
             if conn is not self._conn or conn is None:
                 return
             self._conn = None
+            self._lost.append((conn, self._callback_id))
         self._on_lost()
 
     def get(self) -> Any:
@@ -180,6 +184,7 @@ class Connection:
             self._raise_if_closed()
             if self._conn is None:
                 self._reconnect()
+                self._release_lost()
                 self._raise_if_closed()  # closed meanwhile: close() takes the new one
             return self._conn
 
@@ -227,21 +232,30 @@ class Connection:
             self._closed = True  # seen at once by a reconnect loop holding the lock
         with self._lock:
             conn, self._conn = self._conn, None
+            self._release_lost()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-        if conn is None:
-            return
+        if conn is not None:
+            self._close_conn(conn, self._callback_id)
+
+    def _release_lost(self) -> None:
+        lost, self._lost = self._lost, []
+        for conn, callback_id in lost:
+            self._close_conn(conn, callback_id)
+
+    def _close_conn(self, conn: Any, callback_id: int | None) -> None:
+        """Deregister and close one libvirt connection, failures logged (it may be dead)."""
         try:
             with _virt.translated():
-                if self._callback_id is not None:
-                    conn.domainEventDeregisterAny(self._callback_id)
-                # the close callback holds a reference on the connection: left registered,
-                # close() never drops the last one and the socket stays open (2 descriptors
-                # per Host, found by integration/test_load.py)
-                self._optional(conn.unregisterCloseCallback)
-                conn.close()
-        except Exception as e:  # closing a broken connection must not mask the real error
-            log.debug("closing %s: %s", self.uri, e)
+                if callback_id is not None:
+                    conn.domainEventDeregisterAny(callback_id)
+        except Exception as e:  # a dead daemon: the local registration is gone anyway
+            log.debug("deregistering events on %s: %s", self.uri, e)
+        # the close callback holds a reference on the connection: left registered, close()
+        # never drops the last one and the socket stays open (2 descriptors per connection,
+        # found by integration/test_load.py)
+        self._optional(conn.unregisterCloseCallback)
+        self._optional(conn.close)
 
     # -- calls ---------------------------------------------------------------------------
 
