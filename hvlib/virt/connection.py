@@ -184,9 +184,10 @@ class Connection:
             self._raise_if_closed()
             if self._conn is None:
                 self._reconnect()
-                self._release_lost()
                 self._raise_if_closed()  # closed meanwhile: close() takes the new one
-            return self._conn
+            conn, lost, self._lost = self._conn, self._lost, []
+        self._release(lost)  # outside the lock: closing may wait for libvirt's event loop
+        return conn
 
     def check_open(self) -> None:
         """Raise unless the connection is open (or to be reopened on next use).
@@ -232,14 +233,14 @@ class Connection:
             self._closed = True  # seen at once by a reconnect loop holding the lock
         with self._lock:
             conn, self._conn = self._conn, None
-            self._release_lost()
+            lost, self._lost = self._lost, []
+        self._release(lost)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         if conn is not None:
             self._close_conn(conn, self._callback_id)
 
-    def _release_lost(self) -> None:
-        lost, self._lost = self._lost, []
+    def _release(self, lost: list[tuple[Any, int | None]]) -> None:
         for conn, callback_id in lost:
             self._close_conn(conn, callback_id)
 
