@@ -307,7 +307,7 @@ def _row(stats: Any, count: int, vms: int, batches: dict[str, Batch], index: int
         note=(
             f"{count} in flight: hvlib {ok['hvlib']}/{count} ok in {hv.seconds:.1f} s, raw "
             f"{ok['raw']}/{count} in {raw.seconds:.1f} s; p95 s per stage, hvlib: "
-            f"{_stages(hv)}; raw: {_stages(raw)}"
+            f"{_stages(hv)}; raw: {_stages(raw)}{_failures(batches)}"
         ),
     )
 
@@ -324,3 +324,13 @@ def _stages(batch: Batch) -> str:
         if value is not None:
             parts.append(f"{stage} {value:.2f}")
     return ", ".join(parts)
+
+
+def _failures(batches: dict[str, Batch]) -> str:
+    """The first few failures of each side, for the note ("" when none failed)."""
+    parts = []
+    for side, batch in batches.items():
+        failed = [o.describe() for o in batch.outcomes if not o.ok][:3]
+        if failed:
+            parts.append(f"{side} failed: " + " | ".join(failed))
+    return "; " + "; ".join(parts) if parts else ""
