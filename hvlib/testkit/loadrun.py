@@ -215,10 +215,16 @@ class _Timer:
 
 
 def lifecycle(
-    host: Host, kit: Kit, op: Op, bounds: Bounds, hook: StageHook | None = None
+    host: Host,
+    kit: Kit,
+    op: Op,
+    bounds: Bounds,
+    hook: StageHook | None = None,
+    outcome: Outcome | None = None,
 ) -> Outcome:
-    """Run one operation on ``host`` (the Host of its driver); never raises."""
-    outcome = Outcome(op.name, op.virt)
+    """Run one operation on ``host`` (the Host of its driver), filling ``outcome`` (a new one
+    by default) stage by stage; never raises."""
+    outcome = outcome if outcome is not None else Outcome(op.name, op.virt)
     started = time.monotonic()
     try:
         _lifecycle(host, kit, op, bounds, _Timer(outcome, hook))
@@ -303,10 +309,11 @@ def run_threads(
     """Every operation at once, one thread each, on the shared ``hosts``; the outcomes in
     order. ``body`` replaces the lifecycle (it raises to fail)."""
     results: list[Outcome | None] = [None] * len(ops)
+    partial = [Outcome(op.name, op.virt) for op in ops]  # what a hung one reached
 
     def run(i: int, op: Op) -> None:
         if body is None:
-            results[i] = lifecycle(hosts.of(op), kit, op, bounds, hook)
+            results[i] = lifecycle(hosts.of(op), kit, op, bounds, hook, partial[i])
             return
         outcome, started = Outcome(op.name, op.virt), time.monotonic()
         try:
@@ -323,7 +330,10 @@ def run_threads(
     for th in threads:
         th.start()
     _join(threads, time.monotonic() + bounds.deadline())
-    return [r if r is not None else _hung(op, bounds) for r, op in zip(results, ops, strict=True)]
+    return [
+        r if r is not None else _hung(op, bounds, dict(p.stages))
+        for r, op, p in zip(results, ops, partial, strict=True)
+    ]
 
 
 def _join(threads: Sequence[threading.Thread], deadline: float) -> None:
@@ -331,9 +341,13 @@ def _join(threads: Sequence[threading.Thread], deadline: float) -> None:
         th.join(max(0.0, deadline - time.monotonic()))
 
 
-def _hung(op: Op, bounds: Bounds) -> Outcome:
-    out = Outcome(op.name, op.virt, error_type=HUNG)
-    out.error = f"did not return within its deadline of {bounds.deadline():g} s"
+def _hung(op: Op, bounds: Bounds, stages: dict[str, float] | None = None) -> Outcome:
+    out = Outcome(op.name, op.virt, stages=stages or {}, error_type=HUNG)
+    done = ", ".join(stages or {}) or "none"
+    out.error = (
+        f"did not return within its deadline of {bounds.deadline():g} s (stages done: {done}; "
+        "it hung in the next)"
+    )
     return out
 
 

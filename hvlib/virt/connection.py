@@ -322,6 +322,14 @@ class Connection:
             if not self._alive(conn):
                 self.mark_lost(conn)
             raise
+        except HvlibError as e:
+            # a call cut off by the daemon's death can fail with no libvirt error set
+            # ("virDomainGetState() failed", code 0): on a dead connection it is a HostError
+            # (so safe calls are retried after the reconnect), not a LibvirtError
+            if e.code or isinstance(e, SpecError) or self._alive(conn):
+                raise
+            self.mark_lost(conn)
+            raise HostError(f"{self.uri}: connection lost during a call: {e}", name=name) from e
 
     def _with_deadline(
         self, fn: Callable[[Any], T], conn: Any, name: str | None, deadline: float
