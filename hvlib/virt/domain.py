@@ -15,7 +15,6 @@ import itertools
 import logging
 import os
 import re
-import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator
@@ -77,7 +76,6 @@ _UNDEFINE_FLAGS = (
 """What an undefine removes with the definition, most needed first, where the driver takes
 the flag (libvirt 9.0's test driver takes only the first two, and refuses the whole call for
 a third: it then kept no domain that had snapshots)."""
-_UNDEFINE_PROBE = threading.Lock()
 _UNDEFINE_MASKS: weakref.WeakKeyDictionary[HostLike, tuple[int, int]] = weakref.WeakKeyDictionary()
 """Per host: (connection generation, the undefine flags its driver took)."""
 
@@ -524,20 +522,8 @@ class Domain(GuestAccess, Mobility, HostObject):
             return
 
     def _undefine(self, handle: Any) -> None:
-        if self._undefine_mask() is not None:
-            return self._undefine_with(handle, self._undefine_mask())
-        # One thread per process probes the flags; the others then use what it found: with
-        # 70 threads undefining at once, each probing drew a storm of LXC refusals, and
-        # some came back without their code ("An error occurred, but the cause is unknown",
-        # integration/test_load.py), which ended the probe in an error.
-        with _UNDEFINE_PROBE:
-            return self._undefine_with(handle, self._undefine_mask())
-
-    def _undefine_mask(self) -> int | None:
         known = _UNDEFINE_MASKS.get(self.host)
-        return known[1] if known is not None and known[0] == self.host.generation else None
-
-    def _undefine_with(self, handle: Any, first: int | None) -> None:
+        first = known[1] if known is not None and known[0] == self.host.generation else None
         for flags in _undefine_flag_sets(first):
             try:
                 handle.undefineFlags(flags)
