@@ -461,8 +461,8 @@ def b10(plan: Plan, say: Progress) -> list[Row]:
 
 # -- the run -----------------------------------------------------------------------------
 
-ROWS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10")
-SANDBOX_ROWS = frozenset({"B1", "B2", "B4", "B5", "B6", "B7", "B8"})
+ROWS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11")
+SANDBOX_ROWS = frozenset({"B1", "B2", "B4", "B5", "B6", "B7", "B8", "B11"})
 TARGETS = {
     "B1": "<= 1.05",
     "B2": "<= 0.50",
@@ -474,6 +474,7 @@ TARGETS = {
     "B8": "<= 0.50 s",
     "B9": "<= 50 MB; no growth",
     "B10": "<= 1.20",
+    "B11": "-",
 }
 
 
@@ -493,6 +494,10 @@ def measure(key: str, lab: Any, plan: Plan, say: Progress, restarts: RestartCoun
         return b7(lab, plan, say)
     if key == "B8":
         return b8(lab, plan, say)
+    if key == "B11":
+        from bench import load
+
+        return load.rows(lab, say, quick=plan == QUICK)
     return b9(plan, say) if key == "B9" else b10(plan, say)
 
 

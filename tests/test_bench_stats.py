@@ -207,4 +207,4 @@ def test_rows_without_the_sandbox_fail_and_say_why() -> None:
 def test_command_line() -> None:
     assert parse_args(["--rows", "b3,B10"]).rows == ["B3", "B10"]
     with pytest.raises(SystemExit):
-        parse_args(["--rows", "B11"])
+        parse_args(["--rows", "B12"])

@@ -15,10 +15,11 @@ import logging
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
-from hvlib.errors import WaitTimeout
+from hvlib.errors import HostError, WaitTimeout
 from hvlib.virt import _virt
 
 log = logging.getLogger("hvlib")
@@ -42,11 +43,18 @@ class ConsoleCapture:
         self._dropped = 0
         self._stream: Any = None
         self.closed = False
+        self.ended = False
+        """True once the stream ended by itself (the guest stopped, or libvirtd went away
+        with the connection), not by :meth:`close`; :meth:`attach` resets it."""
+        self.generation = 0
+        """The connection generation the stream was opened on (see :meth:`attach`)."""
         self.listeners: list[Callable[[bytes], None]] = []
 
-    def attach(self, conn: Any, handle: Any, *, force: bool = True) -> None:
-        """Open the console stream of ``handle`` and start capturing. ``force`` takes the
-        console over from another client (libvirt's LXC driver does not offer that).
+    def attach(self, conn: Any, handle: Any, *, force: bool = True, generation: int = 0) -> None:
+        """Open the console stream of ``handle`` and start capturing (again, after the
+        stream ended: what was captured is kept). ``force`` takes the console over from
+        another client (libvirt's LXC driver does not offer that); ``generation`` is that of
+        the Host's connection (:attr:`hvlib.virt.connection.Connection.generation`).
 
         Raises:
             Unsupported: the driver has no console streams (the test driver).
@@ -60,26 +68,42 @@ class ConsoleCapture:
                 | _virt.C.VIR_STREAM_EVENT_ERROR
                 | _virt.C.VIR_STREAM_EVENT_HANGUP
             )
-            stream.eventAddCallback(events, self._on_event, None)
-        self._stream = stream
+            # through a weak reference: libvirt 9.0 never frees a stream callback's data
+            # (see _virt.release_stream), which must then not pin this capture and its buffer
+            stream.eventAddCallback(events, _weak_handler(self), None)
+        with self.cond:
+            self._stream, self.closed, self.ended = stream, False, False
+            self.generation = generation
 
     def _on_event(self, stream: Any, events: int, _opaque: Any) -> None:
         if events & _virt.C.VIR_STREAM_EVENT_READABLE:
             self._drain(stream)
         if events & (_virt.C.VIR_STREAM_EVENT_ERROR | _virt.C.VIR_STREAM_EVENT_HANGUP):
-            self.close()
+            self._end()
+
+    def connection_lost(self) -> None:
+        """The Host's connection was lost: the stream ends with it (libvirt sends nothing on
+        it when the daemon dies)."""
+        self._end()
+
+    def _end(self) -> None:
+        """The stream ended by itself: note it, then close."""
+        with self.cond:
+            if self._stream is not None:
+                self.ended = True
+        self.close()
 
     def _drain(self, stream: Any) -> None:
         while True:
             try:
                 chunk = stream.recv(65536)
-            except Exception as e:  # the domain went away under us
+            except Exception as e:  # the domain or the daemon went away under us
                 log.debug("console of %s: %s", self.name, e)
-                self.close()
+                self._end()
                 return
             if isinstance(chunk, int) or not chunk:  # -2: would block; b"": end
                 if chunk == b"":
-                    self.close()
+                    self._end()
                 return
             self._append(bytes(chunk))
 
@@ -121,35 +145,65 @@ class ConsoleCapture:
         with self.cond:
             return self._dropped + len(self._buf)
 
-    def wait_for(self, pattern: str | re.Pattern[str], timeout: float, since: int = 0) -> str:
+    def wait_for(
+        self,
+        pattern: str | re.Pattern[str],
+        timeout: float,
+        since: int = 0,
+        *,
+        reattach: Callable[[], bool] | None = None,
+    ) -> str:
         """Block until a line printed after byte ``since`` matches ``pattern``; return the line.
 
         Lines are matched as a terminal shows them: carriage returns and terminal escape
         sequences are removed first, so ``^login:`` matches after a firmware cleared the screen.
+        When the stream ends by itself, ``reattach`` is called: it re-opens the stream into
+        this capture and returns True where the stream ended with the connection to libvirtd
+        (killed, restarted: it reconnects first), or returns False (the domain stopped).
 
         Raises:
             WaitTimeout: no match within ``timeout`` s (``.last`` holds the console's tail).
+            HostError: no match within ``timeout`` s after the stream ended with the
+                connection and was re-opened: a line printed in between may have been
+                missed. Also what ``reattach`` raises (the daemon did not come back).
         """
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
+        lost = False
+        while True:
+            with self.cond:
                 line = self._match(regex, since)
                 if line is not None:
                     return line
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self.closed and self._stream is None and remaining < 0):
-                    tail = self._buf[-400:].decode("utf-8", "replace")
-                    last = _TERMINAL_CONTROL.sub("", tail).replace("\r", "").strip()
-                    raise WaitTimeout(
-                        f"{self.name}: no console line matching {regex.pattern!r} within "
-                        f"{timeout:g} s; the console's last line: "
-                        f"{last.splitlines()[-1] if last else '(nothing printed)'!r}",
-                        name=self.name,
-                        waited=timeout,
-                        last=tail,
-                    )
-                self.cond.wait(remaining)
+                if remaining <= 0:
+                    raise self._timed_out(regex, timeout, lost)
+                if not self.ended or reattach is None:
+                    self.cond.wait(remaining)
+                    continue
+            if reattach():
+                lost = True
+                log.warning("console stream of %s ended with its connection; re-opened", self.name)
+            else:
+                reattach = None
+
+    def _timed_out(
+        self, regex: re.Pattern[str], timeout: float, lost: bool
+    ) -> WaitTimeout | HostError:
+        tail = self._buf[-400:].decode("utf-8", "replace")
+        last = _TERMINAL_CONTROL.sub("", tail).replace("\r", "").strip()
+        what = (
+            f"{self.name}: no console line matching {regex.pattern!r} within {timeout:g} s; "
+            f"the console's last line: "
+            f"{last.splitlines()[-1] if last else '(nothing printed)'!r}"
+        )
+        if lost:
+            return HostError(
+                f"{what}; the console stream ended with the connection to libvirtd meanwhile "
+                "and was re-opened on the new one: a line printed in between was not captured",
+                name=self.name,
+            )
+        return WaitTimeout(what, name=self.name, waited=timeout, last=tail)
 
     def _match(self, regex: re.Pattern[str], since: int) -> str | None:
         start = max(0, since - self._dropped)
@@ -158,3 +212,15 @@ class ConsoleCapture:
             if regex.search(line):
                 return line
         return None
+
+
+def _weak_handler(capture: ConsoleCapture) -> Callable[[Any, int, Any], None]:
+    """A stream event callback that reaches ``capture`` through a weak reference."""
+    ref = weakref.ref(capture)
+
+    def handler(stream: Any, events: int, opaque: Any) -> None:
+        target = ref()
+        if target is not None:
+            target._on_event(stream, events, opaque)
+
+    return handler

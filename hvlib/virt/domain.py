@@ -341,12 +341,20 @@ class Domain(Addressing, GuestAccess, Mobility, Stopping, HostObject):
         capture = ConsoleCapture(self.name)
         try:
             with self.host.connection.bounded(name=self.name) as conn:
-                capture.attach(conn, self.handle, force=not self.virt.is_container)
+                capture.attach(
+                    conn,
+                    self.handle,
+                    force=not self.virt.is_container,
+                    generation=self.host.generation,
+                )
         except CallTimeout:
             raise
         except HvlibError as e:  # the test driver has no consoles; a start must not fail on it
             log.info("no console capture for %s: %s", self.name, e)
             return
+        previous = self.host.consoles.get(self.uuid)
+        if previous is not None:
+            previous.close()  # an earlier start's stream, if libvirt never ended it
         self.host.consoles[self.uuid] = capture
 
     @property
@@ -366,6 +374,9 @@ class Domain(Addressing, GuestAccess, Mobility, Stopping, HostObject):
 
         Raises:
             WaitTimeout: no such line in time (``.last`` holds the console's tail).
+            HostError: no such line in time after the console stream broke (libvirtd
+                restarted) and was re-opened on the new connection: a line printed while it
+                was down may have been missed; or libvirtd did not come back.
             Unsupported: the driver has no console streams (libvirt's test driver).
             InvalidState: hvlib is not capturing this domain's console (it was not started
             through hvlib in this process, or its console could not be opened).
@@ -378,7 +389,24 @@ class Domain(Addressing, GuestAccess, Mobility, Stopping, HostObject):
         if capture is None:
             test_driver = self.host.is_test_driver
             raise missing_capture(self.name, test_driver=test_driver, state=self.state)
-        return capture.wait_for(pattern, timeout)
+        return capture.wait_for(pattern, timeout, reattach=lambda: self._reattach(capture))
+
+    def _reattach(self, capture: ConsoleCapture) -> bool:
+        """Re-open an ended console stream into ``capture`` if it ended with its connection
+        (the state read reconnects first: the generation then differs); False if it did not
+        or the domain is no longer running."""
+        try:
+            if not self.state.is_active or self.host.generation == capture.generation:
+                return False
+            capture.attach(
+                self.host.conn,
+                self.handle,
+                force=not self.virt.is_container,
+                generation=self.host.generation,
+            )
+        except (InvalidState, DomainNotFound):
+            return False
+        return True
 
     def suspend(self) -> None:
         """Pause the running domain; a no-op if it is already paused.

@@ -81,7 +81,7 @@ class Host(Closing):
             uri,
             readonly=readonly,
             on_lifecycle=self._on_lifecycle,
-            on_lost=self.event_hub.wake_all,
+            on_lost=self._on_connection_lost,
             reconnect_timeout=reconnect_timeout,
             call_timeout=call_timeout,
             allow_uri_options=allow_uri_options,
@@ -162,6 +162,13 @@ class Host(Closing):
             with self.connection.bounded(reconnect=False):
                 capture.close()  # a stream holds its connection open
         self.connection.close()
+
+    def _on_connection_lost(self) -> None:
+        """Waiters re-check at once; console streams, which libvirt 9.0 leaves silent when
+        the daemon dies (no event, no EOF), count as ended (waits re-open them)."""
+        self.event_hub.wake_all()
+        for capture in list(self.consoles.values()):
+            capture.connection_lost()
 
     def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
         self.event_hub.dispatch(

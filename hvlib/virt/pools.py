@@ -399,7 +399,9 @@ class Volume(HostObject):
         )
 
     def overlays(self) -> builtins.list[Volume]:
-        """Volumes in the host's started pools whose backing image is this volume.
+        """Volumes in the host's started pools whose backing image is this volume. Pools and
+        volumes that vanish while they are read (deleted by someone else meanwhile) are
+        skipped: they are no overlay of this one.
 
         Raises:
             NotFound: this volume is gone.
@@ -407,10 +409,7 @@ class Volume(HostObject):
         mine = posixpath.normpath(self.path)
         found = []
         for pool in Pools(self.host).list():
-            if not pool.active:
-                continue
-            for vol in pool.volumes():
-                doc = vol.doc()
+            for vol, doc in _volume_docs(pool):
                 if (
                     doc.backing_path
                     and resolve_backing(doc.backing_path, doc.target_path or "") == mine
@@ -437,6 +436,26 @@ class Volume(HostObject):
             self._write(lambda h: h.delete(0))
         except NotFound:
             pass
+
+
+def _volume_docs(pool: Pool) -> builtins.list[tuple[Volume, VolumeXML]]:
+    """Each volume of ``pool`` (if started) with its XML, leaving out what vanished while it
+    was read: with many volumes made and deleted at once, another thread's delete between
+    the listing and a volume's read gave NotFound, which made ``Volume.delete`` (taking it
+    for its own volume being gone) skip the delete."""
+    try:
+        if not pool.active:
+            return []
+        vols = pool.volumes()
+    except NotFound:
+        return []
+    out = []
+    for vol in vols:
+        try:
+            out.append((vol, vol.doc()))
+        except NotFound:
+            continue
+    return out
 
 
 def find_volume(pool: Pool, name: str) -> Volume | None:
