@@ -20,7 +20,7 @@ from typing import Any
 from bench import stats
 from bench.deadline import DEFAULT_DEADLINE, EXIT_HUNG, RunDeadline
 from bench.stats import Row, Target
-from hvlib.virt.domain import INIT_WAITS
+from hvlib.virt.lxcstart import INIT_WAITS
 
 B9_BLOCK_NOISE = 100
 """Python memory blocks the B9 process may gain over its second half and still count as not

@@ -30,8 +30,8 @@ from hvlib.testkit.sandbox import (
     leftovers,
     reap_stale,
 )
-from hvlib.virt.domain import INIT_POLL, INIT_WAITS
 from hvlib.virt.lxcmonitor import monitor_lost
+from hvlib.virt.lxcstart import INIT_POLL, INIT_WAITS
 
 pytestmark = [
     pytest.mark.integration,
