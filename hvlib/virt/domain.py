@@ -137,8 +137,8 @@ class Domain(Addressing, ContainerStart, GuestAccess, Mobility, Stopping, HostOb
             DomainNotFound: the domain is gone.
             LibvirtError, InvalidState: libvirt failed to start it (the message says why).
             InvalidState: a container's init exited during the start (within
-                :data:`hvlib.virt.lxcstart.INIT_SETTLE` s of libvirt learning it); the message holds the
-                console's last lines.
+                :data:`hvlib.virt.lxcstart.INIT_SETTLE` s of libvirt learning it); the
+                message holds the console's last lines.
             SpecError: ``capture_console`` is not a bool.
         """
         check_bool("capture_console", capture_console)
