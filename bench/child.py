@@ -51,18 +51,18 @@ def _thread_calls() -> Any:
 
 def b3() -> dict[str, Any]:
     """Calls made by ``host.domains.list(state=RUNNING)`` for 10, 100 and 1000 running domains,
-    counted by tests/counting.py's proxy installed as ``hvlib._virt.libvirt``."""
+    counted by tests/counting.py's proxy installed as ``hvlib.virt._virt.libvirt``."""
     import libvirt
 
     import hvlib
-    import hvlib._virt
+    import hvlib.virt._virt
     from hvlib import State
     from tests.counting import CountingLibvirt
 
     proxy = CountingLibvirt(libvirt)
     calls = _thread_calls()
     object.__setattr__(proxy, "_calls", calls)
-    hvlib._virt.libvirt = proxy  # type: ignore[attr-defined]
+    hvlib.virt._virt.libvirt = proxy  # type: ignore[attr-defined]
     raw = libvirt.open(TEST_URI)
     for dom in raw.listAllDomains():  # the driver's built-in "test" domain
         dom.destroy()
@@ -96,7 +96,7 @@ def b9(loops: int, tracked: int, every: int) -> dict[str, Any]:
     loops; sampled every ``every`` loops (RSS above the post-import baseline, and Python's
     allocated blocks)."""
     import hvlib
-    import hvlib.host  # everything a lifecycle needs, imported before the baseline
+    import hvlib.virt.host  # everything a lifecycle needs, imported before the baseline
 
     gc.collect()
     baseline = _status_kib("VmRSS")

@@ -2,7 +2,8 @@
 
 Ratios only: every figure compares runs made in this process, on this machine, interleaved
 (A B, B A, A B ...), so the machine's speed and load cancel out as far as they can. Progress goes
-to stderr, the table to stdout. The exit status is 0 when every target is met, 1 otherwise.
+to stderr, the table to stdout. The exit status is 0 when every target is met, 1 otherwise, and
+3 when the run passed its overall deadline (``--deadline``; it then names the row that hung).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bench import stats
+from bench.deadline import DEFAULT_DEADLINE, EXIT_HUNG, RunDeadline
 from bench.stats import Row, Target
-from hvlib.domain import INIT_WAITS
+from hvlib.virt.lxcstart import INIT_WAITS
 
 B9_BLOCK_NOISE = 100
 """Python memory blocks the B9 process may gain over its second half and still count as not
@@ -72,9 +74,12 @@ class Progress:
 
     def __init__(self) -> None:
         self.started = time.monotonic()
+        self.last = ""
+        """The last line printed (for the report of a run that hung)."""
 
     def __call__(self, text: str) -> None:
-        print(f"[{time.monotonic() - self.started:7.1f}s] {text}", file=sys.stderr, flush=True)
+        self.last = f"[{time.monotonic() - self.started:7.1f}s] {text}"
+        print(self.last, file=sys.stderr, flush=True)
 
 
 class RestartCounter(logging.Handler):
@@ -387,7 +392,7 @@ def b3(plan: Plan, say: Progress) -> list[Row]:
         "-",
         len(total),
         stats.same_count(total),
-        f"counted by tests/counting.py's proxy as hvlib._virt.libvirt: {detail}",
+        f"counted by tests/counting.py's proxy as hvlib.virt._virt.libvirt: {detail}",
     )
     extra = Row(
         "B3+",
@@ -456,8 +461,8 @@ def b10(plan: Plan, say: Progress) -> list[Row]:
 
 # -- the run -----------------------------------------------------------------------------
 
-ROWS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10")
-SANDBOX_ROWS = frozenset({"B1", "B2", "B4", "B5", "B6", "B7", "B8"})
+ROWS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11")
+SANDBOX_ROWS = frozenset({"B1", "B2", "B4", "B5", "B6", "B7", "B8", "B11"})
 TARGETS = {
     "B1": "<= 1.05",
     "B2": "<= 0.50",
@@ -469,6 +474,7 @@ TARGETS = {
     "B8": "<= 0.50 s",
     "B9": "<= 50 MB; no growth",
     "B10": "<= 1.20",
+    "B11": "-",
 }
 
 
@@ -488,11 +494,23 @@ def measure(key: str, lab: Any, plan: Plan, say: Progress, restarts: RestartCoun
         return b7(lab, plan, say)
     if key == "B8":
         return b8(lab, plan, say)
+    if key == "B11":
+        from bench import load
+
+        return load.rows(lab, say, quick=plan == QUICK)
     return b9(plan, say) if key == "B9" else b10(plan, say)
 
 
-def run_rows(keys: Sequence[str], lab: Any, lab_error: str, plan: Plan, say: Progress) -> list[Row]:
-    """Measure each row; one that cannot run (or fails) becomes a failed row saying why."""
+def run_rows(
+    keys: Sequence[str],
+    lab: Any,
+    lab_error: str,
+    plan: Plan,
+    say: Progress,
+    watch: RunDeadline | None = None,
+) -> list[Row]:
+    """Measure each row; one that cannot run (or fails) becomes a failed row saying why.
+    ``watch`` is told which row runs (it names the row if the run passes its deadline)."""
     restarts = RestartCounter()
     logging.getLogger("hvlib").addHandler(restarts)
     rows: list[Row] = []
@@ -500,11 +518,16 @@ def run_rows(keys: Sequence[str], lab: Any, lab_error: str, plan: Plan, say: Pro
         if key in SANDBOX_ROWS and lab is None:
             rows.append(stats.missing_row(key, "needs the sandbox", TARGETS[key], lab_error))
             continue
+        if watch is not None:
+            watch.row(key)
         try:
             rows.extend(measure(key, lab, plan, say, restarts))
         except Exception as e:  # one broken row must not hide the others
             say(f"{key}: failed: {type(e).__name__}: {e}")
             rows.append(stats.missing_row(key, "could not be measured", TARGETS[key], str(e)))
+        finally:
+            if watch is not None:
+                watch.row("")
     return rows
 
 
@@ -558,7 +581,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run of every code path (no figures)"
     )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=DEFAULT_DEADLINE,
+        help=f"seconds for the whole run; past it the run says which row hung, prints every "
+        f"thread's stack and exits {EXIT_HUNG} (default {DEFAULT_DEADLINE:g})",
+    )
     args = parser.parse_args(argv)
+    if not 0 < args.deadline < 10 * 365 * 86400:
+        parser.error(f"--deadline must be a positive number of seconds (got {args.deadline})")
     args.rows = [r.strip().upper() for r in args.rows.split(",") if r.strip()]
     unknown = [r for r in args.rows if r not in ROWS]
     if unknown:
@@ -571,12 +603,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     plan = QUICK if args.quick else Plan()
     say = Progress()
-    lab, why = open_lab(args.rows, say)
+    watch = RunDeadline(args.deadline, lambda: say.last).start()
     try:
-        rows = run_rows(args.rows, lab, why, plan, say)
+        lab, why = open_lab(args.rows, say)
+        try:
+            rows = run_rows(args.rows, lab, why, plan, say, watch)
+        finally:
+            if lab is not None:
+                say("stopping the sandbox")
+                lab.close()
     finally:
-        if lab is not None:
-            say("stopping the sandbox")
-            lab.close()
+        watch.stop()
     print(report(rows, time.monotonic() - say.started, plan), flush=True)
     return 1 if any(r.passed is False for r in rows) else 0

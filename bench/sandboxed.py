@@ -21,14 +21,14 @@ import libvirt
 
 import hvlib
 from hvlib import DomainSpec, Filesystem, Nic, State, VirtType
-from hvlib.access import SshConfig
-from hvlib.domain import Domain
-from hvlib.events import DomainEvent, EventKind
-from hvlib.host import Host
+from hvlib.guest.config import SshConfig
 from hvlib.parallel import HostPool, ensure_all, start_all
 from hvlib.testkit import guestkit
 from hvlib.testkit.guestkit import GuestKit
 from hvlib.testkit.sandbox import SandboxHost
+from hvlib.virt.domain import Domain
+from hvlib.virt.events import DomainEvent, EventKind
+from hvlib.virt.host import Host
 
 
 def vm_spec(kit: GuestKit, name: str, *, nic: bool = False) -> DomainSpec:

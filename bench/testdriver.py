@@ -208,21 +208,21 @@ def foreign_imports(entries: list[ImportEntry]) -> dict[str, int]:
 
 
 def import_profile() -> str:
-    """What ``import hvlib.host`` costs, by the largest imports hvlib makes (one line)."""
+    """What ``import hvlib.virt.host`` costs, by the largest imports hvlib makes (one line)."""
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import hvlib.host"],
+        [sys.executable, "-X", "importtime", "-c", "import hvlib.virt.host"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=False,
     )
     entries = parse_importtime(proc.stderr)
-    total = next((e.cumulative_us for e in entries if e.name == "hvlib.host"), 0)
+    total = next((e.cumulative_us for e in entries if e.name == "hvlib.virt.host"), 0)
     total = max([total] + [e.cumulative_us for e in entries if e.name == "hvlib"])
     own = sum(e.self_us for e in entries if e.name.startswith("hvlib"))
     biggest = sorted(foreign_imports(entries).items(), key=lambda kv: -kv[1])[:5]
     parts = ", ".join(f"{name} {us / 1000:.0f}" for name, us in biggest)
     return (
-        f"import of hvlib + hvlib.host: {total / 1000:.0f} ms wall (hvlib's own modules "
+        f"import of hvlib + hvlib.virt.host: {total / 1000:.0f} ms wall (hvlib's own modules "
         f"{own / 1000:.0f} ms; largest imports it makes, ms: {parts})"
     )

@@ -17,42 +17,52 @@ from hvlib.enums import State, VirtType
 from hvlib.errors import (
     AlreadyExists,
     CallTimeout,
+    ChecksumMismatch,
+    CommandTimeout,
+    ConnectionLost,
     DomainNotFound,
+    GuestAccessError,
+    HostClosed,
     HostError,
+    HostKeyError,
     HvlibError,
+    ImageError,
+    ImageTimeout,
     InvalidState,
     LibvirtError,
+    MigrationError,
+    MigrationTimeout,
     NotFound,
+    PlacementError,
+    ReadyError,
+    RemoteCommandError,
     SpecError,
+    TransferError,
     Unsupported,
     WaitTimeout,
 )
-from hvlib.render import render, validate
-from hvlib.spec import Cpu, Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, XmlEdit
+from hvlib.model.cpuspec import Cpu
+from hvlib.model.devices import Disk, Filesystem, Nic, XmlEdit
+from hvlib.model.idmap import IdMap, IdRange
+from hvlib.model.render import render, validate
+from hvlib.model.spec import DomainSpec
 
 if TYPE_CHECKING:
-    from hvlib.accel import Acceleration
-    from hvlib.access import (
-        CommandResult,
-        CommandTimeout,
-        ConnectionLost,
-        GuestAccessError,
-        HostKeyError,
-        Ready,
-        RemoteCommandError,
-        SshConfig,
-        TransferError,
-    )
-    from hvlib.addresses import AddressSource
-    from hvlib.connection import HostClosed
-    from hvlib.domain import Domain, ShutdownResult
-    from hvlib.ensure import Change, ChangeHow, EnsureResult
-    from hvlib.events import DomainEvent, EventKind
-    from hvlib.fleet import Fleet, HostCapacity, Inventory, Placement, PlacementError
-    from hvlib.host import Host
-    from hvlib.migration import MigrationError, MigrationTimeout
-    from hvlib.remote import PathArg
-    from hvlib.snapshot import Snapshot, SnapshotKind
+    from hvlib.fleet import Fleet
+    from hvlib.fleet_capacity import HostCapacity, Inventory, Placement
+    from hvlib.guest.config import CommandResult, SshConfig
+    from hvlib.guest.ready import Ready, ReadyResult
+    from hvlib.model.addresses import AddressSource
+    from hvlib.model.checks import PathArg
+    from hvlib.model.plan import Change, ChangeHow
+    from hvlib.virt.accel import Acceleration
+    from hvlib.virt.converge import EnsureResult
+    from hvlib.virt.domain import Domain
+    from hvlib.virt.events import DomainEvent, EventKind
+    from hvlib.virt.host import Host
+    from hvlib.virt.images import ImageResult
+    from hvlib.virt.snapshot import Snapshot, SnapshotKind
+    from hvlib.virt.stopping import ShutdownResult
 
 __all__ = [
     "Acceleration",
@@ -61,6 +71,7 @@ __all__ = [
     "CallTimeout",
     "Change",
     "ChangeHow",
+    "ChecksumMismatch",
     "CommandResult",
     "CommandTimeout",
     "ConnectionLost",
@@ -83,6 +94,9 @@ __all__ = [
     "HvlibError",
     "IdMap",
     "IdRange",
+    "ImageError",
+    "ImageResult",
+    "ImageTimeout",
     "InvalidState",
     "Inventory",
     "LibvirtError",
@@ -93,6 +107,8 @@ __all__ = [
     "Placement",
     "PlacementError",
     "Ready",
+    "ReadyError",
+    "ReadyResult",
     "RemoteCommandError",
     "ShutdownResult",
     "Snapshot",
@@ -111,35 +127,27 @@ __all__ = [
 ]
 
 _LAZY = {
-    "Domain": "hvlib.domain",
-    "ShutdownResult": "hvlib.domain",
-    "Host": "hvlib.host",
-    "HostClosed": "hvlib.connection",
-    "DomainEvent": "hvlib.events",
-    "EventKind": "hvlib.events",
-    "AddressSource": "hvlib.addresses",
-    "Change": "hvlib.ensure",
-    "ChangeHow": "hvlib.ensure",
-    "EnsureResult": "hvlib.ensure",
-    "CommandResult": "hvlib.access",
-    "CommandTimeout": "hvlib.access",
-    "ConnectionLost": "hvlib.access",
-    "GuestAccessError": "hvlib.access",
-    "HostKeyError": "hvlib.access",
-    "Ready": "hvlib.access",
-    "RemoteCommandError": "hvlib.access",
-    "SshConfig": "hvlib.access",
-    "TransferError": "hvlib.access",
+    "Domain": "hvlib.virt.domain",
+    "ShutdownResult": "hvlib.virt.stopping",
+    "Host": "hvlib.virt.host",
+    "ImageResult": "hvlib.virt.images",
+    "DomainEvent": "hvlib.virt.events",
+    "EventKind": "hvlib.virt.events",
+    "AddressSource": "hvlib.model.addresses",
+    "Change": "hvlib.model.plan",
+    "ChangeHow": "hvlib.model.plan",
+    "EnsureResult": "hvlib.virt.converge",
+    "CommandResult": "hvlib.guest.config",
+    "SshConfig": "hvlib.guest.config",
+    "Ready": "hvlib.guest.ready",
+    "ReadyResult": "hvlib.guest.ready",
     "Fleet": "hvlib.fleet",
-    "HostCapacity": "hvlib.fleet",
-    "Inventory": "hvlib.fleet",
-    "Placement": "hvlib.fleet",
-    "PlacementError": "hvlib.fleet",
-    "MigrationError": "hvlib.migration",
-    "MigrationTimeout": "hvlib.migration",
-    "Snapshot": "hvlib.snapshot",
-    "SnapshotKind": "hvlib.snapshot",
-    "Acceleration": "hvlib.accel",
+    "HostCapacity": "hvlib.fleet_capacity",
+    "Inventory": "hvlib.fleet_capacity",
+    "Placement": "hvlib.fleet_capacity",
+    "Snapshot": "hvlib.virt.snapshot",
+    "SnapshotKind": "hvlib.virt.snapshot",
+    "Acceleration": "hvlib.virt.accel",
 }
 
 
@@ -158,14 +166,14 @@ def connect(
     keyfile: PathArg | None = None,
     host_ssh: SshConfig | None = None,
 ) -> Host:
-    """Open a :class:`Host` on ``uri``; see :func:`hvlib.host.connect` for the options (the
+    """Open a :class:`Host` on ``uri``; see :func:`hvlib.virt.host.connect` for the options (the
     same ones, spelled out here so that a type checker catches a misspelt one).
 
     Raises:
         HostError: the daemon cannot be reached or refused the connection.
         SpecError: an option is of the wrong type or out of range, or the URI was refused.
     """
-    from hvlib.host import connect as _connect
+    from hvlib.virt.host import connect as _connect
 
     return _connect(
         uri,
@@ -184,8 +192,11 @@ def connect(
 
 
 def __getattr__(name: str) -> Any:
+    """The names of :data:`_LAZY`, imported on first use and then kept in this module."""
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'hvlib' has no attribute {name!r}")

@@ -9,14 +9,11 @@ virtualization types its capabilities list, and what its defined domains already
 :meth:`Fleet.ensure` first looks for the domain on every host (so a second run converges the
 copy that exists instead of making another) and only places it when it exists nowhere.
 
-Headroom is ``min(total - committed, free - not_running)``: ``committed`` is the memory of
-every defined domain (running or not, at its maximum), ``not_running`` that of the defined
-domains that are not running (they will need it when they start), ``free`` what the host
-reports free now (running guests already use part of it). So a host full of defined but
-stopped domains is as full as one where they run.
+Headroom, and how a host is chosen, are :mod:`hvlib.fleet_capacity`'s: a host full of
+defined but stopped domains is as full as one where they run.
 
 SSH pins (``known_hosts=``, ``keyfile=``, ``host_ssh=``) are applied to each URI here with
-:func:`hvlib.remote.remote_uri`. Only :mod:`hvlib.host` calls are made (through
+:func:`hvlib.virt.remote.remote_uri`. Only :mod:`hvlib.virt.host` calls are made (through
 ``Host.call``); XML is read with lxml. Nothing here is shared between processes: two
 processes placing the same new name at once may pick different hosts.
 """
@@ -26,24 +23,25 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from hvlib.connection import check_timeout
-from hvlib.enums import State, VirtType
-from hvlib.errors import HostError, HvlibError, InvalidState, SpecError
-from hvlib.remote import SSH_TRANSPORTS, PathArg, check_path_arg, remote_uri, transport_of
-from hvlib.render import render
-from hvlib.spec import DomainSpec
-from hvlib.uri import allowed_names, check_uri
-from hvlib.xmlmodel import parse
+from hvlib.enums import State
+from hvlib.errors import HostError, HvlibError, InvalidState, PlacementError, SpecError
+from hvlib.fleet_capacity import HostCapacity, Inventory, Placement, capacity_of, choose
+from hvlib.model.checks import PathArg
+from hvlib.model.render import render
+from hvlib.model.spec import DomainSpec
+from hvlib.model.uri import allowed_names, check_uri
+from hvlib.virt.closing import Closing
+from hvlib.virt.connection import check_timeout
+from hvlib.virt.remote import SSH_TRANSPORTS, check_path_arg, remote_uri, transport_of
 
 if TYPE_CHECKING:
-    from hvlib.access import SshConfig
-    from hvlib.domain import Domain
-    from hvlib.ensure import EnsureResult
-    from hvlib.host import ConnectOptions, Host
+    from hvlib.guest.config import SshConfig
+    from hvlib.virt.converge import EnsureResult
+    from hvlib.virt.domain import Domain
+    from hvlib.virt.host import ConnectOptions, Host
 
 log = logging.getLogger("hvlib")
 T = TypeVar("T")
@@ -53,168 +51,14 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_RECONNECT_TIMEOUT = 5.0
 """The fleet's hosts give up reconnecting sooner than a lone Host (30 s): a dead host
 should be reported, not waited for."""
-_ALL_TYPES = frozenset(VirtType)
-_VIRT_BY_CAPS = {
-    ("hvm", "qemu"): VirtType.QEMU,
-    ("hvm", "kvm"): VirtType.KVM,
-    ("hvm", "xen"): VirtType.XEN_HVM,
-    ("xen", "xen"): VirtType.XEN_PV,
-    ("xenpvh", "xen"): VirtType.XEN_PVH,
-    ("exe", "lxc"): VirtType.LXC,
-}
 
 
-class PlacementError(HvlibError):
-    """No host of the fleet can run the spec. ``reasons`` maps each URI to why not."""
-
-    def __init__(self, message: str, reasons: dict[str, str], *, name: str | None = None):
-        super().__init__(message, name=name)
-        self.reasons = reasons
-
-
-def virt_types_of(capabilities_xml: str) -> frozenset[VirtType]:
-    """The virtualization types a host's capabilities XML offers (``<guest>`` os_type and
-    domain types). libvirt's test driver (domain type ``test``) runs every type. Pure.
-
-    Raises:
-        lxml.etree.XMLSyntaxError: the text is not XML.
-    """
-    found: set[VirtType] = set()
-    for guest in parse(capabilities_xml).iterfind("guest"):
-        os_type = (guest.findtext("os_type") or "").strip()
-        for domain in guest.iterfind("arch/domain"):
-            kind = domain.get("type", "")
-            if kind == "test":
-                return _ALL_TYPES
-            virt = _VIRT_BY_CAPS.get((os_type, kind))
-            if virt is not None:
-                found.add(virt)
-    return frozenset(found)
-
-
-def host_uuid_of(capabilities_xml: str) -> str | None:
-    """The host's uuid from its capabilities (``<host><uuid>``), or None. Pure."""
-    text = parse(capabilities_xml).findtext("host/uuid")
-    return text.strip() if text else None
-
-
-@dataclass(frozen=True)
-class HostCapacity:
-    """What one host has and what its defined domains already claim (MiB, counts)."""
-
-    uri: str
-    hostname: str
-    cpus: int
-    """Logical CPUs."""
-    memory_mib: int
-    free_memory_mib: int
-    virt_types: frozenset[VirtType]
-    domains: int = 0
-    """Defined domains (running or not)."""
-    running: int = 0
-    committed_memory_mib: int = 0
-    """Memory of every defined domain, at its maximum."""
-    idle_memory_mib: int = 0
-    """Memory of the defined domains that are not running."""
-    committed_vcpus: int = 0
-    host_uuid: str | None = None
-
-    @property
-    def headroom_mib(self) -> int:
-        """Memory a new domain can have: ``min(total - committed, free - idle)``."""
-        return min(
-            self.memory_mib - self.committed_memory_mib,
-            self.free_memory_mib - self.idle_memory_mib,
-        )
-
-    def refusal(self, spec: DomainSpec) -> str | None:
-        """Why this host cannot run ``spec`` (type, memory, vcpus), or None if it can. Pure."""
-        if spec.virt not in self.virt_types:
-            offered = ", ".join(sorted(v.value for v in self.virt_types)) or "none"
-            return f"does not run {spec.virt.value} (it runs: {offered})"
-        need = spec_memory_mib(spec)
-        if need > self.headroom_mib:
-            return f"needs {need} MiB, headroom is {self.headroom_mib} MiB"
-        if spec.vcpus > self.cpus:
-            return f"needs {spec.vcpus} vcpus, the host has {self.cpus} CPUs"
-        return None
-
-
-def spec_memory_mib(spec: DomainSpec) -> int:
-    """The memory a spec claims on its host: its maximum (``max_memory_mib``) if set. Pure."""
-    return max(spec.memory_mib, spec.max_memory_mib or 0)
-
-
-@dataclass(frozen=True)
-class Inventory:
-    """One reading of the fleet: the capacity of each host that answered, and why the others
-    did not (both in the order the URIs were given)."""
-
-    hosts: dict[str, HostCapacity] = field(default_factory=dict)
-    down: dict[str, str] = field(default_factory=dict)
-
-    def lines(self) -> list[str]:
-        """One human-readable line per host. Pure."""
-        out = []
-        for uri, cap in self.hosts.items():
-            types = ",".join(sorted(v.value for v in cap.virt_types))
-            out.append(
-                f"{uri}: up, {cap.cpus} CPUs, {cap.memory_mib} MiB "
-                f"({cap.free_memory_mib} free), {cap.domains} domains "
-                f"({cap.running} running, {cap.committed_memory_mib} MiB committed), "
-                f"headroom {cap.headroom_mib} MiB, types {types}"
-            )
-        out += [f"{uri}: down: {why}" for uri, why in self.down.items()]
-        return out
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where :meth:`Fleet.plan` would put a spec, and why not elsewhere."""
-
-    uri: str
-    capacity: HostCapacity
-    rejected: dict[str, str]
-    """URI -> reason, for every other host (down, cannot run it, or less headroom)."""
-
-
-def choose(spec: DomainSpec, capacities: dict[str, HostCapacity]) -> tuple[str, dict[str, str]]:
-    """The URI of the host that can run ``spec`` with the most headroom (ties: fewer running
-    domains, then the earlier URI) and why each other host was not chosen. Pure.
-
-    Raises:
-        PlacementError: no host can run it (``reasons`` says why, per host).
-    """
-    reasons: dict[str, str] = {}
-    fits: list[tuple[int, int, int, str]] = []
-    for order, (uri, cap) in enumerate(capacities.items()):
-        why = cap.refusal(spec)
-        if why is None:
-            fits.append((-cap.headroom_mib, cap.running, order, uri))
-        else:
-            reasons[uri] = why
-    if not fits:
-        detail = "; ".join(f"{u}: {r}" for u, r in reasons.items()) or "no host is up"
-        raise PlacementError(f"no host can run {spec.name}: {detail}", reasons, name=spec.name)
-    fits.sort()
-    best = fits[0][3]
-    top = capacities[best].headroom_mib
-    for _, _, _, uri in fits[1:]:
-        mine = capacities[uri].headroom_mib
-        reasons[uri] = (
-            f"less headroom ({mine} MiB < {top} MiB)"
-            if mine < top
-            else f"same headroom ({mine} MiB): ties go to fewer running domains, then list order"
-        )
-    return best, reasons
-
-
-class Fleet:
+class Fleet(Closing):
     """Several libvirt hosts seen together: ``Fleet(uris, ...)``.
 
     The options after ``timeout`` are those of :func:`hvlib.connect`, for every host
     (``reconnect_timeout`` defaults to :data:`DEFAULT_RECONNECT_TIMEOUT` here); ``known_hosts``,
-    ``keyfile`` and ``host_ssh`` pin SSH host keys as in :func:`hvlib.remote.remote_uri`, for
+    ``keyfile`` and ``host_ssh`` pin SSH host keys as in :func:`hvlib.virt.remote.remote_uri`, for
     the URIs with an SSH transport (the others are opened as they are). ``timeout`` bounds
     each host's answer to one fleet call. Use as a context manager, or call :meth:`close`.
 
@@ -239,7 +83,8 @@ class Fleet:
         keyfile: PathArg | None = None,
         host_ssh: SshConfig | None = None,
     ) -> None:
-        from hvlib.host import check_host_options, check_ssh_config
+        from hvlib.guest.config import check_ssh_config
+        from hvlib.virt.host import check_host_options
 
         check_timeout("timeout", timeout, optional=False)
         check_host_options(netns, poll_interval, readonly, ssh, allow_emulation)
@@ -282,12 +127,6 @@ class Fleet:
     def __repr__(self) -> str:
         return f"<Fleet {len(self._hosts)} up, {len(self.down)} down>"
 
-    def __enter__(self) -> Fleet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     @property
     def hosts(self) -> dict[str, Host]:
         """The connected hosts, by the URI they were given as (in that order). Raises nothing."""
@@ -312,7 +151,7 @@ class Fleet:
         Raises:
             SpecError: a URI was refused (a risky option): that is bad input, not a host down.
         """
-        from hvlib.host import connect
+        from hvlib.virt.host import connect
 
         missing = [u for u in self.uris if u not in self.hosts]
         results = self._each(
@@ -330,7 +169,7 @@ class Fleet:
 
     def close(self) -> None:
         """Close every host connection (idempotent; raises nothing). Calls on the fleet's
-        Hosts and on the Domains it returned then raise :class:`hvlib.connection.HostClosed`
+        Hosts and on the Domains it returned then raise :class:`hvlib.virt.connection.HostClosed`
         at once."""
         with self._lock:
             hosts, self._hosts = list(self._hosts.values()), {}
@@ -443,7 +282,7 @@ class Fleet:
 
         The domain is looked for on every host first: where it exists, it is converged there
         (``check``, ``allow_restart``, ``allow_recreate`` and ``shutdown_timeout`` as in
-        :meth:`hvlib.host.Domains.ensure`); where it exists nowhere, it is placed
+        :meth:`hvlib.virt.host.Domains.ensure`); where it exists nowhere, it is placed
         (:meth:`place`) and made there. ``State.ABSENT`` removes it from every host that has
         it. A second call with the same spec changes nothing and creates no copy.
 
@@ -451,7 +290,7 @@ class Fleet:
             HostError: a host is down, so the domain might exist there (nothing is created).
             InvalidState: the name is defined on more than one host.
             PlacementError: it exists nowhere and no host can run it.
-            SpecError, Unsupported, WaitTimeout: as :meth:`hvlib.host.Domains.ensure`.
+            SpecError, Unsupported, WaitTimeout: as :meth:`hvlib.virt.host.Domains.ensure`.
         """
         render(spec)
         found = self.find(spec.name)
@@ -483,7 +322,7 @@ class Fleet:
     def _remove_everywhere(
         self, found: dict[str, Domain], ensure_on: Callable[[Host, State], EnsureResult]
     ) -> EnsureResult:
-        from hvlib.ensure import EnsureResult
+        from hvlib.virt.converge import EnsureResult
 
         targets = list(found) or [next(iter(self.hosts))]
         results = [ensure_on(self.hosts[u], State.ABSENT) for u in targets]
@@ -554,7 +393,7 @@ def _pinned(uri: str, pins: dict[str, Any]) -> str:
     """``uri`` with the fleet's SSH pins applied if it is an SSH transport, else as it is.
 
     Raises:
-        SpecError: a malformed pin (see :func:`hvlib.remote.remote_uri`).
+        SpecError: a malformed pin (see :func:`hvlib.virt.remote.remote_uri`).
     """
     if not pins or transport_of(uri) not in SSH_TRANSPORTS:
         return uri
@@ -575,53 +414,3 @@ def _outcome(future: concurrent.futures.Future[Any], timeout: float) -> tuple[An
     if isinstance(error, HvlibError) and not isinstance(error, SpecError):
         return None, str(error).splitlines()[0] if str(error) else type(error).__name__
     raise error
-
-
-def capacity_of(
-    host: Host, uri: str | None = None, *, capabilities: str | None = None
-) -> HostCapacity:
-    """One host's capacity: CPUs, memory, free memory, types (from ``capabilities``, the
-    host's capabilities XML, read if not given), and its domains' claims.
-
-    Raises:
-        HostError: the host cannot be reached. HvlibError: a libvirt call failed.
-    """
-    caps = capabilities if capabilities is not None else host.capabilities()
-    model_info = host.call(lambda c: c.getInfo(), safe=True)
-    free = host.call(lambda c: int(c.getFreeMemory()), safe=True)
-    if host.is_test_driver:  # it reports no real free memory (0, or its cells' few KiB)
-        free = int(model_info[1]) * 1024 * 1024
-    hostname = host.call(lambda c: str(c.getHostname()), safe=True)
-    domains = list(_domain_claims(host))
-    idle = [mem for mem, _, active in domains if not active]
-    return HostCapacity(
-        uri=uri or host.uri,
-        hostname=hostname,
-        cpus=int(model_info[2]),
-        memory_mib=int(model_info[1]),
-        free_memory_mib=free // (1024 * 1024),
-        virt_types=virt_types_of(caps),
-        domains=len(domains),
-        running=sum(1 for _, _, active in domains if active),
-        committed_memory_mib=sum(mem for mem, _, _ in domains),
-        idle_memory_mib=sum(idle),
-        committed_vcpus=sum(vcpus for _, vcpus, _ in domains),
-        host_uuid=host_uuid_of(caps),
-    )
-
-
-def _domain_claims(host: Host) -> Iterator[tuple[int, int, bool]]:
-    """(memory MiB at its maximum, vcpus, active) of every defined domain: ``info()`` of
-    each, read in one safe call."""
-
-    def read(conn: Any) -> list[tuple[int, int, int]]:
-        out = []
-        for handle in conn.listAllDomains(0):
-            state, max_kib, _cur_kib, vcpus, _cpu = handle.info()
-            out.append((int(state), int(max_kib), int(vcpus)))
-        return out
-
-    from hvlib import _virt
-
-    for state, max_kib, vcpus in host.call(read, safe=True):
-        yield max_kib // 1024, vcpus, _virt.state_of(state).is_active

@@ -18,7 +18,7 @@ connections=1`` is the same code run serially (what the benchmarks compare again
 >>> with HostPool("qemu:///system", connections=2) as pool:                  # doctest: +SKIP
 ...     domains = pool.start_all(specs, workers=4)                           # handles stay usable
 
-This module does not import libvirt; it calls :mod:`hvlib.host` only.
+This module does not import libvirt; it calls :mod:`hvlib.virt.host` only.
 """
 
 from __future__ import annotations
@@ -30,16 +30,18 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from hvlib.domain import Domain
-from hvlib.ensure import ENSURE_STATES, EnsureResult
 from hvlib.enums import State
-from hvlib.errors import AlreadyExists, HvlibError, SpecError
-from hvlib.host import ConnectOptions, Host, check_connect_options, connect
-from hvlib.spec import DomainSpec
+from hvlib.errors import AlreadyExists, ParallelError, SpecError
+from hvlib.model.plan import ENSURE_STATES
+from hvlib.model.spec import DomainSpec
+from hvlib.virt.closing import Closing
+from hvlib.virt.converge import EnsureResult
+from hvlib.virt.domain import Domain
+from hvlib.virt.host import ConnectOptions, Host, check_connect_options, connect
 
 if TYPE_CHECKING:
-    from hvlib.access import SshConfig
-    from hvlib.remote import PathArg
+    from hvlib.guest.config import SshConfig
+    from hvlib.model.checks import PathArg
 
 __all__ = [
     "DEFAULT_CONNECTIONS",
@@ -64,25 +66,6 @@ DEFAULT_WORKERS = 4
 """Threads provisioning at once (``ensure_all``, ``start_all``, :meth:`HostPool.map`)."""
 DEFAULT_CONNECTIONS = 2
 """Connections in a pool: the pool size."""
-
-
-class ParallelError(HvlibError):
-    """Some items of a parallel run failed; the others ran to the end.
-
-    Attributes:
-        errors: the exception of each failed item, keyed by its label (the domain name).
-        results: per item, in input order, its result, or None where it failed.
-    """
-
-    def __init__(self, errors: dict[str, BaseException], results: list[Any]) -> None:
-        first = next(iter(errors.items()))
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        super().__init__(
-            f"{len(errors)} of {len(results)} failed; {first[0]}: {first[1]}{more}",
-            name=first[0],
-        )
-        self.errors = errors
-        self.results = results
 
 
 def check_sizes(workers: int, connections: int) -> None:
@@ -120,12 +103,12 @@ def unique_names(specs: Iterable[DomainSpec]) -> list[str]:
     return names
 
 
-class HostPool:
+class HostPool(Closing):
     """``connections`` Hosts on one URI, shared by worker threads (each Host is thread-safe).
 
     Use as a context manager, or call :meth:`close`. Domains and results returned by its
     methods belong to its Hosts and stay usable until the pool is closed; after that, every
-    call on them raises :class:`hvlib.connection.HostClosed` at once (their ``name`` and
+    call on them raises :class:`hvlib.virt.connection.HostClosed` at once (their ``name`` and
     ``uuid`` stay readable).
     """
 
@@ -173,7 +156,7 @@ class HostPool:
     def _from_options(
         cls, uri: str, connections: int = DEFAULT_CONNECTIONS, options: object = None
     ) -> HostPool:
-        """A pool from a :class:`hvlib.host.ConnectOptions` dict (``connect_kw=``).
+        """A pool from a :class:`hvlib.virt.host.ConnectOptions` dict (``connect_kw=``).
 
         Raises:
             SpecError: ``options`` is not such a dict; as the constructor.
@@ -206,15 +189,9 @@ class HostPool:
     def __repr__(self) -> str:
         return f"<HostPool {self.uri} x{self.size}>"
 
-    def __enter__(self) -> HostPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def close(self) -> None:
         """Close every connection (idempotent). Calls on the pool's Hosts and on the Domains
-        it returned then raise :class:`hvlib.connection.HostClosed` at once."""
+        it returned then raise :class:`hvlib.virt.connection.HostClosed` at once."""
         self._close("closed with its HostPool")
 
     def _close(self, reason: str) -> None:
@@ -277,16 +254,17 @@ class HostPool:
         allow_restart: bool = False,
         allow_recreate: bool = False,
         shutdown_timeout: float = 60.0,
+        force_shutdown: bool = True,
     ) -> list[EnsureResult]:
         """``host.domains.ensure(spec, state, check=..., allow_restart=...,
-        allow_recreate=..., shutdown_timeout=...)`` for every spec, in parallel; the results
-        in the specs' order.
+        allow_recreate=..., shutdown_timeout=..., force_shutdown=...)`` for every spec, in
+        parallel; the results in the specs' order.
 
         Raises:
             SpecError: two specs share a name, bad ``workers``, or ``state`` is not one
                 ``ensure`` takes (nothing was done).
             ParallelError: some specs failed (``.errors`` by domain name; each error is what
-                :meth:`hvlib.host.Domains.ensure` raised); the others were ensured.
+                :meth:`hvlib.virt.domains.Domains.ensure` raised); the others were ensured.
         """
         if state not in ENSURE_STATES:
             raise SpecError("state", "must be RUNNING, SHUT_OFF, PAUSED or ABSENT", state)
@@ -299,6 +277,7 @@ class HostPool:
                 allow_restart=allow_restart,
                 allow_recreate=allow_recreate,
                 shutdown_timeout=shutdown_timeout,
+                force_shutdown=force_shutdown,
             ),
             specs,
             labels=names,
@@ -319,7 +298,7 @@ class HostPool:
         Raises:
             SpecError: two specs share a name, or bad ``workers``.
             ParallelError: some specs failed (``.errors`` by domain name: what
-                :meth:`hvlib.host.Domains.define` or :meth:`hvlib.Domain.start` raised).
+                :meth:`hvlib.virt.domains.Domains.define` or :meth:`hvlib.Domain.start` raised).
         """
         names = unique_names(specs)
         return self.map(
@@ -371,16 +350,18 @@ def ensure_all(
     allow_restart: bool = False,
     allow_recreate: bool = False,
     shutdown_timeout: float = 60.0,
+    force_shutdown: bool = True,
 ) -> list[EnsureResult]:
     """Ensure every spec in ``state`` on ``target`` (``check``, ``allow_restart``,
-    ``allow_recreate`` and ``shutdown_timeout`` as in :meth:`hvlib.host.Domains.ensure`).
+    ``allow_recreate``, ``shutdown_timeout`` and ``force_shutdown`` as in
+    :meth:`hvlib.virt.domains.Domains.ensure`).
 
     ``target`` is an open HostPool (``connections`` and ``connect_kw`` are ignored; the
     results' ``domain`` handles stay usable while the pool is open) or a URI: then a
     :class:`HostPool` of ``connections`` (opened with ``connect_kw``, the options of
     :func:`hvlib.connect`) is opened, used and closed before this returns, so the results'
     ``domain`` handles are dead: their ``name`` and ``uuid`` are readable, every call on
-    them raises :class:`hvlib.connection.HostClosed` at once, saying so. Pass an open
+    them raises :class:`hvlib.virt.connection.HostClosed` at once, saying so. Pass an open
     HostPool to keep using the domains.
 
     Raises:
@@ -400,6 +381,7 @@ def ensure_all(
             allow_restart=allow_restart,
             allow_recreate=allow_recreate,
             shutdown_timeout=shutdown_timeout,
+            force_shutdown=force_shutdown,
         )
 
     if isinstance(target, HostPool):
@@ -427,7 +409,7 @@ def start_all(
     """Define (where absent) and start every spec on ``target``: a URI (a :class:`HostPool`
     of ``connections``, opened with ``connect_kw``, is opened, used and closed: the returned
     Domains keep their name and uuid, but their connection and their console capture are
-    closed, and every call on them raises :class:`hvlib.connection.HostClosed` at once) or an
+    closed, and every call on them raises :class:`hvlib.virt.connection.HostClosed` at once) or an
     open HostPool (``connections`` and ``connect_kw`` are ignored; the Domains stay usable).
 
     Raises:

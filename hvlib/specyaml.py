@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from hvlib.errors import SpecError
+from hvlib.errors import Location, SpecError, SpecFileError
 
 MAX_FILE_BYTES = 1024 * 1024
 """The largest spec file read (1 MiB)."""
@@ -49,59 +48,10 @@ MAX_ITEMS = 1_024
 """The most items in one list (disks, nics, DHCP reservations, cpu features...)."""
 MAX_INT_BITS = 64
 """Integers must fit in 64 bits (the largest any field takes is below 2**33)."""
-_VALUE_SHOWN = 120
-"""Characters of a refused value an error message shows."""
 _Mark = Any
 """A PyYAML mark (``yaml.Mark``, or libyaml's of the same shape): 0-based ``line``, ``column``."""
 _BREAKS = re.compile(r"\r\n|[\n\r\x85\u2028\u2029]")
 """What YAML counts as a line break (PyYAML's reader counts lines the same way)."""
-
-
-@dataclass(frozen=True)
-class Location:
-    """A place in a spec file: the path as given, a 1-based line (0: the file as a whole)
-    and, where known, a 1-based column."""
-
-    path: str
-    line: int
-    column: int | None = None
-
-    def __str__(self) -> str:
-        col = "" if self.column is None else f":{self.column}"
-        return f"{self.path}:{self.line}{col}"
-
-
-class SpecFileError(SpecError):
-    """A spec file is unreadable or says something hvlib refuses.
-
-    ``str()`` is ``FILE:LINE: FIELD: RULE (got VALUE)`` (``FILE:LINE:COL`` where the column
-    is known), on one line; a long value is shortened. Attributes: ``path``, ``line``,
-    ``column`` (or None), ``field`` (a path into the document, e.g. ``disks[1].target``),
-    ``rule``, ``value``.
-    """
-
-    def __init__(self, where: Location, field: str, rule: str, value: object = None) -> None:
-        super().__init__(field, rule, value)
-        self.path = where.path
-        self.line = where.line
-        self.column = where.column
-        shown = "" if value is None else f" (got {_shown(value)})"
-        self.args = (f"{where}: {field}: {rule}{shown}",)
-
-    @property
-    def location(self) -> Location:
-        """Where the error is."""
-        return Location(self.path, self.line, self.column)
-
-
-def _shown(value: object) -> str:
-    """``repr(value)``, shortened to about :data:`_VALUE_SHOWN` characters."""
-    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
-        return f"an integer of {value.bit_length()} bits"
-    text = repr(value)
-    if len(text) <= _VALUE_SHOWN:
-        return text
-    return f"{text[:_VALUE_SHOWN]}... ({len(text)} characters)"
 
 
 def position(text: str, index: int, path: str) -> Location:

@@ -18,10 +18,7 @@ from pathlib import Path
 import pytest
 
 import hvlib
-from hvlib import DomainSpec, VirtType, accel
-from hvlib.domain import Domain
-from hvlib.host import Host
-from hvlib.remote import remote_uri
+from hvlib import DomainSpec, VirtType
 from hvlib.testkit import sandbox as sandbox_mod
 from hvlib.testkit.guestkit import (
     FLAG_COUNTER,
@@ -31,6 +28,10 @@ from hvlib.testkit.guestkit import (
     kernel_cmdline,
 )
 from hvlib.testkit.sandbox import NetSnapshot, SandboxHost, SshLink, ssh_linked
+from hvlib.virt import accel
+from hvlib.virt.domain import Domain
+from hvlib.virt.host import Host
+from hvlib.virt.remote import remote_uri
 
 LEFTOVERS_AT_START: list[str] = []
 NET_AT_START: list[NetSnapshot] = []
@@ -132,3 +133,17 @@ def make_domain() -> Iterator[MakeDomain]:
     for dom in made:
         dom.destroy()
         dom.undefine()
+
+
+# -- the pytest plugin's fixtures (hvlib.testkit.pytest_plugin) share this session's sandbox
+# and kit (a project using the plugin may override them the same way)
+
+
+@pytest.fixture(scope="session")
+def hvlib_sandbox(sandbox: SandboxHost) -> SandboxHost:
+    return sandbox
+
+
+@pytest.fixture(scope="session")
+def hvlib_kit(kit: GuestKit) -> GuestKit:
+    return kit

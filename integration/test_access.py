@@ -21,28 +21,28 @@ import pytest
 
 import hvlib
 from hvlib import DomainSpec, Filesystem, Nic, VirtType
-from hvlib.access import (
+from hvlib.errors import (
     CommandTimeout,
     ConnectionLost,
-    GuestAccess,
     HostKeyError,
-    Ready,
     RemoteCommandError,
-    SshConfig,
     key_fingerprint,
-    pick_address,
 )
-from hvlib.domain import Domain
-from hvlib.host import Host
-from hvlib.ssh import SshSession
+from hvlib.guest.access import GuestAccess
+from hvlib.guest.config import SshConfig
+from hvlib.guest.ready import Ready
+from hvlib.guest.ssh import SshSession
+from hvlib.guest.sshtransport import pick_address
 from hvlib.testkit import guestkit
 from hvlib.testkit.guestkit import GuestKit
 from hvlib.testkit.sandbox import SandboxHost
+from hvlib.virt.domain import Domain
+from hvlib.virt.host import Host
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 if not issubclass(Domain, GuestAccess):
     pytest.skip(
-        "hvlib.Domain does not inherit hvlib.access.GuestAccess yet (issue 6 not wired in)",
+        "hvlib.Domain does not inherit hvlib.guest.access.GuestAccess yet (issue 6 not wired in)",
         allow_module_level=True,
     )
 OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBkcluS61B73kaz00bVe5QklYEjSTJW2m+mG8I1ea3rq"

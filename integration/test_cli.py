@@ -24,11 +24,11 @@ from pathlib import Path
 import pytest
 
 from hvlib import State, VirtType
-from hvlib.host import Host
 from hvlib.specfile import load
 from hvlib.testkit import guestkit
 from hvlib.testkit.guestkit import GuestKit
 from hvlib.testkit.sandbox import SandboxHost
+from hvlib.virt.host import Host
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 REPO = Path(__file__).resolve().parent.parent

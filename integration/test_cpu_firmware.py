@@ -11,7 +11,7 @@
   KVM is (not) used; a kvm spec then runs as qemu only with ``allow_emulation``.
 
 Boot times (start to ready line) are printed (``pytest -s``). Until ``Domains.define`` and
-``Domains.ensure`` fit specs to the host themselves, these tests call :func:`hvlib.hostfit.fit`
+``Domains.ensure`` fit specs to the host themselves, these tests call :func:`hvlib.virt.hostfit.fit`
 first (fitting a fitted spec changes nothing, so they stay valid afterwards).
 """
 
@@ -29,14 +29,14 @@ import pytest
 
 import hvlib
 from hvlib import Disk, DomainSpec, SpecError, State, Unsupported, VirtType
-from hvlib.accel import Acceleration
-from hvlib.domain import Domain
-from hvlib.host import Host
-from hvlib.hostfit import fit
-from hvlib.spec import Cpu
+from hvlib.model.cpuspec import Cpu
 from hvlib.testkit import guestkit
 from hvlib.testkit.guestkit import GuestKit
 from hvlib.testkit.sandbox import SandboxHost
+from hvlib.virt.accel import Acceleration
+from hvlib.virt.domain import Domain
+from hvlib.virt.host import Host
+from hvlib.virt.hostfit import fit
 from integration.conftest import MakeDomain
 
 READY = guestkit.READY_LINE

@@ -12,8 +12,8 @@ import pytest
 
 import hvlib
 from hvlib import DomainSpec, Filesystem, State, VirtType
-from hvlib.host import Host
 from hvlib.testkit.sandbox import SandboxHost
+from hvlib.virt.host import Host
 
 pytestmark = [pytest.mark.integration]
 

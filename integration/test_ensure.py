@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from hvlib import DomainSpec, Filesystem, Nic, State, VirtType
-from hvlib.ensure import ChangeHow
-from hvlib.host import Host
+from hvlib.model.plan import ChangeHow
 from hvlib.testkit import guestkit
 from hvlib.testkit.guestkit import GuestKit
+from hvlib.virt.host import Host
 
 
 @pytest.fixture

@@ -16,11 +16,11 @@ import pytest
 
 import hvlib
 from hvlib import CallTimeout, DomainSpec, Nic, State, VirtType, WaitTimeout
-from hvlib.domain import Domain
-from hvlib.host import Host
 from hvlib.testkit import guestkit
 from hvlib.testkit.guestkit import GuestKit
 from hvlib.testkit.sandbox import SandboxHost
+from hvlib.virt.domain import Domain
+from hvlib.virt.host import Host
 
 pytestmark = [pytest.mark.integration, pytest.mark.qemu]
 

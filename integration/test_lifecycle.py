@@ -8,10 +8,10 @@ import time
 import pytest
 
 from hvlib import DomainSpec, Filesystem, InvalidState, Nic, State, VirtType, WaitTimeout
-from hvlib.events import EventKind
-from hvlib.host import Host
 from hvlib.testkit import guestkit
 from hvlib.testkit.guestkit import GuestKit
+from hvlib.virt.events import EventKind
+from hvlib.virt.host import Host
 from integration.conftest import MakeDomain
 
 READY = guestkit.READY_LINE

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from hvlib import DomainSpec, Filesystem, IdMap, LibvirtError, State, VirtType
-from hvlib.host import Host
 from hvlib.testkit import guestkit
 from hvlib.testkit.guestkit import GuestKit
+from hvlib.virt.host import Host
 from integration.conftest import MakeDomain
 
 SHIFT = 100000

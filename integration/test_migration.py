@@ -21,11 +21,11 @@ import pytest
 
 import hvlib
 from hvlib import State
-from hvlib.domain import Domain
-from hvlib.host import Host
-from hvlib.migration import MigrationError, MigrationTimeout
+from hvlib.errors import MigrationError, MigrationTimeout
 from hvlib.testkit.guestkit import GuestKit
 from hvlib.testkit.sandbox import SandboxHost, SshLink
+from hvlib.virt.domain import Domain
+from hvlib.virt.host import Host
 from integration.conftest import counter_guest_spec, linked_pair, pinned_uri
 
 pytestmark = [pytest.mark.integration, pytest.mark.remote, pytest.mark.qemu]
@@ -177,6 +177,22 @@ def test_live_migration_with_storage_copy_keeps_the_guest_counting(
             found = host.volumes.find("images", "mig.qcow2")
             if found is not None:
                 found.delete()
+
+
+def test_a_domain_looked_up_by_name_migrates_too(
+    linked: SshLink, host_a: Host, host_b: Host, kit: GuestKit
+) -> None:
+    # a Domain from find() reads its virt type lazily from the source's definition, which a
+    # live migration undefines: the type must be read before, or the arrival cannot be typed
+    host_a.domains.define(counter_guest_spec(kit, "mig-found")).start()
+    try:
+        found = host_a.domains.find("mig-found")
+        assert found is not None
+        there = found.migrate(host_b, dest_address=linked.address_b, timeout=120)
+        assert there.host is host_b and there.virt is hvlib.VirtType.QEMU
+        assert there.state is State.RUNNING and host_a.domains.find("mig-found") is None
+    finally:
+        cleanup(host_a, host_b, name="mig-found")
 
 
 # -- failures --------------------------------------------------------------------------------

@@ -19,12 +19,12 @@ import pytest
 import hvlib
 from hvlib import HostError, SpecError, State, Unsupported, VirtType
 from hvlib.fleet import Fleet
-from hvlib.host import Host
-from hvlib.remote import remote_uri
-from hvlib.snapshot import SnapshotKind
 from hvlib.testkit import guestkit
 from hvlib.testkit.guestkit import GuestKit
 from hvlib.testkit.sandbox import SshLink
+from hvlib.virt.host import Host
+from hvlib.virt.remote import remote_uri
+from hvlib.virt.snapshot import SnapshotKind
 from integration.conftest import counter_guest_spec, linked_pair, pinned_uri
 
 pytestmark = [pytest.mark.integration, pytest.mark.remote, pytest.mark.qemu]
@@ -84,8 +84,8 @@ def test_ssh_connection_pins_the_host_key(
 
 
 @pytest.mark.skipif(
-    "known_hosts" not in inspect.signature(hvlib.host.connect).parameters,
-    reason="hvlib.connect(uri, known_hosts=, keyfile=) is not wired to hvlib.remote yet",
+    "known_hosts" not in inspect.signature(hvlib.virt.host.connect).parameters,
+    reason="hvlib.connect(uri, known_hosts=, keyfile=) is not wired to hvlib.virt.remote yet",
 )
 def test_connect_takes_the_pins_itself(linked: SshLink) -> None:
     with hvlib.connect(  # type: ignore[call-arg]

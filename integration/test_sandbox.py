@@ -30,6 +30,8 @@ from hvlib.testkit.sandbox import (
     leftovers,
     reap_stale,
 )
+from hvlib.virt.lxcmonitor import monitor_lost
+from hvlib.virt.lxcstart import INIT_POLL, INIT_WAITS
 
 pytestmark = [
     pytest.mark.integration,
@@ -427,3 +429,78 @@ def test_owner_and_watcher_killed_is_reported_then_reaped(tmp_path: Path) -> Non
 
 def sandbox_root(name: str) -> Path:
     return Path("/var/tmp/hvlib-sandboxes", name)
+
+
+# ---- the LXC start race (README, Reliability) ------------------------------------------
+
+RACE_STARTS = 300
+"""Raw starts tried until libvirt loses one container's init: measured 4.5-13 % of raw
+libvirt-python starts lose it, so 300 find one but for p < 1e-6 (typically within 20)."""
+
+
+def init_known(dom: libvirt.virDomain) -> bool:
+    """True if libvirt can open the container's namespaces (it knows the init pid)."""
+    import libvirt_lxc
+
+    try:
+        fds = libvirt_lxc.lxcOpenNamespace(dom, 0)
+    except libvirt.libvirtError:
+        return False
+    for fd in fds:
+        os.close(fd)
+    return True
+
+
+def init_known_within(dom: libvirt.virDomain, seconds: float) -> bool:
+    """True once libvirt knows the init pid, polled for ``seconds`` (hvlib's own longest wait
+    for a loaded host, ``INIT_WAITS``; when libvirt learns it at all, it is within 6 ms)."""
+    deadline = time.monotonic() + seconds
+    while not init_known(dom):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(INIT_POLL)
+    return True
+
+
+def start_outcome(dom: libvirt.virDomain, name: str, seconds: float) -> str:
+    """How a raw start ends: "known" (libvirt learned the init within ``seconds``, hvlib's
+    longest wait), "lost" (it did not, and monitor_lost says libvirt holds no monitor
+    connection) or "late" (it did not, yet the connection is held: a loaded host)."""
+    if init_known_within(dom, seconds):
+        return "known"
+    return "lost" if monitor_lost(dom.ID(), name) else "late"
+
+
+@pytest.mark.lxc
+def test_a_start_whose_monitor_libvirt_dropped_is_recognised(
+    sandbox: SandboxHost, tmp_path: Path
+) -> None:
+    """hvlib.virt.lxcmonitor.monitor_lost agrees with libvirt on every start once it has
+    settled: False where libvirt learned the init pid, True for the start whose init event
+    libvirt 9.0 dropped. (Before it settles it may read True while libvirtd's connection
+    waits to be accepted: hvlib's start asks it to hold for LOST_CONFIRM s.)"""
+
+    xml = lxc_xml("race", make_rootfs(tmp_path / "rootfs"))
+    late = 0
+    conn = libvirt.open(sandbox.lxc_uri)
+    try:
+        for i in range(RACE_STARTS):
+            dom = conn.createXML(xml)
+            try:
+                seen = start_outcome(dom, "race", max(INIT_WAITS))
+                if seen == "known":  # a known init: libvirt holds its monitor connection
+                    assert monitor_lost(dom.ID(), "race") is False, f"start {i + 1}"
+                elif seen == "late":
+                    late += 1  # monitor held, init late past hvlib's longest wait: a loaded
+                    continue  # host, where hvlib starts again too; not what this test is about
+            finally:
+                dom.destroy()
+            if seen == "lost":
+                print(f"libvirt dropped the monitor on start {i + 1}; recognised")
+                return
+    finally:
+        conn.close()
+    pytest.fail(
+        f"no start of {RACE_STARTS} lost its init ({late} were late): the race is gone "
+        "(update README)"
+    )

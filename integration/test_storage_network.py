@@ -21,15 +21,19 @@ import libvirt
 import pytest
 
 import hvlib
-from hvlib import Disk, DomainSpec, InvalidState, Nic, VirtType, _virt
-from hvlib.cloudinit import seed
-from hvlib.ensure import ChangeHow
-from hvlib.host import Host
-from hvlib.network import DhcpHost, Network, Networks
-from hvlib.storage import MIB, Pool, Pools, Volumes
+from hvlib import Disk, DomainSpec, InvalidState, Nic, VirtType
+from hvlib.model.cloudinit import seed
+from hvlib.model.netplan import DhcpHost
+from hvlib.model.plan import ChangeHow
+from hvlib.model.volplan import MIB
 from hvlib.testkit import guestkit
 from hvlib.testkit.guestkit import GuestKit
 from hvlib.testkit.sandbox import SandboxHost
+from hvlib.virt import _virt
+from hvlib.virt.host import Host
+from hvlib.virt.network import Network, Networks
+from hvlib.virt.pools import Pool, Pools
+from hvlib.virt.storage import Volumes
 from integration.conftest import MakeDomain
 from tests.counting import WRITE_CALLS, CountingLibvirt
 

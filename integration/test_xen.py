@@ -22,10 +22,10 @@ import pytest
 from lxml import etree
 
 import hvlib
-from hvlib import Disk, Domain, DomainSpec, Nic, State, render
-from hvlib.domain import virt_of
-from hvlib.domxml import DomainXML
-from hvlib.fleet import virt_types_of
+from hvlib import Disk, Domain, DomainSpec, Nic, State
+from hvlib.fleet_capacity import virt_types_of
+from hvlib.model.domxml import DomainXML
+from hvlib.model.render import render, virt_of
 from hvlib.testkit import guestkit as gk
 from hvlib.testkit.forward import LOOPBACK, LoopbackForwarder, free_loopback_port, in_netns
 from hvlib.testkit.sandbox import SandboxHost

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from hvlib import DomainSpec, Nic, VirtType
-from hvlib.host import Host
 from hvlib.testkit import guestkit
 from hvlib.testkit import sandbox as sandbox_mod
 from hvlib.testkit.guestkit import GuestKit
+from hvlib.virt.host import Host
 from integration import conftest
 from integration.conftest import MakeDomain
 

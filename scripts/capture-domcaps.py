@@ -25,13 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import hvlib  # noqa: E402
-from hvlib import _virt, profiles  # noqa: E402
-from hvlib.cpu import cpu_request, cpu_xml  # noqa: E402
 from hvlib.errors import HvlibError  # noqa: E402
-from hvlib.host import Host  # noqa: E402
+from hvlib.model import profiles  # noqa: E402
+from hvlib.model.cpu import cpu_request, cpu_xml  # noqa: E402
+from hvlib.model.xmlmodel import parse, tostring  # noqa: E402
 from hvlib.testkit.guestkit import ensure_guest_kit, kernel_cmdline  # noqa: E402
 from hvlib.testkit.sandbox import SandboxHost  # noqa: E402
-from hvlib.xmlmodel import parse, tostring  # noqa: E402
+from hvlib.virt import _virt  # noqa: E402
+from hvlib.virt.host import Host  # noqa: E402
 from tests.cpu_specs import CPU_SPECS, LIVE_SPECS  # noqa: E402
 
 OUT = ROOT / "tests" / "fixtures" / "domcaps"

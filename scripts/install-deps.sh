@@ -9,6 +9,8 @@ PKGS=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-lxc libvirt-daemon-system
   libvirt-clients libvirt-dev pkg-config gcc qemu-system-x86 qemu-utils dnsmasq-base iptables
   iproute2 cpio busybox-static dropbear-bin ovmf python3-venv python3-dev procps
+  # the nested Xen host and the Debian guests (hvlib/testkit/xenimage.py, debian.py):
+  # debootstrap, mkfs.ext4 -d, qemu-img convert (qemu-utils, above)
   debootstrap e2fsprogs
   # UEFI tests (integration/test_cpu_firmware.py): a FAT EFI system partition with systemd-boot
   dosfstools mtools systemd-boot-efi
@@ -49,6 +51,8 @@ fi
 stamp="$VENV/.hvlib-installed"
 if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-  "$VENV/bin/pip" install -q -e '.[test,dev,cli]'
+  "$VENV/bin/pip" install -q -e '.[test,dev,cli,ansible]'
   touch "$stamp"
 fi
+# The Ansible collection hvlib.libvirt, built into an artifact and installed into the venv.
+bash scripts/install-collection.sh

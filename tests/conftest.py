@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 import hvlib
-from hvlib.host import Host
+from hvlib.virt.host import Host
 
 _counter = itertools.count()
 

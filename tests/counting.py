@@ -1,6 +1,6 @@
-"""A counting proxy around the one module that imports libvirt (hvlib._virt.libvirt).
+"""A counting proxy around the one module that imports libvirt (hvlib.virt._virt.libvirt).
 
-Installed with ``monkeypatch.setattr(hvlib._virt, "libvirt", CountingLibvirt(libvirt))``
+Installed with ``monkeypatch.setattr(hvlib.virt._virt, "libvirt", CountingLibvirt(libvirt))``
 before a connection is opened, every call hvlib makes on the module, its connections,
 domains, networks, pools and streams passes through it and is counted by method name. It
 forwards to the real libvirt: this is an observer, not a fake.

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from hvlib import DomainSpec, VirtType
-from hvlib.spec import Cpu
+from hvlib.model.cpuspec import Cpu
 
 KERNEL = "/var/lib/hvlib/vmlinuz"
 

@@ -40,12 +40,12 @@ PRELOAD = [
     "hvlib.cli",
     "hvlib.cli._render",
     "hvlib.cli._up",
-    "hvlib.ensure",
-    "hvlib.host",
-    "hvlib.network",
+    "hvlib.model.plan",
+    "hvlib.virt.host",
+    "hvlib.virt.network",
     "hvlib.render",
     "hvlib.specfile",
-    "hvlib.storage",
+    "hvlib.virt.storage",
     "libvirt",
     "lxml.etree",
     "yaml",
@@ -112,10 +112,11 @@ def load_only(path: str) -> Verdict:
     """``specfile.load_all([path])`` alone: ``("ok", "")``, or ``("refused", JSON)`` of the
     SpecFileError's path, line, column, field, rule and message."""
     from hvlib import specfile
+    from hvlib.errors import SpecFileError
 
     try:
         specfile.load_all([path])
-    except specfile.SpecFileError as e:
+    except SpecFileError as e:
         keys = ("path", "line", "column", "field", "rule")
         return "refused", json.dumps({**{k: getattr(e, k) for k in keys}, "message": str(e)})
     return "ok", ""

@@ -7,7 +7,7 @@ read them, so a change in rendering shows up as a reviewable diff of the goldens
 from __future__ import annotations
 
 from hvlib import Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, VirtType, XmlEdit
-from hvlib.spec import Cpu
+from hvlib.model.cpuspec import Cpu
 from hvlib.testkit import guestkit as gk
 from hvlib.testkit.xenimage import DOM0_KIT_DIR
 
@@ -271,6 +271,15 @@ GOLDEN_SPECS: dict[str, DomainSpec] = {
         uuid=UUID,
         nics=[Nic.network("default", mac=MAC)],
         rng=True,
+        **KERNEL,
+    ),
+    # -- the QEMU guest agent's virtio-serial channel (libvirt fills in the socket path) --
+    "qemu-agent": DomainSpec(
+        name="agent-1",
+        virt=VirtType.QEMU,
+        uuid=UUID,
+        nics=[Nic.network("default", mac=MAC)],
+        guest_agent=True,
         **KERNEL,
     ),
     "lifecycle": DomainSpec(

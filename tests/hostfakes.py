@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 import libvirt
 
-from hvlib import _virt
-from hvlib.cpu import request_of
-from hvlib.domxml import CpuXML
+from hvlib.model.cpu import request_of
+from hvlib.model.domxml import CpuXML
+from hvlib.virt import _virt
 
 FIXTURES = Path(__file__).parent / "fixtures" / "domcaps"
 T = TypeVar("T")
@@ -72,7 +72,7 @@ class CapturedConn:
 
 
 class CapturedHost:
-    """Enough of :class:`hvlib.Host` for :func:`hvlib.hostfit.fit` (a remote URI, so no local
+    """Enough of :class:`hvlib.Host` for :func:`hvlib.virt.hostfit.fit` (a remote URI, so no local
     device or module is looked at)."""
 
     def __init__(self, *, allow_emulation: bool = False) -> None:

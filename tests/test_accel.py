@@ -11,9 +11,9 @@ import libvirt
 import pytest
 
 import hvlib
-from hvlib import accel
-from hvlib.accel import Acceleration, Finding, ProbeGuest
 from hvlib.errors import LibvirtError
+from hvlib.virt import accel
+from hvlib.virt.accel import Acceleration, Finding, ProbeGuest
 from tests.hostfakes import CapturedHost
 
 

@@ -1,4 +1,4 @@
-"""The container exec path (hvlib.lxcexec + the hvlib._nsexec helper) without libvirt.
+"""The container exec path (hvlib.guest.container + the hvlib.guest._nsexec helper) without libvirt.
 
 libvirt's ``lxcOpenNamespace`` is replaced by descriptors of this process's own namespaces
 (user, ipc, uts, net, pid, mnt, in libvirt's order): the helper really runs, really calls
@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from hvlib import lxcexec
-from hvlib.access import CommandTimeout, ConnectionLost, GuestAccessError, OutputSink
-from hvlib.errors import InvalidState
+from hvlib.errors import CommandTimeout, ConnectionLost, GuestAccessError, InvalidState
+from hvlib.guest import container as lxcexec
+from hvlib.guest.io import OutputSink
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="setns needs root"),
@@ -31,7 +31,7 @@ NAMESPACES = ("user", "ipc", "uts", "net", "pid", "mnt")
 
 @pytest.fixture(autouse=True)
 def own_namespaces(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Make lxc_open_namespace hand out fds of our own namespaces; check none leak."""
+    """Make the namespace opener hand out fds of our own namespaces; check none leak."""
     opened: list[int] = []
 
     def fake_open(handle: Any, name: str | None = None) -> list[int]:
@@ -39,15 +39,23 @@ def own_namespaces(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
         opened.extend(fds)
         return fds
 
-    monkeypatch.setattr(lxcexec, "lxc_open_namespace", fake_open)
+    monkeypatch.setattr(THIS, "open_ns", fake_open)
     before = set(os.listdir("/proc/self/fd"))
     yield opened
     leaked = set(os.listdir("/proc/self/fd")) - before
     assert not leaked, f"descriptors left open: {leaked}"
 
 
+def open_ns(handle: Any, name: str | None = None) -> list[int]:
+    """What the container's Domain answers (replaced by each test)."""
+    raise AssertionError("no namespaces")
+
+
+THIS = sys.modules[__name__]
+
+
 def run(command: str | tuple[str, ...], **kw: Any) -> Any:
-    return lxcexec.run(None, command, name="ct", **kw)
+    return lxcexec.run(lambda: THIS.open_ns(None, "ct"), command, name="ct", **kw)
 
 
 def test_exit_status_and_output() -> None:
@@ -141,13 +149,13 @@ def test_setns_failure_is_an_access_error(
         own_namespaces.append(fd)
         return [fd]
 
-    monkeypatch.setattr(lxcexec, "lxc_open_namespace", not_a_namespace)
+    monkeypatch.setattr(THIS, "open_ns", not_a_namespace)
     with pytest.raises(GuestAccessError, match="cannot enter the container"):
         run(("true",))
 
 
 def test_init_not_started_yet_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = lxcexec.lxc_open_namespace
+    real = open_ns
     calls: list[int] = []
 
     def late(handle: Any, name: str | None = None) -> list[int]:
@@ -156,13 +164,11 @@ def test_init_not_started_yet_is_retried(monkeypatch: pytest.MonkeyPatch) -> Non
             raise InvalidState("Init pid is not yet available")
         return real(handle, name)
 
-    monkeypatch.setattr(lxcexec, "lxc_open_namespace", late)
+    monkeypatch.setattr(THIS, "open_ns", late)
     assert run(("true",)).ok
     monkeypatch.setattr(lxcexec, "INIT_WAIT", 0.1)
     calls.clear()
-    monkeypatch.setattr(
-        lxcexec, "lxc_open_namespace", lambda h, n=None: (_ for _ in ()).throw(InvalidState("x"))
-    )
+    monkeypatch.setattr(THIS, "open_ns", lambda h, n=None: (_ for _ in ()).throw(InvalidState("x")))
     with pytest.raises(GuestAccessError, match="cannot enter"):
         run(("true",))
 

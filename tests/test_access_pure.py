@@ -23,16 +23,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hvlib import access, ssh
-from hvlib.access import (
-    CommandResult,
+from hvlib import errors
+from hvlib.errors import (
     CommandTimeout,
+    GuestAccessError,
     HostKeyError,
-    OutputSink,
+    HvlibError,
     RemoteCommandError,
-    SshConfig,
+    SpecError,
 )
-from hvlib.errors import HvlibError, SpecError
+from hvlib.guest import io as gio
+from hvlib.guest import ssh
+from hvlib.guest.config import CommandResult, SshConfig
+from hvlib.guest.io import OutputSink
+from hvlib.guest.sshtransport import pick_address
 
 ARGV_DUMP = [sys.executable, "-c", "import json, sys; print(json.dumps(sys.argv[1:]))"]
 
@@ -107,15 +111,15 @@ def test_kill_command() -> None:
 )
 def test_malformed_commands_are_refused(command: object) -> None:
     with pytest.raises(SpecError):
-        access.normalize_command(command)  # type: ignore[arg-type]
+        gio.normalize_command(command)  # type: ignore[arg-type]
 
 
 def test_commands_are_normalized() -> None:
-    assert access.normalize_command(["a", "b c"]) == ("a", "b c")
-    assert access.normalize_command(("x",)) == ("x",)
-    assert access.normalize_command("ls -l") == "ls -l"
-    assert access.shell_argv("ls -l") == ["/bin/sh", "-c", "ls -l"]
-    assert access.shell_argv(("ls", "-l")) == ["ls", "-l"]
+    assert gio.normalize_command(["a", "b c"]) == ("a", "b c")
+    assert gio.normalize_command(("x",)) == ("x",)
+    assert gio.normalize_command("ls -l") == "ls -l"
+    assert gio.shell_argv("ls -l") == ["/bin/sh", "-c", "ls -l"]
+    assert gio.shell_argv(("ls", "-l")) == ["ls", "-l"]
 
 
 # -- the pid line on stderr ---------------------------------------------------------------
@@ -185,7 +189,7 @@ def test_output_sink_buffers_or_streams() -> None:
 
 def test_decode_lines() -> None:
     lines: list[str] = []
-    take = access.decode_lines(lines.append)
+    take = gio.decode_lines(lines.append)
     for piece in (b"one\ntw", b"o\xc3", b"\xa9\nthree"):
         take(piece)
     assert lines == ["one", "two\u00e9"]
@@ -193,11 +197,11 @@ def test_decode_lines() -> None:
 
 def test_input_chunks() -> None:
     data = bytes(range(256)) * 1000
-    assert b"".join(access.input_chunks(data, 1000)) == data
-    assert max(len(c) for c in access.input_chunks(io.BytesIO(data), 4096)) == 4096
-    assert b"".join(access.input_chunks(io.BytesIO(data))) == data
-    assert list(access.input_chunks(None)) == []
-    assert list(access.input_chunks(memoryview(b"xy"))) == [b"xy"]
+    assert b"".join(gio.input_chunks(data, 1000)) == data
+    assert max(len(c) for c in gio.input_chunks(io.BytesIO(data), 4096)) == 4096
+    assert b"".join(gio.input_chunks(io.BytesIO(data))) == data
+    assert list(gio.input_chunks(None)) == []
+    assert list(gio.input_chunks(memoryview(b"xy"))) == [b"xy"]
 
 
 # -- configuration ------------------------------------------------------------------------
@@ -232,9 +236,9 @@ def test_pick_address_prefers_ipv4_and_skips_link_local() -> None:
         "52:54:00:00:00:01": [iface("fe80::1/64"), iface("2001:db8::5/64")],
         "52:54:00:00:00:02": [iface("127.0.0.1/8"), iface("192.0.2.7/24")],
     }
-    assert access.pick_address(found) == "192.0.2.7"
-    assert access.pick_address({"m": [iface("2001:db8::5/64")]}) == "2001:db8::5"
-    assert access.pick_address({"m": [iface("169.254.1.1/16")], "n": []}) is None
+    assert pick_address(found) == "192.0.2.7"
+    assert pick_address({"m": [iface("2001:db8::5/64")]}) == "2001:db8::5"
+    assert pick_address({"m": [iface("169.254.1.1/16")], "n": []}) is None
 
 
 # -- host keys ----------------------------------------------------------------------------
@@ -243,14 +247,14 @@ def test_pick_address_prefers_ipv4_and_skips_link_local() -> None:
 def test_fingerprint_is_openssh_sha256() -> None:
     key, line = new_key_line()
     digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
-    assert access.key_fingerprint(line) == f"ssh-ed25519 SHA256:{digest}"
+    assert errors.key_fingerprint(line) == f"ssh-ed25519 SHA256:{digest}"
 
 
 def test_unknown_host_key_message() -> None:
     _, offered = new_key_line()
     err = HostKeyError("192.0.2.2:22", offered, [], name="vm")
     text = str(err)
-    assert access.key_fingerprint(offered) in text
+    assert errors.key_fingerprint(offered) in text
     assert "unknown" in text and "accept_unknown_host_key=True" in text
     assert err.expected == () and err.offered == offered
 
@@ -259,8 +263,8 @@ def test_changed_host_key_message_names_both_keys() -> None:
     _, offered = new_key_line()
     _, pinned = new_key_line()
     text = str(HostKeyError("[fd00::2]:2222", offered, [pinned]))
-    assert access.key_fingerprint(offered) in text
-    assert access.key_fingerprint(pinned) in text
+    assert errors.key_fingerprint(offered) in text
+    assert errors.key_fingerprint(pinned) in text
     assert "CHANGED" in text and "[fd00::2]:2222" in text
 
 
@@ -297,12 +301,12 @@ def test_expected_keys_from_pin_and_known_hosts(tmp_path: Path) -> None:
 
 
 def test_unreadable_known_hosts_is_an_access_error(tmp_path: Path) -> None:
-    with pytest.raises(access.GuestAccessError, match="known_hosts"):
+    with pytest.raises(GuestAccessError, match="known_hosts"):
         ssh.expected_host_keys(SshConfig(known_hosts=tmp_path / "missing"), "192.0.2.1")
 
 
 def test_missing_client_key_is_an_access_error(tmp_path: Path) -> None:
-    with pytest.raises(access.GuestAccessError, match="not set"):
+    with pytest.raises(GuestAccessError, match="not set"):
         ssh.load_client_key(SshConfig())
-    with pytest.raises(access.GuestAccessError, match="cannot load"):
+    with pytest.raises(GuestAccessError, match="cannot load"):
         ssh.load_client_key(SshConfig(key=tmp_path / "nope"))

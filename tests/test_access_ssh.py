@@ -26,21 +26,22 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hvlib.access import (
-    PROBE_CONNECT_TIMEOUTS,
+from hvlib.enums import State, VirtType
+from hvlib.errors import (
     CommandTimeout,
     ConnectionLost,
-    GuestAccess,
     GuestAccessError,
     HostKeyError,
-    Ready,
+    InvalidState,
     RemoteCommandError,
-    SshConfig,
     TransferError,
+    WaitTimeout,
 )
-from hvlib.console import ConsoleCapture
-from hvlib.enums import State, VirtType
-from hvlib.errors import InvalidState, WaitTimeout
+from hvlib.guest.access import GuestAccess
+from hvlib.guest.config import SshConfig
+from hvlib.guest.ready import Ready
+from hvlib.guest.sshtransport import PROBE_CONNECT_TIMEOUTS
+from hvlib.virt.console import ConsoleCapture
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -472,7 +473,7 @@ def test_ready_connects_briefly_first_then_longer(
 ) -> None:
     """A SYN sent before the guest configured the address its lease names is dropped, and the
     kernel sends it again only a second later: the probe's first connects are short."""
-    from hvlib import ssh as sshmod
+    from hvlib.guest import ssh as sshmod
 
     real = sshmod.open_socket
     asked: list[float] = []

@@ -164,11 +164,11 @@ def test_cpu_model_and_nproc() -> None:
 IMPORTTIME = """\
 import time: self [us] | cumulative | imported package
 import time:       100 |        100 |     lxml.etree
-import time:        50 |        150 |   hvlib.render
+import time:        50 |        150 |   hvlib.model.render
 import time:       300 |        300 |   libvirt
 import time:        20 |         20 |     typing
 import time:        10 |         30 |   tenacity
-import time:        40 |        520 | hvlib.host
+import time:        40 |        520 | hvlib.virt.host
 """
 
 
@@ -176,7 +176,7 @@ def test_importtime_is_parsed_and_imports_attributed_to_their_hvlib_parent() -> 
     entries = parse_importtime(IMPORTTIME)
     assert [(e.name, e.depth) for e in entries][:3] == [
         ("lxml.etree", 2),
-        ("hvlib.render", 1),
+        ("hvlib.model.render", 1),
         ("libvirt", 1),
     ]
     assert foreign_imports(entries) == {"lxml.etree": 100, "libvirt": 300, "tenacity": 30}
@@ -207,4 +207,4 @@ def test_rows_without_the_sandbox_fail_and_say_why() -> None:
 def test_command_line() -> None:
     assert parse_args(["--rows", "b3,B10"]).rows == ["B3", "B10"]
     with pytest.raises(SystemExit):
-        parse_args(["--rows", "B11"])
+        parse_args(["--rows", "B12"])

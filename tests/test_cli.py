@@ -20,10 +20,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from hvlib import State, cli, connect
-from hvlib.access import CommandResult
 from hvlib.cli import _guests
-from hvlib.host import Host
-from hvlib.storage import MIB
+from hvlib.guest.config import CommandResult
+from hvlib.model.volplan import MIB
+from hvlib.virt.host import Host
 
 URI = "test:///default"
 REPO = Path(__file__).resolve().parent.parent
@@ -163,6 +163,13 @@ def test_up_reports_changes_that_wait_for_a_restart_and_exits_3(tmp_path: Path) 
         (
             "name: v\nvirt: qemu\nkernel: /k\nnics:\n  - network: nowhere\n",
             "f.yaml:5: nics[0].network: does not exist on this host (got 'nowhere')",
+        ),
+        (  # read in its volume's own format, which must exist (or be declared): issue 17
+            "name: v\nvirt: qemu\nkernel: /k\ndisks:\n"
+            "  - volume: {pool: default-pool, name: nowhere.img}\n",
+            "f.yaml:5: disks[0].volume: does not exist in pool default-pool (a volume disk "
+            "without a format is read in the volume's own: create the volume first, or give "
+            "the disk a format) (got 'nowhere.img')",
         ),
         ("kind: network\nname: n\n", "f.yaml:1: ipv4: is required"),
         (
@@ -685,7 +692,7 @@ def test_exit_status_of_a_command(status: int, expected: int) -> None:
 
 
 def test_exec_passes_output_and_exit_status_through(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hvlib.domain import Domain
+    from hvlib.virt.domain import Domain
 
     seen: dict[str, object] = {}
 

@@ -11,7 +11,7 @@ from lxml import etree
 
 import hvlib
 from hvlib.cli._render import render_files
-from hvlib.network import NetworkSpec
+from hvlib.model.netplan import NetworkSpec
 from tests.test_cli import hvlib as run
 
 CORPUS = Path(__file__).parent / "fuzz-corpus"

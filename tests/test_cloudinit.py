@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hvlib import SpecError
-from hvlib.cloudinit import LABEL, SEED_MAX, seed
+from hvlib.model.cloudinit import LABEL, SEED_MAX, seed
 
 USER = "#cloud-config\n#hvlib-marker: hello\n"
 META = "instance-id: i-1\nlocal-hostname: vm-1\n"

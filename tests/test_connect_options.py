@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 import hvlib
 from hvlib.fleet import Fleet
-from hvlib.host import ConnectOptions, Host
 from hvlib.parallel import HostPool, ensure_all
+from hvlib.virt.host import ConnectOptions, Host
 
 URI = "test:///default"
 
@@ -117,7 +117,7 @@ def _params(fn: Callable[..., object], drop: tuple[str, ...] = ()) -> dict[str, 
 def test_every_entry_point_takes_the_same_connect_options() -> None:
     """One list of options, spelled out in each signature (so a type checker catches a typo):
     a change to one that is not made to all fails here."""
-    options = _params(hvlib.host.connect)
+    options = _params(hvlib.virt.host.connect)
     assert _params(hvlib.connect) == options
     assert set(ConnectOptions.__annotations__) == set(options)
     assert _params(HostPool, drop=("connections",)) == options

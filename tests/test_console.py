@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hvlib.console import ConsoleCapture
 from hvlib.errors import WaitTimeout
+from hvlib.virt.console import ConsoleCapture
 
 # What a Xen HVM guest's serial console held on the nested Xen host (SeaBIOS, then the kit).
 SEABIOS_THEN_READY = (

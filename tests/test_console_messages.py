@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from hvlib import DomainSpec, InvalidState, Ready, State, Unsupported, VirtType
-from hvlib.console import missing_capture
-from hvlib.host import Host
+from hvlib.guest.ready import missing_capture
+from hvlib.virt.host import Host
 
 
 def test_a_console_wait_after_an_hvlib_start_on_the_test_driver_names_the_driver(

@@ -1,5 +1,5 @@
 """ensure() converges (issue 16, items 3, 10, 15, 16, 19) on libvirt's test:/// driver, every
-libvirt call counted by a proxy around hvlib._virt.libvirt (tests/counting.py).
+libvirt call counted by a proxy around hvlib.virt._virt.libvirt (tests/counting.py).
 
 - A recreate across virt types defines exactly what render(spec) gives, schema-valid, after
   a graceful shutdown, and the next ensure changes and writes nothing.
@@ -22,13 +22,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hvlib
-from hvlib import Disk, DomainSpec, Filesystem, IdMap, Nic, State, VirtType, _virt
-from hvlib.domain import Domain
-from hvlib.domxml import DomainXML
-from hvlib.ensure import ChangeHow, EnsureResult, derived_mac, differs, owned
-from hvlib.host import Host
-from hvlib.hostfit import fit
-from hvlib.render import render, validate
+from hvlib import Disk, DomainSpec, Filesystem, IdMap, Nic, State, VirtType
+from hvlib.model.domxml import DomainXML
+from hvlib.model.plan import ChangeHow, derived_mac, differs, owned
+from hvlib.model.render import render, validate
+from hvlib.virt import _virt
+from hvlib.virt.converge import EnsureResult
+from hvlib.virt.domain import Domain
+from hvlib.virt.host import Host
+from hvlib.virt.hostfit import fit
 from tests.counting import CountingLibvirt
 
 TYPES = (

@@ -10,12 +10,12 @@ import pytest
 
 import hvlib
 from hvlib import Disk, DomainSpec, Filesystem, Nic, SpecError, Unsupported, VirtType
-from hvlib.cpu import HVLIB_CPU_NS, cpu_key_of
-from hvlib.domxml import DomainXML
-from hvlib.ensure import merge, owned
-from hvlib.render import firmware_of, render_tree
-from hvlib.spec import Cpu
-from hvlib.xmlmodel import parse
+from hvlib.model.cpu import HVLIB_CPU_NS, cpu_key_of
+from hvlib.model.cpuspec import Cpu
+from hvlib.model.domxml import DomainXML
+from hvlib.model.plan import merge, owned
+from hvlib.model.render import firmware_of, render_tree
+from hvlib.model.xmlmodel import parse
 from tests.cpu_specs import LIVE_SPECS
 from tests.hostfakes import FIXTURES
 

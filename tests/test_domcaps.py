@@ -11,16 +11,17 @@ from typing import Any
 import pytest
 
 import hvlib
-from hvlib import DomainSpec, SpecError, State, Unsupported, VirtType, accel, hostfit
-from hvlib.accel import Acceleration, Finding
-from hvlib.domcaps import (
+from hvlib import DomainSpec, SpecError, State, Unsupported, VirtType
+from hvlib.model.cpuspec import Cpu
+from hvlib.model.domcaps import (
     DomainCapabilities,
     HostCpu,
     blockers_in,
     check_platform,
     unknown_name_in,
 )
-from hvlib.spec import Cpu
+from hvlib.virt import accel, hostfit
+from hvlib.virt.accel import Acceleration, Finding
 from tests.cpu_specs import CPU_SPECS
 from tests.hostfakes import FIXTURES, CapturedHost, compare_verdicts
 

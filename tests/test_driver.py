@@ -11,8 +11,8 @@ import pytest
 
 import hvlib
 from hvlib import Disk, DomainSpec, Filesystem, Nic, State, VirtType
-from hvlib.events import EventKind
-from hvlib.host import Host
+from hvlib.virt.events import EventKind
+from hvlib.virt.host import Host
 
 
 def spec_for(virt: VirtType, name: str, **kw: object) -> DomainSpec:
@@ -131,8 +131,8 @@ def test_suspend_a_stopped_domain_is_invalid_state(host: Host, unique: str) -> N
 
 
 def test_libvirt_side_errors_are_translated_with_code(host: Host, unique: str) -> None:
-    # libvirt itself rejects this (a raw libvirt call, translated in hvlib._virt)
-    from hvlib import _virt
+    # libvirt itself rejects this (a raw libvirt call, translated in hvlib.virt._virt)
+    from hvlib.virt import _virt
 
     with pytest.raises(hvlib.SpecError) as info, _virt.translated():
         host.conn.defineXML("<domain type='test'><name>x</name></domain>")
@@ -264,7 +264,7 @@ def test_close_stops_a_reconnect_under_way(monkeypatch: pytest.MonkeyPatch) -> N
     """A call waiting for a reconnect (the daemon is gone) ends within a second of close()
     from another thread, with HostClosed. The fault is mocked (narrowly): opening a
     connection fails as it does while libvirtd is down; the test driver never goes away."""
-    from hvlib import _virt
+    from hvlib.virt import _virt
 
     host = hvlib.connect("test:///default", reconnect_timeout=30)
 
@@ -296,7 +296,7 @@ def test_driver_is_what_the_driver_says_asked_once_per_connection(
 ) -> None:
     """Host.driver comes from getType(), once per connection, again after a reconnect; the
     test driver is known as such whatever the URI spelling (here libvirt's short test:/)."""
-    from hvlib import _virt
+    from hvlib.virt import _virt
     from tests.counting import CountingLibvirt
 
     proxy = CountingLibvirt(libvirt)
@@ -315,7 +315,7 @@ def test_driver_is_what_the_driver_says_asked_once_per_connection(
 def test_define_race_of_another_uuid_is_already_exists(host: Host) -> None:
     # libvirt reports a same-name, other-uuid define as VIR_ERR_OPERATION_FAILED, not
     # VIR_ERR_DOM_EXIST: seen for real when two processes ensured one spec at once.
-    from hvlib import _virt
+    from hvlib.virt import _virt
 
     xml = host.conn.lookupByName("test").XMLDesc(0)
     other = xml.replace(host.domains.get("test").uuid, "11111111-2222-3333-4444-555555555555")

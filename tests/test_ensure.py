@@ -1,5 +1,5 @@
 """ensure(): desired state on libvirt's real test:/// driver, with every libvirt call counted
-by a proxy around hvlib._virt.libvirt (so no call escapes the count)."""
+by a proxy around hvlib.virt._virt.libvirt (so no call escapes the count)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,10 @@ import libvirt
 import pytest
 
 import hvlib
-from hvlib import (
-    Disk,
-    DomainSpec,
-    Filesystem,
-    IdMap,
-    IdRange,
-    Nic,
-    State,
-    VirtType,
-    _virt,
-    converge,
-)
-from hvlib.ensure import LIVE_ALL, ChangeHow
-from hvlib.host import Host
+from hvlib import Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, State, VirtType
+from hvlib.model.plan import LIVE_ALL, ChangeHow
+from hvlib.virt import _virt, converge
+from hvlib.virt.host import Host
 from tests.counting import CountingLibvirt
 
 
@@ -229,6 +219,15 @@ def test_absent_twice(counted: tuple[Host, CountingLibvirt], unique: str) -> Non
     proxy.calls.clear()
     second = host.domains.ensure(vm(unique), state=State.ABSENT)
     assert not second.changed and proxy.calls.writes() == {}
+
+
+def test_absent_needs_only_the_name(counted: tuple[Host, CountingLibvirt], unique: str) -> None:
+    host, _proxy = counted
+    host.domains.ensure(vm(unique))
+    bare = DomainSpec(name=unique)  # a kvm spec that could not boot: never rendered for ABSENT
+    gone = host.domains.ensure(bare, state=State.ABSENT)
+    assert gone.changed and host.domains.find(unique) is None
+    assert not host.domains.ensure(bare, state=State.ABSENT).changed
 
 
 def test_containers_converge_too(counted: tuple[Host, CountingLibvirt], unique: str) -> None:

@@ -12,16 +12,11 @@ from lxml import etree
 
 import hvlib
 from hvlib import DomainSpec, HostError, SpecError, State, VirtType
-from hvlib.fleet import (
-    Fleet,
-    HostCapacity,
-    PlacementError,
-    choose,
-    spec_memory_mib,
-    virt_types_of,
-)
-from hvlib.remote import known_hosts_line, pin_host_keys, remote_uri, write_known_hosts
-from hvlib.uri import check_uri
+from hvlib.errors import PlacementError
+from hvlib.fleet import Fleet
+from hvlib.fleet_capacity import HostCapacity, choose, spec_memory_mib, virt_types_of
+from hvlib.model.uri import check_uri
+from hvlib.virt.remote import known_hosts_line, pin_host_keys, remote_uri, write_known_hosts
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIObwWgFbDqz/g1/jD42vNWllsAX/KOeq29nDOe8mBo69"
 DOWN_URI = "qemu+unix:///system?socket=/nonexistent/hvlib-test/libvirt-sock"
@@ -206,7 +201,7 @@ def test_remote_uri_writes_a_pinned_host_key_once_and_logs(
 
 
 def test_display_uri_drops_the_pins_only() -> None:
-    from hvlib.remote import display_uri
+    from hvlib.virt.remote import display_uri
 
     pinned = pin_host_keys(
         "qemu+ssh://root@h:2222/system?no_tty=1", known_hosts="/kh", keyfile="/k"
@@ -352,7 +347,7 @@ def test_fleet_passes_ssh_pins_to_every_uri(monkeypatch: pytest.MonkeyPatch) -> 
         opened.append(uri)
         raise HostError(f"cannot connect to {uri}: test")
 
-    monkeypatch.setattr("hvlib.host.connect", fake_connect)
+    monkeypatch.setattr("hvlib.virt.host.connect", fake_connect)
     uris = ["qemu+ssh://root@a/system", "qemu+ssh://root@b/system", "qemu:///system"]
     with Fleet(uris, known_hosts="/kh") as f:
         assert len(f.down) == 3
@@ -374,7 +369,7 @@ def test_fleet_connects_in_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
         time.sleep(0.01)
         raise HostError("down")
 
-    monkeypatch.setattr("hvlib.host.connect", slow_connect)
+    monkeypatch.setattr("hvlib.virt.host.connect", slow_connect)
     with Fleet([f"qemu+tcp://h{i}/system" for i in range(3)]) as f:
         assert len(f.down) == 3
 
@@ -383,7 +378,7 @@ def test_fleet_connects_in_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_sshd_config_listens_on_one_address_and_takes_keys_only(tmp_path: Path) -> None:
-    from hvlib.testkit.sandbox import sshd_config
+    from hvlib.testkit.sandbox_link import sshd_config
 
     address = "10.231.0.2"  # netns: a veth end inside a sandbox's namespace only
     text = sshd_config(address, 22, tmp_path / "hk", tmp_path / "ak", tmp_path / "pid")

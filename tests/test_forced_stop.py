@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from hvlib import DomainSpec, State, VirtType, WaitTimeout
-from hvlib.host import Host
+from hvlib.virt.host import Host
 
 
 def vm(name: str, memory: int = 64) -> DomainSpec:

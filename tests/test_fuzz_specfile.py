@@ -48,7 +48,8 @@ from hypothesis import strategies as st
 from hvlib import specfile
 from hvlib.enums import VirtType
 from hvlib.errors import SpecError
-from hvlib.spec import Cpu, IdMap, IdRange
+from hvlib.model.cpuspec import Cpu
+from hvlib.model.idmap import IdMap, IdRange
 from tests import fuzz_worker
 
 CORPUS = Path(__file__).parent / "fuzz-corpus"

@@ -22,7 +22,11 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from hvlib.testkit import debs, newc
+from hvlib.testkit import elfmods as em
+from hvlib.testkit import guestinit as gi
 from hvlib.testkit import guestkit as gk
+from hvlib.testkit import kitlayout as kl
 
 FIELD_NOTES_ORDER = [
     "virtio_ring",
@@ -160,7 +164,7 @@ def test_gzip_archive_is_reproducible_and_concatenable() -> None:
         buffer = io.BytesIO()
         writer = gk.NewcWriter(buffer)
         writer.add_file("f", text)
-        return gk.finish_gzip(writer, buffer)
+        return newc.finish_gzip(writer, buffer)
 
     assert build(b"x") == build(b"x")
     joined = gzip.decompress(build(b"one") + build(b"two"))  # what the kernel sees: two archives
@@ -204,23 +208,23 @@ def synthetic_elf(sections: Sequence[tuple[str, bytes]]) -> bytes:
 
 def test_modinfo_depends_from_synthetic_module() -> None:
     info = b"license=GPL\0depends=virtio,virtio_ring\0name=virtio_blk\0"
-    assert gk.modinfo_depends(synthetic_elf([(".text", b"\x90"), (".modinfo", info)])) == [
+    assert em.modinfo_depends(synthetic_elf([(".text", b"\x90"), (".modinfo", info)])) == [
         "virtio",
         "virtio_ring",
     ]
-    assert gk.modinfo_depends(synthetic_elf([(".modinfo", b"depends=\0")])) == []
+    assert em.modinfo_depends(synthetic_elf([(".modinfo", b"depends=\0")])) == []
     with pytest.raises(gk.GuestKitError):
-        gk.modinfo_depends(b"not an elf file at all")
+        em.modinfo_depends(b"not an elf file at all")
 
 
 def test_elf_needed_and_interpreter_of_the_running_python() -> None:
     exe = Path(os.path.realpath(sys.executable)).read_bytes()
     ldd = subprocess.run(["ldd", sys.executable], capture_output=True, text=True, check=False)
-    needed = gk.elf_needed(exe)
+    needed = em.elf_needed(exe)
     assert "libc.so.6" in needed or "libpython" in "".join(needed)
     for soname in needed:
         assert soname in ldd.stdout
-    interp = gk.elf_interpreter(exe)
+    interp = em.elf_interpreter(exe)
     assert interp is not None and interp in ldd.stdout
 
 
@@ -230,12 +234,12 @@ def test_resolve_in_tree_follows_relative_and_absolute_links(tmp_path: Path) -> 
     (tmp_path / "usr/lib/libx.so.1").symlink_to("libx.so.1.2")
     (tmp_path / "lib64").mkdir()
     (tmp_path / "lib64/ld.so").symlink_to("/usr/lib/libx.so.1")
-    assert gk._resolve_in_tree(tmp_path, "/lib64/ld.so") == tmp_path / "usr/lib/libx.so.1.2"
+    assert debs._resolve_in_tree(tmp_path, "/lib64/ld.so") == tmp_path / "usr/lib/libx.so.1.2"
     (tmp_path / "loop").symlink_to("loop")
     with pytest.raises(gk.GuestKitError, match="loop"):
-        gk._resolve_in_tree(tmp_path, "loop")
+        debs._resolve_in_tree(tmp_path, "loop")
     with pytest.raises(gk.GuestKitError, match="not found"):
-        gk._resolve_in_tree(tmp_path, "missing")
+        debs._resolve_in_tree(tmp_path, "missing")
 
 
 # --- modules ----------------------------------------------------------------------------------
@@ -269,10 +273,10 @@ def test_guest_modules_reads_depends_from_ko_files(tmp_path: Path) -> None:
     ko("kernel/drivers/cdrom/cdrom.ko", "")
     ko("kernel/drivers/net/xen-netfront.ko", "")
     (tmp_path / "modules.builtin").write_text("kernel/drivers/virtio/virtio.ko\n")
-    found = gk.guest_modules(tmp_path, ["isofs", "xen-netfront", "virtio"])
+    found = em.guest_modules(tmp_path, ["isofs", "xen-netfront", "virtio"])
     assert [name for name, _ in found] == ["cdrom", "isofs", "xen_netfront"]
     with pytest.raises(gk.GuestKitError, match="neither"):
-        gk.guest_modules(tmp_path, ["nosuch"])
+        em.guest_modules(tmp_path, ["nosuch"])
 
 
 # --- scripts ----------------------------------------------------------------------------------
@@ -312,20 +316,20 @@ def test_init_script_has_documented_lines_and_parses() -> None:
 
 
 def test_helper_scripts_parse() -> None:
-    for script in (gk.udhcpc_script(), gk.acpi_power_script(), gk.lxc_init_script()):
+    for script in (gi.udhcpc_script(), gi.acpi_power_script(), gk.lxc_init_script()):
         assert script.startswith("#!/bin/sh\n")
         shell_syntax_ok(script)
-    assert "poweroff -f" in gk.acpi_power_script()
-    assert gk.LEASE_PREFIX in gk.udhcpc_script()
+    assert "poweroff -f" in gi.acpi_power_script()
+    assert gk.LEASE_PREFIX in gi.udhcpc_script()
 
 
 def test_udhcpc_script_applies_a_lease(tmp_path: Path) -> None:
     """Run the lease script with a fake ``ip`` first on PATH and check what it asked for."""
     (tmp_path / "ip").write_text(f'#!/bin/sh\necho "$*" >>{tmp_path}/calls\n')
     (tmp_path / "ip").chmod(0o755)
-    script = gk.udhcpc_script().replace("/etc/resolv.conf", str(tmp_path / "resolv"))
+    script = gi.udhcpc_script().replace("/etc/resolv.conf", str(tmp_path / "resolv"))
     script = script.replace(">/dev/console", f">>{tmp_path}/console")
-    script = script.replace(gk._DHCP_STATE_DIR, str(tmp_path))
+    script = script.replace(kl._DHCP_STATE_DIR, str(tmp_path))
     env = {
         "PATH": f"{tmp_path}:/usr/bin:/bin",
         "interface": "eth0",
@@ -418,7 +422,7 @@ linux-image-6.1.0-57-cloud-amd64:
 
 
 def test_parse_apt_policy() -> None:
-    assert gk.parse_apt_policy(POLICY) == {
+    assert debs.parse_apt_policy(POLICY) == {
         "busybox-static": "1:1.35.0-4+deb12u1+b1",
         "linux-image-6.1.0-57-cloud-amd64": "6.1.192-3",
     }
@@ -426,9 +430,9 @@ def test_parse_apt_policy() -> None:
 
 def test_parse_kernel_dependency() -> None:
     text = "linux-image-cloud-amd64\n  Depends: linux-image-6.1.0-57-cloud-amd64\n"
-    assert gk.parse_kernel_dependency(text) == "linux-image-6.1.0-57-cloud-amd64"
+    assert debs.parse_kernel_dependency(text) == "linux-image-6.1.0-57-cloud-amd64"
     with pytest.raises(gk.GuestKitError, match="apt-get update"):
-        gk.parse_kernel_dependency(
+        debs.parse_kernel_dependency(
             "linux-image-cloud-amd64\n  Depends: linux-image-6.1.0-57-amd64\n"
         )
 
@@ -592,7 +596,7 @@ def test_udhcpc_script_tells_init_about_leases_and_failures(tmp_path: Path) -> N
     (tmp_path / "ip").chmod(0o755)
     state = tmp_path / "dhcp"
     state.mkdir()
-    script = gk.udhcpc_script().replace(gk._DHCP_STATE_DIR, str(state))
+    script = gi.udhcpc_script().replace(kl._DHCP_STATE_DIR, str(state))
     script = script.replace("/etc/resolv.conf", str(tmp_path / "resolv"))
     script = script.replace(">/dev/console", f">>{tmp_path}/console")
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "interface": "eth1", "ip": "192.0.2.8"}
@@ -620,7 +624,7 @@ def test_init_waits_for_a_lease_before_the_ssh_line(
     """Run /init's ``wait_reachable`` with the lease script's markers in a scratch directory."""
     for name in markers:
         (tmp_path / name).touch()
-    script = gk._init_reachable().replace(gk._DHCP_STATE_DIR, str(tmp_path))
+    script = gi._init_reachable().replace(kl._DHCP_STATE_DIR, str(tmp_path))
     script += f"nics={nics}\nwait_reachable\necho reachable\n"
     shell = shutil.which("busybox")
     cmd = [shell, "sh", "-c", script] if shell else ["sh", "-c", script]

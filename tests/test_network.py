@@ -11,13 +11,9 @@ import libvirt
 import pytest
 
 import hvlib
-from hvlib import SpecError, _virt
-from hvlib.ensure import ChangeHow
-from hvlib.host import Host
-from hvlib.network import (
+from hvlib import SpecError
+from hvlib.model.netplan import (
     DhcpHost,
-    Network,
-    Networks,
     NetworkSpec,
     Update,
     combine,
@@ -26,7 +22,11 @@ from hvlib.network import (
     plan,
     updates,
 )
-from hvlib.netxml import NetworkXML
+from hvlib.model.netxml import NetworkXML
+from hvlib.model.plan import ChangeHow
+from hvlib.virt import _virt
+from hvlib.virt.host import Host
+from hvlib.virt.network import Network, Networks
 from tests.counting import WRITE_CALLS, CountingLibvirt
 
 WRITES = WRITE_CALLS | {"networkDefineXML", "update"}

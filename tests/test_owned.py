@@ -5,8 +5,8 @@ Two sides. The spec side: every field of every spec dataclass (``dataclasses.fie
 mutation below (or a stated reason it has none); each mutation is ensured on libvirt's
 test:/// driver over a domain made from the base spec, and must be reported as a change,
 written, and converge (the next ensure reports nothing and writes nothing). The XML side:
-every field :mod:`hvlib.domxml` declares on a device class is classified by
-:data:`hvlib.ensure.DEVICES`, and changing one in a definition changes its owned view
+every field :mod:`hvlib.model.domxml` declares on a device class is classified by
+:data:`hvlib.model.plan.DEVICES`, and changing one in a definition changes its owned view
 exactly when it is owned.
 """
 
@@ -22,23 +22,12 @@ import pytest
 from lxml import etree
 
 import hvlib
-from hvlib import (
-    Cpu,
-    Disk,
-    DomainSpec,
-    Filesystem,
-    IdMap,
-    IdRange,
-    Nic,
-    State,
-    VirtType,
-    XmlEdit,
-    _virt,
-)
-from hvlib.ensure import DEVICES, owned
-from hvlib.host import Host
-from hvlib.render import render_tree
-from hvlib.xmlmodel import Field, Flag, MemoryKiB
+from hvlib import Cpu, Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, State, VirtType, XmlEdit
+from hvlib.model.plan import DEVICES, owned
+from hvlib.model.render import render_tree
+from hvlib.model.xmlmodel import Field, Flag, MemoryKiB
+from hvlib.virt import _virt
+from hvlib.virt.host import Host
 from tests.counting import CountingLibvirt
 
 M1, M2 = "52:54:00:00:00:01", "52:54:00:00:00:02"
@@ -185,6 +174,11 @@ MUTATIONS: dict[tuple[type, str], tuple[Callable[[str], DomainSpec], Mutation, s
         {"idmap"},
     ),
     (DomainSpec, "rng"): (base_vm, lambda s: replace(s, rng=True), {"rng"}),
+    (DomainSpec, "guest_agent"): (
+        base_vm,
+        lambda s: replace(s, guest_agent=True),
+        {"guest_agent"},
+    ),
     (Disk, "kind"): (
         base_vm,
         lambda s: replace(

@@ -11,7 +11,6 @@ import pytest
 
 import hvlib
 from hvlib import DomainSpec, Nic, SpecError, State, VirtType
-from hvlib.host import Host
 from hvlib.parallel import (
     DEFAULT_CONNECTIONS,
     MAX_REQUESTS_PER_CONNECTION,
@@ -21,6 +20,7 @@ from hvlib.parallel import (
     ensure_all,
     start_all,
 )
+from hvlib.virt.host import Host
 
 URI = "test:///default"
 
@@ -113,6 +113,16 @@ def test_failures_are_collected_and_do_not_stop_the_others(unique: str, cleanup:
     with hvlib.connect(URI) as host:
         assert all(host.domains.get(n).state is State.RUNNING for n in good)
         assert host.domains.find(bad.name) is None
+
+
+def test_force_shutdown_reaches_each_ensure(unique: str, cleanup: list[str]) -> None:
+    cleanup.append(unique)
+    with pytest.raises(ParallelError) as caught:  # each ensure checks it: it was passed on
+        ensure_all(URI, [spec(unique)], force_shutdown="no")  # type: ignore[arg-type]
+    refused = caught.value.errors[unique]
+    assert isinstance(refused, SpecError) and refused.field == "force_shutdown"
+    [done] = ensure_all(URI, [spec(unique)], state=State.SHUT_OFF, force_shutdown=False)
+    assert done.changed and not done.forced
 
 
 def test_start_all_defines_what_is_missing_and_starts_what_exists(

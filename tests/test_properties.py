@@ -34,10 +34,10 @@ from hvlib import (
     VirtType,
     XmlEdit,
 )
-from hvlib.addresses import AddressSource
-from hvlib.domxml import DomainXML
-from hvlib.network import DhcpHost, NetworkSpec
-from hvlib.spec import DiskKind
+from hvlib.model.addresses import AddressSource
+from hvlib.model.devices import DiskKind
+from hvlib.model.domxml import DomainXML
+from hvlib.model.netplan import DhcpHost, NetworkSpec
 
 NASTY = st.one_of(
     st.text(max_size=80),
@@ -386,7 +386,7 @@ SPEC_FIELDS = [(cls, f.name) for cls in _BASES for f in dataclasses.fields(cls)]
 
 
 def _fits(hint: Any, value: object, path: bool = False) -> bool:
-    """Whether ``value`` is of the annotated type, by the rules of hvlib.checks written out
+    """Whether ``value`` is of the annotated type, by the rules of hvlib.model.checks written out
     again: bools are not ints, enums take their value strings, lists are lists or tuples."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (types.UnionType, typing.Union):

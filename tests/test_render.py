@@ -12,11 +12,11 @@ from lxml import etree
 
 import hvlib
 from hvlib import Disk, DomainSpec, IdMap, Nic, SpecError, State, VirtType, XmlEdit
-from hvlib.domxml import DomainXML
-from hvlib.ensure import merge
-from hvlib.host import Host
-from hvlib.render import load_template, render_tree, schema_names, template_text
-from hvlib.xmlmodel import XmlNode
+from hvlib.model.domxml import DomainXML
+from hvlib.model.plan import merge
+from hvlib.model.render import load_template, render_tree, schema_names, template_text
+from hvlib.model.xmlmodel import XmlNode
+from hvlib.virt.host import Host
 from tests.golden_specs import GOLDEN_SPECS
 
 GOLDEN = Path(__file__).parent / "golden"

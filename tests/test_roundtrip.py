@@ -10,9 +10,9 @@ import pytest
 from lxml import etree
 
 from hvlib import VirtType
-from hvlib.domain import virt_of
-from hvlib.domxml import DomainXML
-from hvlib.xmlmodel import parse
+from hvlib.model.domxml import DomainXML
+from hvlib.model.render import virt_of
+from hvlib.model.xmlmodel import parse
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ALL = sorted(FIXTURES.glob("*.xml"))

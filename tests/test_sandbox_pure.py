@@ -18,6 +18,10 @@ import pytest
 from lxml import etree
 
 from hvlib.testkit import sandbox as sbx
+from hvlib.testkit import sandbox_base as sbbase
+from hvlib.testkit import sandbox_netcheck as sbnet
+from hvlib.testkit import sandbox_procs as sbprocs
+from hvlib.testkit import sandbox_registry as sbreg
 
 SCHEMAS = Path("/usr/share/libvirt/schemas")
 
@@ -59,27 +63,27 @@ def _out() -> dict[str, object]:
 
 
 def test_bridge_names_fit_ifnamsiz_and_differ_per_sandbox() -> None:
-    names = {sbx.bridge_name(f"sb{i}") for i in range(200)}
+    names = {sbbase.bridge_name(f"sb{i}") for i in range(200)}
     assert len(names) == 200
     assert all(n.startswith("hvbr-") and len(n) <= 15 for n in names)
-    assert sbx.bridge_name("a") == sbx.bridge_name("a")
+    assert sbbase.bridge_name("a") == sbbase.bridge_name("a")
 
 
 @pytest.mark.parametrize("name", ["a", "sb0123abcd", "mig-src_1", "x" * 32])
 def test_check_name_accepts(name: str) -> None:
-    sbx.check_name(name)
+    sbbase.check_name(name)
 
 
 @pytest.mark.parametrize("name", ["", "-a", "A", "a b", "a/b", "x" * 33, "ä"])
 def test_check_name_rejects(name: str) -> None:
     with pytest.raises(ValueError, match="sandbox name"):
-        sbx.check_name(name)
+        sbbase.check_name(name)
 
 
 @pytest.mark.parametrize("root", ["rel/path", "/with space", "/q?x=1", "/" + "d" * 90])
 def test_check_root_rejects(root: str) -> None:
     with pytest.raises(ValueError, match="sandbox root"):
-        sbx.check_root(Path(root))
+        sbbase.check_root(Path(root))
 
 
 def test_host_attributes_before_start() -> None:
@@ -89,7 +93,7 @@ def test_host_attributes_before_start() -> None:
     sock = host.root / "run/libvirt/libvirt-sock"
     assert host.qemu_uri == f"qemu+unix:///system?socket={sock}"
     assert host.lxc_uri == f"lxc+unix:///system?socket={sock}"
-    assert host.bridge == sbx.bridge_name("unit1")
+    assert host.bridge == sbbase.bridge_name("unit1")
     with pytest.raises(sbx.SandboxError):
         _ = host.libvirtd_pid
     host.stop()  # never started: a no-op
@@ -99,7 +103,7 @@ def test_default_names_are_unique_and_valid() -> None:
     names = {sbx.SandboxHost().name for _ in range(50)}
     assert len(names) == 50
     for name in names:
-        sbx.check_name(name)
+        sbbase.check_name(name)
 
 
 def test_custom_root(tmp_path: Path) -> None:
@@ -141,14 +145,14 @@ def _need_tools() -> None:
 
 def test_launch_script_unmounts_remounts_binds_and_execs(tmp_path: Path) -> None:
     _need_tools()
-    mounts = sbx.cgroup_v1_mounts(HYBRID_MOUNTINFO, HYBRID_CGROUP)
+    mounts = sbprocs.cgroup_v1_mounts(HYBRID_MOUNTINFO, HYBRID_CGROUP)
     script = sbx.launch_script(tmp_path / "my root", tmp_path / "pid", mounts, 1)
     lines = script.splitlines()
     assert lines[0] == "set -e"
     assert any("-q /sys/fs/cgroup/unified; then" in line for line in lines)
     assert any("umount -l /run/netns" in line for line in lines)
     assert any("-t cgroup -o name=systemd cgroup /sys/fs/cgroup/systemd" in line for line in lines)
-    for d in sbx.LIBVIRT_DIRS:
+    for d in sbbase.LIBVIRT_DIRS:
         assert f"--bind {shlex.quote(str(tmp_path / 'my root' / d))} /{d}" in script
     assert lines[-1].startswith("exec ") and " -c 1 " in lines[-1]
     assert " -m hvlib.testkit._reaper " in lines[-1], "libvirtd runs under the subreaper"
@@ -173,7 +177,7 @@ def test_launch_argv_moves_into_cgroups_before_namespaces() -> None:
 
 
 def test_cgroup_v1_mounts_hybrid() -> None:
-    mounts = sbx.cgroup_v1_mounts(HYBRID_MOUNTINFO, HYBRID_CGROUP)
+    mounts = sbprocs.cgroup_v1_mounts(HYBRID_MOUNTINFO, HYBRID_CGROUP)
     assert [(m.mountpoint, m.options, m.ours) for m in mounts] == [
         ("/sys/fs/cgroup/cpu", "cpu", "/"),
         ("/sys/fs/cgroup/cpuacct", "cpuacct", "/"),
@@ -184,7 +188,7 @@ def test_cgroup_v1_mounts_hybrid() -> None:
 
 def test_cgroup_v1_mounts_combined_controllers() -> None:
     info = "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
-    mounts = sbx.cgroup_v1_mounts(info, "3:cpu,cpuacct:/user.slice\n0::/\n")
+    mounts = sbprocs.cgroup_v1_mounts(info, "3:cpu,cpuacct:/user.slice\n0::/\n")
     assert [(m.mountpoint, m.options, m.ours) for m in mounts] == [
         ("/sys/fs/cgroup/cpu,cpuacct", "cpu,cpuacct", "/user.slice")
     ]
@@ -192,7 +196,7 @@ def test_cgroup_v1_mounts_combined_controllers() -> None:
 
 def test_cgroup_v1_mounts_pure_v2_is_empty() -> None:
     info = "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n"
-    assert sbx.cgroup_v1_mounts(info, "0::/user.slice\n") == []
+    assert sbprocs.cgroup_v1_mounts(info, "0::/user.slice\n") == []
 
 
 def test_cgroup_dirs_made_and_removed(tmp_path: Path) -> None:
@@ -200,13 +204,13 @@ def test_cgroup_dirs_made_and_removed(tmp_path: Path) -> None:
     (tmp_path / "cpuset").mkdir()
     (tmp_path / "cpuset/cpuset.cpus").write_text("0-1\n")
     (tmp_path / "cpuset/cpuset.mems").write_text("0\n")
-    mounts = [sbx.CgroupMount(str(tmp_path / "cpuset"), "cpuset", "/")]
-    [made] = sbx._make_cgroups(mounts, "hvlib-x")
+    mounts = [sbprocs.CgroupMount(str(tmp_path / "cpuset"), "cpuset", "/")]
+    [made] = sbprocs._make_cgroups(mounts, "hvlib-x")
     assert Path(made, "cpuset.cpus").read_text() == "0-1\n"
     for f in Path(made).iterdir():
         f.unlink()  # real cgroup dirs hold only virtual files, which rmdir ignores
     Path(made, "machine/vm").mkdir(parents=True)
-    assert sbx._remove_cgroups([made]) == [f"removed cgroups {made}"]
+    assert sbprocs._remove_cgroups([made]) == [f"removed cgroups {made}"]
     assert not Path(made).exists()
 
 
@@ -226,11 +230,11 @@ tcp LISTEN 0      5      [::1]:8080 [::]:*
 
 
 def test_parse_ip_br_link_drops_peer_suffix() -> None:
-    assert sbx.parse_ip_br_link(IP_BR_LINK) == {"lo", "eth0", "veth1a2b"}
+    assert sbnet.parse_ip_br_link(IP_BR_LINK) == {"lo", "eth0", "veth1a2b"}
 
 
 def test_parse_ss_listeners() -> None:
-    assert sbx.parse_ss_listeners(SS) == {
+    assert sbnet.parse_ss_listeners(SS) == {
         "tcp 0.0.0.0:2024",
         "tcp 127.0.0.53%lo:53",
         "udp 0.0.0.0%hvbr-1:67",
@@ -254,7 +258,7 @@ def test_parse_ss_listeners() -> None:
     ],
 )
 def test_is_loopback_listener(listener: str, loopback: bool) -> None:
-    assert sbx.is_loopback_listener(listener) is loopback
+    assert sbnet.is_loopback_listener(listener) is loopback
 
 
 def test_diff_snapshots_reports_only_non_loopback_additions() -> None:
@@ -281,8 +285,8 @@ def _stale_record(tmp_path: Path, name: str = "stale1") -> tuple[Path, Path]:
     root.mkdir()
     (root / ".hvlib-sandbox").write_text(name)
     (root / "etc").mkdir()
-    rec = sbx._Record(name, "hvlib-" + name, str(root), sbx.bridge_name(name), _dead_pid())
-    fd = sbx._register(state / name, rec)
+    rec = sbreg._Record(name, "hvlib-" + name, str(root), sbbase.bridge_name(name), _dead_pid())
+    fd = sbreg._register(state / name, rec)
     os.close(fd)  # what the kernel does when the owner dies
     return state, root
 
@@ -302,13 +306,13 @@ def test_leftovers_and_reap_of_a_dead_owner(tmp_path: Path) -> None:
 
 
 def test_live_owner_is_not_a_leftover(tmp_path: Path) -> None:
-    rec = sbx._Record("live1", "hvlib-live1", str(tmp_path / "r"), "hvbr-0", os.getpid())
-    fd = sbx._register(tmp_path / "state/live1", rec)
+    rec = sbreg._Record("live1", "hvlib-live1", str(tmp_path / "r"), "hvbr-0", os.getpid())
+    fd = sbreg._register(tmp_path / "state/live1", rec)
     try:
         assert sbx.leftovers(state_dir=tmp_path / "state") == []
         assert sbx.reap_stale(state_dir=tmp_path / "state") == []
         with pytest.raises(sbx.SandboxError, match="registered already"):
-            sbx._register(tmp_path / "state/live1", rec)
+            sbreg._register(tmp_path / "state/live1", rec)
     finally:
         os.close(fd)
     assert sbx.leftovers(state_dir=tmp_path / "state")  # the lock is free: now stale
@@ -343,8 +347,8 @@ def test_missing_state_dir_means_no_leftovers(tmp_path: Path) -> None:
 
 def test_root_without_marker_is_never_removed(tmp_path: Path) -> None:
     (tmp_path / "precious").write_text("x")
-    rec = sbx._Record("m", "hvlib-m", str(tmp_path), "hvbr-0", 1)
-    assert sbx._remove_root(rec) == []
+    rec = sbreg._Record("m", "hvlib-m", str(tmp_path), "hvbr-0", 1)
+    assert sbreg._remove_root(rec) == []
     assert (tmp_path / "precious").exists()
 
 
@@ -363,9 +367,9 @@ def test_teardown_finishes_every_step_before_reraising_ctrl_c(
         ran.append("last")
         return ["removed something"]
 
-    monkeypatch.setattr(sbx, "_TEARDOWN_STEPS", (interrupted, failing, last))
+    monkeypatch.setattr(sbreg, "_TEARDOWN_STEPS", (interrupted, failing, last))
     with pytest.raises(KeyboardInterrupt):
-        sbx._teardown(sbx._Record("t", "hvlib-t", "/nonexistent", "hvbr-0", 1))
+        sbreg._teardown(sbreg._Record("t", "hvlib-t", "/nonexistent", "hvbr-0", 1))
     assert ran == ["last"]
 
 
@@ -460,7 +464,7 @@ def test_wait_for_exit_returns_at_once_for_a_process_that_is_gone_or_not_the_par
     assert time.monotonic() - started < 1.0
 
 
-# ---- the LXC start race: libvirtd's monitor connection, read from /proc (hvlib.lxcexec) ----------
+# ---- the LXC start race: libvirtd's monitor connection, from /proc (hvlib.virt.lxcmonitor) ----
 
 NET_UNIX_HEAD = "Num       RefCount Protocol Flags    Type St Inode Path\n"
 LISTENER = "0000000000000000: 00000002 00000000 00010000 0001 01 249493 /run/libvirt/lxc/ct.sock\n"
@@ -472,7 +476,7 @@ def test_monitor_sockets_tell_a_lost_monitor_from_a_connected_one() -> None:
     """Lines as a libvirt 9.0 controller's netns shows them (seen in NOTES-lxc-race.md): a
     start whose init libvirt learned has the listener and one connection, a lost one only
     the listener."""
-    from hvlib.lxcexec import monitor_sockets
+    from hvlib.virt.lxcmonitor import monitor_sockets
 
     assert monitor_sockets(NET_UNIX_HEAD + LISTENER + ACCEPTED, "ct") == (1, 1)
     assert monitor_sockets(NET_UNIX_HEAD + LISTENER + OTHER, "ct") == (1, 0)
@@ -481,7 +485,7 @@ def test_monitor_sockets_tell_a_lost_monitor_from_a_connected_one() -> None:
 
 
 def test_only_the_named_containers_controller_counts() -> None:
-    from hvlib.lxcexec import is_controller
+    from hvlib.virt.lxcmonitor import is_controller
 
     argv = b"/usr/lib/libvirt/libvirt_lxc\0--name\0ct\0--console\0" + b"25\0"
     assert is_controller(argv, "ct")
@@ -491,7 +495,7 @@ def test_only_the_named_containers_controller_counts() -> None:
 
 
 def test_monitor_lost_cannot_tell_for_a_process_that_is_no_controller() -> None:
-    from hvlib.lxcexec import monitor_lost
+    from hvlib.virt.lxcmonitor import monitor_lost
 
     assert monitor_lost(os.getpid(), "ct") is None
     assert monitor_lost(_dead_pid(), "ct") is None

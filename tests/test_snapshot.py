@@ -11,10 +11,10 @@ from lxml import etree
 
 import hvlib
 from hvlib import AlreadyExists, Disk, DomainSpec, NotFound, SpecError, State, Unsupported, VirtType
-from hvlib.domain import Domain
-from hvlib.host import Host
-from hvlib.migration import Mobility
-from hvlib.snapshot import (
+from hvlib.virt.domain import Domain
+from hvlib.virt.host import Host
+from hvlib.virt.migration import Mobility
+from hvlib.virt.snapshot import (
     EXTERNAL_REVERT_VERSION,
     SnapshotKind,
     parse_snapshot,

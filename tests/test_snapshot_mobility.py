@@ -14,9 +14,10 @@ import pytest
 from lxml import etree
 
 from hvlib import DomainNotFound, DomainSpec, SpecError, State, Unsupported, VirtType
-from hvlib.domain import Domain
-from hvlib.host import Host, connect
-from hvlib.migration import MigrationError, MigrationTimeout, Mobility, _Watch, reconcile
+from hvlib.errors import MigrationError, MigrationTimeout
+from hvlib.virt.domain import Domain
+from hvlib.virt.host import Host, connect
+from hvlib.virt.migration import Mobility, _Watch, reconcile
 
 
 @pytest.fixture(autouse=True)
@@ -188,7 +189,7 @@ class FakeSide:
 
 
 def settle(monkeypatch: pytest.MonkeyPatch, source: FakeSide, there: FakeSide | None) -> str:
-    monkeypatch.setattr("hvlib.migration._dest_copy", lambda *_a: there)
+    monkeypatch.setattr("hvlib.virt.migration._dest_copy", lambda *_a: there)
     dest = type("D", (), {"uri": "dest://"})()
     return str(reconcile(source, dest, None, was=State.RUNNING))  # type: ignore[arg-type]
 

@@ -23,8 +23,8 @@ from hvlib import (
     VirtType,
     XmlEdit,
 )
-from hvlib.addresses import AddressSource
-from hvlib.host import Host
+from hvlib.model.addresses import AddressSource
+from hvlib.virt.host import Host
 
 ROOTFS = [Filesystem.mount("/srv/ct", "/")]
 
@@ -327,11 +327,11 @@ def test_rng_must_be_a_bool() -> None:
     assert info.value.field == "rng"
 
 
-def test_rng_is_the_last_field_so_positional_arguments_keep_their_place() -> None:
+def test_new_fields_come_last_so_positional_arguments_keep_their_place() -> None:
     import dataclasses
 
     names = [f.name for f in dataclasses.fields(DomainSpec)]
-    assert names[-2:] == ["idmap", "rng"]
+    assert names[-3:] == ["idmap", "rng", "guest_agent"]
 
 
 @pytest.mark.parametrize("virt", [VirtType.XEN_PV, VirtType.XEN_PVH, VirtType.XEN_HVM])

@@ -20,16 +20,15 @@ from hypothesis import strategies as st
 
 import hvlib
 from hvlib import Disk, DomainSpec, Filesystem, IdMap, IdRange, Nic, VirtType, XmlEdit, specfile
-from hvlib.errors import SpecError
-from hvlib.network import DhcpHost, NetworkSpec
-from hvlib.spec import Cpu
+from hvlib.errors import SpecError, SpecFileError
+from hvlib.model.cpuspec import Cpu
+from hvlib.model.netplan import DhcpHost, NetworkSpec
 from hvlib.specfile import (
     DOMAIN_KEYS,
     KEYS,
     KINDS,
     NETWORK_KEYS,
     VOLUME_KEYS,
-    SpecFileError,
     VolumeDocument,
     load,
     load_all,
@@ -45,7 +44,7 @@ from hvlib.specyaml import (
     MAX_NODES,
     MAX_SCALAR_CHARS,
 )
-from hvlib.storage import Volumes
+from hvlib.virt.storage import Volumes
 from tests import fuzz_worker
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -422,7 +421,7 @@ CT = "name: c\nvirt: lxc\ninit: [/sbin/init]\nfilesystems:\n  - {source: /srv/c,
         (
             "name: v\nvirt: xen-pv\nkernel: /k\ndisks: [{cdrom: /a.iso}]\n",
             4,
-            "disks",
+            "disks[0]",
             "no emulated cdrom",
         ),
         ("name: v\nvirt: kvm\n", 1, "disks", "needs a kernel or at least one disk"),
@@ -548,7 +547,7 @@ def test_networks_volumes_and_pool_dirs_are_declared_once_across_files(tmp_path:
 
 
 def test_reading_domains_does_not_import_libvirt() -> None:
-    # hvlib.network and hvlib.storage load libvirt: only a network or volume document does
+    # hvlib.virt.network and hvlib.virt.storage load libvirt: only a network or volume document does
     code = (
         "import sys; from hvlib.specfile import loads; loads('name: v\\nkernel: /k\\n'); "
         "print('libvirt' in sys.modules)"
@@ -599,7 +598,7 @@ def test_an_unreadable_file_is_an_error_naming_it(tmp_path: Path) -> None:
 def readme_examples() -> list[str]:
     text = README.read_text()
     assert README_SECTION in text, "README has no spec-file section"
-    section = text.split(README_SECTION, 1)[1]
+    section = text.split(README_SECTION, 1)[1].split("\n## ", 1)[0]  # up to the next section
     return re.findall(r"```yaml\n(.*?)```", section, re.S)
 
 

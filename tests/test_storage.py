@@ -12,11 +12,15 @@ import libvirt
 import pytest
 
 import hvlib
-from hvlib import InvalidState, NotFound, SpecError, Unsupported, _virt
-from hvlib.domxml import DomainXML
-from hvlib.host import Host
-from hvlib.storage import MIB, Pool, Pools, Volume, VolumeResult, Volumes, _source
-from hvlib.storxml import PoolXML, VolumeXML, dir_pool_doc, volume_doc
+from hvlib import InvalidState, NotFound, SpecError, Unsupported
+from hvlib.model.domxml import DomainXML
+from hvlib.model.storxml import PoolXML, VolumeXML, dir_pool_doc, volume_doc
+from hvlib.model.volplan import MIB
+from hvlib.virt import _virt
+from hvlib.virt.host import Host
+from hvlib.virt.pools import Pool, Pools, Volume
+from hvlib.virt.storage import VolumeResult, Volumes
+from hvlib.virt.streams import byte_source
 from tests.counting import WRITE_CALLS, CountingLibvirt
 
 WRITES = WRITE_CALLS | {"storagePoolDefineXML", "build", "delete", "upload", "resize"}
@@ -160,17 +164,17 @@ def test_an_overlay_must_be_qcow2(host: Host, pool: Pool) -> None:
 
 
 def test_upload_sources_bytes_and_files() -> None:
-    size, chunks = _source(bytearray(b"ab" * 300_000))
+    size, chunks = byte_source(bytearray(b"ab" * 300_000))
     assert size == 600_000 and b"".join(chunks) == b"ab" * 300_000
     f = io.BytesIO(b"0123456789")
     f.seek(4)
-    size, chunks = _source(f)
+    size, chunks = byte_source(f)
     assert size == 6 and b"".join(chunks) == b"456789"
     with pytest.raises(SpecError, match="binary mode"):
-        size, chunks = _source(io.StringIO("text"))  # type: ignore[arg-type]
+        size, chunks = byte_source(io.StringIO("text"))  # type: ignore[arg-type]
         list(chunks)
     with pytest.raises(SpecError, match="bytes or a binary file"):
-        _source(42)  # type: ignore[arg-type]
+        byte_source(42)  # type: ignore[arg-type]
 
 
 # -- pools on the test driver ------------------------------------------------------------
@@ -420,3 +424,33 @@ def test_find_by_path_finds_volumes_only(host: Host, pool: Pool) -> None:
     assert Volumes(host).find_by_path("/srv/no/such/file.img") is None
     with pytest.raises(SpecError):
         Volumes(host).find_by_path("relative.img")
+
+
+def test_delete_is_not_skipped_when_another_volume_vanishes_meanwhile(
+    host: Host, pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under load (integration/test_load.py: 20 volumes made and deleted at once in one pool)
+    # another thread's delete landed between delete()'s listing of the pool and its read of
+    # that other volume: the NotFound made delete() skip its own volume, silently. Narrow
+    # fault: the listing is replayed as it was before the other volume went (real handles,
+    # the gone one answering NotFound from libvirt itself).
+    vols = host.volumes
+    mine = vols.create(pool, "mine.img", size_mib=1)
+    other = vols.create(pool, "other.img", size_mib=1)
+    listed = pool.volumes()
+    other.delete()
+    monkeypatch.setattr(Pool, "volumes", lambda self: listed)
+    mine.delete()
+    monkeypatch.undo()
+    assert vols.find(pool, "mine.img") is None
+
+
+def test_a_pool_busy_with_a_volume_being_made_is_a_transient_error() -> None:
+    # libvirt 9.0 refuses a pool refresh while one of its volumes is being built; Volumes.find
+    # refreshes on a miss, so 20 volumes made at once failed 3 of them (integration/test_load.py)
+    # until the refusal was retried like "cannot acquire state change lock".
+    from hvlib.virt.connection import is_transient
+
+    busy = hvlib.LibvirtError("internal error: pool 'default' has asynchronous jobs running.")
+    assert is_transient(busy)
+    assert not is_transient(hvlib.LibvirtError("internal error: something else"))

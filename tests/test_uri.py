@@ -1,4 +1,4 @@
-"""The URI guard (hvlib.uri): options read exactly as libvirt 9.0 reads them, every risky
+"""The URI guard (hvlib.model.uri): options read exactly as libvirt 9.0 reads them, every risky
 option refused in any spelling unless allowed by name, harmless URIs always accepted, and
 every path that opens a URI going through the guard.
 
@@ -24,13 +24,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hvlib
-from hvlib import DomainSpec, VirtType, _virt
-from hvlib.uri import check_uri, is_remote, parse, parse_options
+from hvlib import DomainSpec, VirtType
+from hvlib.model.uri import check_uri, is_remote, parse, parse_options
+from hvlib.virt import _virt
 
 REPO = Path(__file__).resolve().parent.parent
 
 # libvirt 9.0's own list (src/remote/remote_driver.c, doRemoteOpen, and "authfile" from
-# src/util/virauth.c), written out here independently of hvlib.uri.
+# src/util/virauth.c), written out here independently of hvlib.model.uri.
 LIBVIRT_OPTIONS = {
     "name",
     "command",
@@ -371,13 +372,13 @@ def test_is_remote() -> None:
 
 def _openers(uri: str) -> dict[str, Callable[[], object]]:
     from hvlib.fleet import Fleet
-    from hvlib.host import Host
     from hvlib.parallel import HostPool, ensure_all, start_all
+    from hvlib.virt.host import Host
 
     spec = DomainSpec(name="never", virt=VirtType.QEMU, kernel="/boot/vmlinuz")
     return {
         "hvlib.connect": lambda: hvlib.connect(uri),
-        "hvlib.host.connect": lambda: hvlib.host.connect(uri),
+        "hvlib.virt.host.connect": lambda: hvlib.virt.host.connect(uri),
         "Host": lambda: Host(uri),
         "HostPool": lambda: HostPool(uri),
         "Fleet": lambda: Fleet([uri]),
@@ -453,7 +454,7 @@ def test_the_cli_refuses_a_risky_uri_before_connecting(
     ],
 )
 def test_pinning_reads_the_uri_as_libvirt_does(uri: str, message: str) -> None:
-    from hvlib.remote import pin_host_keys
+    from hvlib.virt.remote import pin_host_keys
 
     with pytest.raises(hvlib.SpecError, match=message):
         pin_host_keys(uri, known_hosts="/kh", keyfile="/k")
@@ -464,7 +465,7 @@ def test_pinning_reads_the_uri_as_libvirt_does(uri: str, message: str) -> None:
 def test_a_pinned_uri_keeps_every_option_libvirt_read(uri: str) -> None:
     """The rewrite keeps each option libvirt reads from the original, once per occurrence,
     in order, in a form it reads back the same (every value percent-encoded, & only)."""
-    from hvlib.remote import pin_host_keys
+    from hvlib.virt.remote import pin_host_keys
 
     parsed = parse(uri)
     if parsed.transport not in ("ssh", "libssh", "libssh2") or parsed.named("known_hosts"):
@@ -486,7 +487,7 @@ def test_a_migration_address_is_a_host_or_refused(address: str) -> None:
     adds nothing to that URI but its host."""
     from urllib.parse import urlsplit
 
-    from hvlib.migration import _check_dest_address
+    from hvlib.virt.migration import _check_dest_address
 
     try:
         _check_dest_address(address)

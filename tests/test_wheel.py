@@ -33,7 +33,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_wheel_contains_typing_marker_and_templates(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "hvlib/py.typed" in names
-    assert "hvlib/_nsexec.py" in names, "LXC exec runs this file"
+    assert "hvlib/guest/_nsexec.py" in names, "LXC exec runs this file"
     assert "hvlib/testkit/testhost.xml" in names, "hvlib.testkit.test_host_uri() names it"
     for t in ("hvm", "xen-pv", "xen-hvm", "lxc"):
         assert f"hvlib/templates/{t}.xml" in names

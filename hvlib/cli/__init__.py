@@ -2,8 +2,9 @@
 
 Commands: ``up`` (ensure the networks, volumes and domains of spec files,
 :mod:`hvlib.specfile`), ``down``, ``rm`` (``--volumes``: also the storage volumes of the
-domain's disks), ``ls``, ``exec``, ``console``, ``render`` and ``demo``. Every command is a
-thin layer over hvlib's public API: parse arguments, call the library, print what it did.
+domain's disks), ``ls``, ``exec``, ``console``, ``image pull`` (import a base image into a
+pool volume), ``render`` and ``demo``. Every command is a thin layer over hvlib's public API:
+parse arguments, call the library, print what it did.
 ``up`` reports a pool's or a volume's changes from the library's own reports (``plan_dir``;
 ``Volumes.ensure``, with ``check=True`` under ``--check``), so that ``--check`` says the same
 as a real run.
@@ -21,8 +22,9 @@ Results go to stdout, progress lines and errors to stderr. Hosts are named with 
 (repeatable where a fleet makes sense) or ``HVLIB_URI`` (space-separated).
 
 Modules: :mod:`._base` (exit statuses, output, options, hosts, the click group),
-:mod:`._up`, :mod:`._remove` (down, rm), :mod:`._guests` (ls, exec, console) and
-:mod:`._render` (render, demo); importing this package registers every command.
+:mod:`._up` (with its plan, :mod:`._upplan`, and its report, :mod:`._upreport`),
+:mod:`._remove` (down, rm), :mod:`._guests` (ls, exec, console), :mod:`._render` (render,
+demo) and :mod:`._image` (image pull); importing this package registers every command.
 
 Must not: define anything before every input is checked (``up`` parses all files, routes
 every document to a host and checks the networks, pools and volumes they name first), delete
@@ -38,11 +40,11 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from hvlib.cli import _guests, _remove, _render, _up
+from hvlib.cli import _guests, _image, _remove, _render, _up
 from hvlib.cli._base import EXIT_OK, cli
 
 __all__ = ["cli", "main"]
-_COMMANDS = (_up, _remove, _guests, _render)
+_COMMANDS = (_up, _remove, _guests, _render, _image)
 """The modules whose ``@cli.command`` definitions make up the command line."""
 
 

@@ -18,9 +18,9 @@ from hvlib.enums import State, VirtType
 from hvlib.errors import HvlibError, SpecError
 
 if TYPE_CHECKING:
-    from hvlib.domain import Domain
-    from hvlib.ensure import Change, ChangeReport
-    from hvlib.host import Host
+    from hvlib.model.plan import Change, ChangeReport
+    from hvlib.virt.domain import Domain
+    from hvlib.virt.host import Host
 
 
 T = TypeVar("T")
@@ -233,20 +233,19 @@ verbose_option = click.option(
 )
 
 
-def uri_option(multiple: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``--uri`` (repeatable when ``multiple``), defaulting to ``$HVLIB_URI``."""
-    return click.option(
-        "--uri",
-        "uris",
-        multiple=multiple,
-        envvar="HVLIB_URI",
-        metavar="URI",
-        help="libvirt URI of a host ($HVLIB_URI)"
-        + (". Repeat for several hosts." if multiple else "."),
-    )
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+"""What an option (``click.option(...)``) is: it decorates a command's function."""
 
 
-netns_option = click.option(
+_uri_option = click.option(
+    "--uri",
+    "uris",
+    multiple=True,
+    envvar="HVLIB_URI",
+    metavar="URI",
+    help="libvirt URI of a host ($HVLIB_URI). Repeat for several hosts.",
+)
+_netns_option = click.option(
     "--netns",
     envvar="HVLIB_NETNS",
     metavar="NAME",
@@ -254,16 +253,44 @@ netns_option = click.option(
     "probes are made from inside it ($HVLIB_NETNS).",
 )
 
+READY_WORDS = ("ssh", "address", "cloud-init", "systemd")
+"""The words of ``--ready`` (:meth:`hvlib.Ready.by_word`)."""
+
+
+def ready_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--ready WORD``: which readiness probe a wait uses."""
+    return click.option("--ready", "ready", type=click.Choice(READY_WORDS), default=None, help=help)
+
+
+def hosts_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--uri`` (repeatable: ``uris``, default ``$HVLIB_URI``) and ``--netns`` (``netns``,
+    default ``$HVLIB_NETNS``): the hosts a command works on, and where their guests live."""
+    return _uri_option(_netns_option(fn))
+
+
+def timeout_option(help: str, default: float | None = None) -> Decorator:
+    """``--timeout`` in seconds. Without ``default``: a limit that must leave some time, none
+    when not given; with one: 0 seconds or more, the default shown in --help."""
+    if default is None:
+        return click.option("--timeout", type=POSITIVE_SECONDS, default=None, help=help)
+    return click.option("--timeout", type=SECONDS, default=default, show_default=True, help=help)
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="A JSON list on stdout, for machines."
+)
+"""``--json``: the command's outcome as a JSON list on stdout (``as_json``)."""
+
 
 def uri_list(uris: Sequence[str] | str | None) -> list[str]:
     """The hosts' URIs, in order, once each, every one checked by
-    :func:`hvlib.uri.check_uri` before any is opened.
+    :func:`hvlib.model.uri.check_uri` before any is opened.
 
     Raises:
         Exit: no URI (2).
         SpecError: a URI was refused (a risky option, a malformed URI): exit 2.
     """
-    from hvlib.uri import check_uri
+    from hvlib.model.uri import check_uri
 
     if isinstance(uris, str):
         uris = uris.split()

@@ -16,24 +16,28 @@ from hvlib.cli._base import (
     EXIT_EXEC_TIMEOUT,
     EXIT_FAILED,
     EXIT_OK,
-    POSITIVE_SECONDS,
     SECONDS,
     Exit,
     cli,
     find_one,
     hosts,
-    netns_option,
+    hosts_options,
     note,
+    ready_option,
     run_with_progress,
     say,
+    timeout_option,
     uri_list,
-    uri_option,
     verbose_option,
 )
 from hvlib.errors import HvlibError, SpecError
 
 if TYPE_CHECKING:
-    from hvlib.domain import Domain
+    from hvlib.virt.domain import Domain
+
+READY_WAIT = 300.0
+"""Seconds ``hvlib exec --ready WORD`` waits without ``--wait`` (a Debian cloud VM under
+software emulation reached cloud-init done 35-51 s after start: FIELD-NOTES)."""
 
 
 # -- ls ------------------------------------------------------------------------------------
@@ -58,8 +62,7 @@ class Row:
 
 
 @cli.command(name="ls")
-@uri_option(multiple=True)
-@netns_option
+@hosts_options
 @click.option("--json", "as_json", is_flag=True, help="A JSON list, for machines.")
 @verbose_option
 def ls(uris: tuple[str, ...], netns: str | None, as_json: bool) -> None:
@@ -92,8 +95,8 @@ def ls(uris: tuple[str, ...], netns: str | None, as_json: bool) -> None:
 
 def _row(dom: Domain) -> Row | None:
     """``dom`` as a row (None if it vanished meanwhile)."""
-    from hvlib.domain import type_label
     from hvlib.errors import DomainNotFound
+    from hvlib.model.render import type_label
 
     try:
         state = dom.state
@@ -138,14 +141,8 @@ def _table(rows: Sequence[Row]) -> None:
 @cli.command(name="exec")
 @click.argument("name")
 @click.argument("command", nargs=-1, required=True)
-@uri_option(multiple=True)
-@netns_option
-@click.option(
-    "--timeout",
-    type=POSITIVE_SECONDS,
-    default=None,
-    help="Kill the command after this many seconds (exit 124). Default: no limit.",
-)
+@hosts_options
+@timeout_option("Kill the command after this many seconds (exit 124). Default: no limit.")
 @click.option(
     "--wait",
     type=SECONDS,
@@ -153,6 +150,19 @@ def _table(rows: Sequence[Row]) -> None:
     metavar="SECONDS",
     help="First wait up to this long for the guest to take commands (SSH answers, the "
     "container can be entered). Default: do not wait.",
+)
+@ready_option(
+    "What --wait waits for: ssh (a command runs; the default), address, cloud-init "
+    "(cloud-init status says done), systemd (systemctl is-system-running says running or "
+    f"degraded). Given alone it waits up to {READY_WAIT:g} s."
+)
+@click.option(
+    "--transport",
+    type=click.Choice(["ssh", "agent", "container"]),
+    default=None,
+    help="How the command reaches the guest: VMs ssh (the default) or agent (the QEMU guest "
+    "agent: DomainSpec guest_agent, no SSH credentials needed; never a fallback), "
+    "containers container.",
 )
 @click.option(
     "--stdin",
@@ -192,6 +202,8 @@ def exec_(
     netns: str | None,
     timeout: float | None,
     wait: float,
+    ready: str | None,
+    transport: str | None,
     feed_stdin: bool,
     **ssh: Any,
 ) -> None:
@@ -201,19 +213,26 @@ def exec_(
 
     Containers (LXC) are entered directly; VMs are reached over SSH with a pinned host key
     (--ssh-key with --host-key or --known-hosts). Exit 124: timed out; 125: hvlib could not
-    run it (no such domain, not running, unreachable, not ready within --wait).
+    run it (no such domain, not running, unreachable, not ready within --wait, or the
+    guest said it will not get ready: cloud-init error).
     """
-    from hvlib.access import CommandTimeout
+    from hvlib.errors import CommandTimeout
+    from hvlib.guest.ready import Ready
 
     try:
         config = _ssh_config(**ssh)
         with hosts(uri_list(uris), netns) as hs:
             dom = find_one(hs, name)
-            _require_credentials(dom, config)
+            if transport != "agent":
+                _require_credentials(dom, config)
+            wait = READY_WAIT if ready and not wait else wait
             if wait > 0:
+                probe = Ready.by_word(ready or "ssh")
                 run_with_progress(
-                    f"waiting for {name} to take commands",
-                    lambda: dom.wait_ready(timeout=wait, ssh=config),
+                    f"waiting for {name} to be ready ({ready or 'ssh'})",
+                    lambda: dom.wait_ready(
+                        timeout=wait, probe=probe, ssh=config, transport=transport
+                    ),
                 )
             result = dom.exec(
                 list(command),
@@ -222,6 +241,7 @@ def exec_(
                 on_stdout=_writer(sys.stdout),
                 on_stderr=_writer(sys.stderr),
                 ssh=config,
+                transport=transport,
             )
     except CommandTimeout as e:
         raise Exit(EXIT_EXEC_TIMEOUT, f"hvlib: {e}") from None
@@ -271,21 +291,15 @@ def _ssh_config(
     """An SshConfig when any SSH option was given, else None (the host's default)."""
     if ssh_key is None and known_hosts is None and host_key is None:
         return None
-    from hvlib.access import SshConfig
+    from hvlib.guest.config import SshConfig
 
     return SshConfig(user=ssh_user, key=ssh_key, known_hosts=known_hosts, host_key=host_key)
 
 
 @cli.command()
 @click.argument("name")
-@uri_option(multiple=True)
-@netns_option
-@click.option(
-    "--timeout",
-    type=POSITIVE_SECONDS,
-    default=None,
-    help="Stop after this many seconds (default: until Ctrl-C or the console closes).",
-)
+@hosts_options
+@timeout_option("Stop after this many seconds (default: until Ctrl-C or the console closes).")
 @verbose_option
 def console(name: str, uris: tuple[str, ...], netns: str | None, timeout: float | None) -> None:
     """Show the console of the domain NAME, read-only.
@@ -309,8 +323,8 @@ def _follow_console(dom: Domain, timeout: float | None) -> None:
         InvalidState: the domain is not running.
         Exit(1): libvirt has no console stream for it (the test driver) or refused one.
     """
-    from hvlib.console import ConsoleCapture
     from hvlib.errors import InvalidState
+    from hvlib.virt.console import ConsoleCapture
 
     if not dom.state.is_active:
         raise InvalidState(

@@ -13,29 +13,29 @@ import click
 from hvlib.cli._base import (
     EXIT_FAILED,
     EXIT_OK,
-    SECONDS,
     Exit,
     cli,
     find_all,
     forced_line,
     hostnames,
     hosts,
-    netns_option,
+    hosts_options,
+    json_option,
     note,
     run_with_progress,
     say,
     still_running,
+    timeout_option,
     uri_list,
-    uri_option,
     verbose_option,
 )
 from hvlib.errors import HvlibError, WaitTimeout
 
 if TYPE_CHECKING:
-    from hvlib.domain import Domain
-    from hvlib.domxml import DiskXML
-    from hvlib.host import Host
-    from hvlib.storage import Volume
+    from hvlib.model.domxml import DiskXML
+    from hvlib.virt.domain import Domain
+    from hvlib.virt.host import Host
+    from hvlib.virt.pools import Volume
 
 
 # -- down, rm ------------------------------------------------------------------------------
@@ -43,22 +43,15 @@ if TYPE_CHECKING:
 
 @cli.command()
 @click.argument("names", nargs=-1, required=True)
-@uri_option(multiple=True)
-@netns_option
-@click.option(
-    "--timeout",
-    type=SECONDS,
-    default=60.0,
-    show_default=True,
-    help="Seconds the guest gets to shut down after the request.",
-)
+@hosts_options
+@timeout_option("Seconds the guest gets to shut down after the request.", default=60.0)
 @click.option(
     "--force",
     is_flag=True,
     help="Power off whatever is still running at the deadline, printed as forced "
     "(--timeout 0 --force: at once). Without it such a guest is left running (exit 1).",
 )
-@click.option("--json", "as_json", is_flag=True, help="A JSON list on stdout, for machines.")
+@json_option
 @verbose_option
 def down(
     names: tuple[str, ...],
@@ -133,8 +126,7 @@ def _down_one(dom: Domain, timeout: float, force: bool, *, quiet: bool) -> Stopp
 
 @cli.command()
 @click.argument("names", nargs=-1, required=True)
-@uri_option(multiple=True)
-@netns_option
+@hosts_options
 @click.option("--force", is_flag=True, help="Power off a running domain first.")
 @click.option(
     "--volumes",
@@ -216,7 +208,7 @@ def _disk_volumes(dom: Domain) -> tuple[list[Volume], list[str]]:
     for disk in _disks(dom):
         if disk.device == "cdrom":
             continue
-        vol = _volume_of_disk(dom.host, disk)
+        vol = _volume_of_disk(_host(dom), disk)
         if vol is not None:
             doomed.setdefault((vol.pool.name, vol.name), vol)
         elif disk.kind == "file" and disk.source_file:
@@ -240,6 +232,16 @@ def _disks(dom: Domain) -> list[DiskXML]:
     return disks
 
 
+def _host(dom: Domain) -> Host:
+    """``dom.host`` as the :class:`hvlib.Host` it is (Domain types it by the Protocol
+    :class:`hvlib.virt._parts.HostLike`, which has no collections)."""
+    from hvlib.virt.host import Host
+
+    host = dom.host
+    assert isinstance(host, Host)
+    return host
+
+
 def _volume_of_disk(host: Host, disk: DiskXML) -> Volume | None:
     if disk.kind == "volume" and disk.source_pool and disk.source_volume:
         pool = host.pools.find(disk.source_pool)
@@ -253,7 +255,7 @@ def _shared(dom: Domain, vols: Sequence[Volume]) -> str:
     """Which of ``vols`` other domains of ``dom``'s host use, and who ("" when none)."""
     if not vols:
         return ""
-    others = [(o.name, _disks(o)) for o in dom.host.domains.list() if o.uuid != dom.uuid]
+    others = [(o.name, _disks(o)) for o in _host(dom).domains.list() if o.uuid != dom.uuid]
     found = []
     for vol in vols:
         key, path = (vol.pool.name, vol.name), posixpath.normpath(vol.path)

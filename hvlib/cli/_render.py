@@ -10,7 +10,7 @@ import click
 
 from hvlib import specfile
 from hvlib.cli._base import EXIT_BAD_INPUT, Exit, cli, say, verbose_option
-from hvlib.errors import SpecError, Unsupported
+from hvlib.errors import Location, SpecError, Unsupported
 
 # -- render --------------------------------------------------------------------------------
 
@@ -23,7 +23,7 @@ class Rendered:
     label: str
     names: tuple[str, ...]
     """The names ``--name`` matches."""
-    location: specfile.Location
+    location: Location
     xml: str | None
     note: str = ""
 
@@ -55,7 +55,7 @@ def _network(doc: specfile.NetworkDocument) -> Rendered:
 
 
 def _pools(docs: Sequence[specfile.VolumeDocument]) -> list[Rendered]:
-    from hvlib.storxml import dir_pool_doc  # imports lxml only: no host
+    from hvlib.model.storxml import dir_pool_doc  # imports lxml only: no host
 
     seen: dict[str, Rendered] = {}
     for doc in docs:
@@ -67,7 +67,7 @@ def _pools(docs: Sequence[specfile.VolumeDocument]) -> list[Rendered]:
 
 
 def _volume(doc: specfile.VolumeDocument) -> Rendered:
-    from hvlib.storage import describe_volume
+    from hvlib.model.volplan import describe_volume
 
     what = describe_volume(doc.image_format, doc.backing, doc.size_mib)
     note = f"{what}; its XML depends on its host (hvlib up --check shows it)"
@@ -79,10 +79,8 @@ def _domain(doc: specfile.DomainDocument) -> Rendered:
 
     try:
         xml = hvlib.render(doc.spec)
-    except SpecError as e:
+    except (SpecError, Unsupported) as e:
         raise doc.error(e) from None
-    except Unsupported as e:
-        raise specfile.SpecFileError(doc.location, "virt", str(e)) from None
     return Rendered(doc.spec.name, (doc.spec.name,), doc.location, xml)
 
 
@@ -123,9 +121,14 @@ def render(files: tuple[str, ...], only: str | None) -> None:
     default=None,
     help="Use this libvirt instead of a sandboxed one (test:/// runs the lifecycle part only).",
 )
+@click.option(
+    "--debian",
+    is_flag=True,
+    help="Then a second act: a Debian 12 cloud VM (cloud-init) and a systemd container.",
+)
 @verbose_option
-def demo(uri: str | None) -> None:
+def demo(uri: str | None, debian: bool) -> None:
     """Boot a QEMU VM and an LXC container, use them, shut them down, remove them."""
     from hvlib import demo as demo_mod
 
-    sys.exit(demo_mod.run(uri))
+    sys.exit(demo_mod.run(uri, debian=debian))

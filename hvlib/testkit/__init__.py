@@ -4,6 +4,9 @@ Public pieces:
 - :mod:`hvlib.testkit.sandbox`: a private libvirtd in its own network and mount namespaces.
 - :mod:`hvlib.testkit.guestkit`: a bootable guest (kernel + initramfs) and an LXC root
   filesystem built from Debian packages, cached by their inputs.
+- :mod:`hvlib.testkit.debian`: real distributions, built from Debian packages and cached by
+  their inputs: a Debian 12 cloud VM image (systemd, cloud-init; direct kernel boot) and a
+  Debian 12 system container root (systemd as init).
 - :mod:`hvlib.testkit.xenhost`: a nested Xen host (dom0) booted under QEMU software emulation.
 - :func:`test_host_uri`: a libvirt test-driver host with room to place guests on (64 GiB,
   16 CPUs, no domains, a ``default`` network and pool), for dry runs of a ``Fleet``: the

@@ -10,13 +10,13 @@ subreaper, or else to PID 1. On these machines PID 1 reaps late, and libvirt's d
 for its guest to vanish from /proc: a zombie QEMU made every destroy take 1.2-2 s although
 QEMU exited within 10 ms of SIGTERM.
 
-``python -m hvlib.testkit._reaper --watch OWNER_PID ENTRY`` is a sandbox's watcher: started by
-the sandbox's owner (its parent), it opens a pidfd of the owner and waits until it is
-readable, i.e. until the owner has exited, whatever ended it (SIGTERM, SIGKILL, a crash); then
-it tears the sandbox registered at ENTRY down (:func:`hvlib.testkit.sandbox.reap_entry`) and
-exits. The owner's ``stop()`` ends it with SIGTERM. Waiting on a pidfd, not on the pid, means
-a reused pid cannot fool it; checking that the owner is still its parent right after opening
-the pidfd means an owner that died first is seen as dead.
+``python -m hvlib.testkit._reaper --watch OWNER_PID ENTRY`` is a sandbox's watcher: started by the
+sandbox's owner (its parent), it opens a pidfd of the owner and waits until it is readable, i.e.
+until the owner has exited, whatever ended it (SIGTERM, SIGKILL, a crash); then it tears the sandbox
+registered at ENTRY down (:func:`hvlib.testkit.sandbox_registry.reap_entry`) and exits. The owner's
+``stop()`` ends it with SIGTERM. Waiting on a pidfd, not on the pid, means a reused pid cannot fool
+it; checking that the owner is still its parent right after opening the pidfd means an owner that
+died first is seen as dead.
 
 Must not: do anything but start, reap (or watch and tear down) and exit.
 """
@@ -76,9 +76,9 @@ def wait_for_exit(pid: int) -> None:
 def watch(owner: int, entry: str) -> int:
     """Wait for owner to end, then reap the sandbox registered at entry."""
     wait_for_exit(owner)
-    from hvlib.testkit import sandbox  # lazily: the subreaper path must stay lean
+    from hvlib.testkit import sandbox_registry  # lazily: the subreaper path must stay lean
 
-    for line in sandbox.reap_entry(Path(entry)):
+    for line in sandbox_registry.reap_entry(Path(entry)):
         print(line, flush=True)
     return 0
 

@@ -18,23 +18,22 @@ the network namespace of any thread but its own short-lived ones, or outlive ``c
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import TypeVar
+
+from hvlib.guest.netns import enter, setns
+from hvlib.virt.closing import Closing
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-_CLONE_NEWNET = 0x40000000
 _CHUNK = 65536
 _T = TypeVar("_T")
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def netns_path(netns: str | Path) -> Path:
@@ -65,7 +64,7 @@ def free_loopback_port(netns: str | Path) -> int:
     return in_netns(netns, probe)
 
 
-class LoopbackForwarder:
+class LoopbackForwarder(Closing):
     """Relay ``127.0.0.1:self.port`` (here) to ``127.0.0.1:target_port`` inside ``netns``.
 
     Use as a context manager, or call :meth:`close`. Connections that cannot be opened on the
@@ -85,17 +84,6 @@ class LoopbackForwarder:
             target=self._accept_loop, name=f"forward-{self.port}", daemon=True
         )
         self._accepter.start()
-
-    def __enter__(self) -> LoopbackForwarder:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Stop listening and cut every relayed connection; idempotent, never raises."""
@@ -181,20 +169,10 @@ def _thread_in_netns(path: Path) -> Iterator[None]:
     """Move the calling thread into the namespace at ``path`` and back (raises ``OSError``)."""
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
+        enter(path)
         try:
             yield
         finally:
-            _setns(home)
+            setns(home)
     finally:
         os.close(home)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns(CLONE_NEWNET): {os.strerror(err)}")

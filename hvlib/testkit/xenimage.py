@@ -21,17 +21,11 @@ the cache directory. debootstrap's mounts live in a private mount namespace that
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import gzip
 import hashlib
-import json
-import os
-import re
 import shutil
-import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +33,23 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lxml import etree
 
-from hvlib.testkit import cache_dir
+from hvlib.testkit import cache_dir, imagebuild
+from hvlib.testkit.imagebuild import (
+    MIB,
+    ImageBuildError,
+    apt_source,
+    debian_inputs,
+    debootstrap,
+    ensure_built,
+    file_hash,
+    locked,
+    mkfs,
+    only,
+    run,
+    tree_size,
+    trim,
+    write,
+)
 
 #: Packages installed into dom0 on top of ``--variant=minbase``.
 DOM0_PACKAGES = (
@@ -69,7 +79,6 @@ DOM0_READY = "hvlib-dom0: ready"
 DOM0_FAILED = "hvlib-dom0: failed"
 KIT_LABEL = "hvlib-kit"
 
-_MIB = 1024 * 1024
 _INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "ext4")
 #: Loaded by dom0's init: its NIC, Xen's back ends for guest disks and NICs, and loop (Xen's
 #: ``block`` hotplug script attaches a file-backed guest disk through a loop device; without
@@ -144,8 +153,8 @@ XENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console"
 """
 
 
-class XenImageError(RuntimeError):
-    """Raised when the nested Xen host's files cannot be built (the message says which step)."""
+XenImageError = ImageBuildError
+"""Raised when the nested Xen host's files cannot be built (the message says which step)."""
 
 
 @dataclass(frozen=True)
@@ -174,14 +183,8 @@ def ensure_xen_image() -> XenImage:
     (debootstrap, mkfs.ext4) fails; a cold build takes a few minutes.
     """
     inputs = build_inputs()
-    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
-    root = cache_dir() / "xen"
-    with _locked(root):
-        image = _image_at(root / key, inputs)
-        if not _complete(image):
-            _build_into(root, key, inputs)
-            _prune(root, keep={key})
-        return image
+    directory = ensure_built("xen", inputs, lambda d: _complete(_image_at(d, inputs)), _build)
+    return _image_at(directory, inputs)
 
 
 def build_inputs() -> dict[str, str]:
@@ -190,24 +193,7 @@ def build_inputs() -> dict[str, str]:
     Raises :class:`XenImageError` when no apt source for this release is configured or apt's
     package lists lack a package (run ``apt-get update``).
     """
-    uri, suite = apt_source()
-    inputs = {"archive": uri, "suite": suite, "source": _source_hash()}
-    inputs.update(_package_versions(uri, suite, DOM0_PACKAGES))
-    return inputs
-
-
-def apt_source(apt_dir: Path = Path("/etc/apt")) -> tuple[str, str]:
-    """Return ``(uri, suite)`` of the Debian archive that apt uses for this machine's release.
-
-    Reads ``sources.list`` and ``sources.list.d/*.list|*.sources`` (one-line and deb822
-    formats); the suite is the release codename from ``/etc/os-release``. Raises
-    :class:`XenImageError` when no enabled ``deb`` entry with component ``main`` names it.
-    """
-    suite = _os_release().get("VERSION_CODENAME", "")
-    for uri, suites, components in _apt_entries(apt_dir):
-        if suite in suites and "main" in components:
-            return uri.rstrip("/"), suite
-    raise XenImageError(f"no apt source for suite {suite!r} with component main in {apt_dir}")
+    return debian_inputs(DOM0_PACKAGES, [Path(__file__), Path(imagebuild.__file__)])
 
 
 def ensure_kit_disk(files: Mapping[str, Path]) -> Path:
@@ -222,10 +208,10 @@ def ensure_kit_disk(files: Mapping[str, Path]) -> Path:
         raise ValueError(f"kit file names must be plain file names: {bad}")
     digest = hashlib.sha256()
     for name in sorted(files):
-        digest.update(name.encode() + b"\0" + _file_hash(files[name]).encode())
+        digest.update(name.encode() + b"\0" + file_hash(files[name]).encode())
     root = cache_dir() / "xen"
     path = root / f"kit-{digest.hexdigest()[:16]}.img"
-    with _locked(root):
+    with locked(root):
         if not path.exists():
             _make_kit_disk(files, path)
             for old in root.glob("kit-*.img"):
@@ -241,9 +227,9 @@ def _make_kit_disk(files: Mapping[str, Path], path: Path) -> None:
         tree.mkdir()
         for name, source in files.items():
             shutil.copyfile(source, tree / name)
-        size = sum(f.stat().st_size for f in tree.iterdir()) + 16 * _MIB
+        size = sum(f.stat().st_size for f in tree.iterdir()) + 16 * MIB
         image = Path(tmp) / "kit.img"
-        _mkfs(tree, image, KIT_LABEL, size)
+        mkfs(tree, image, KIT_LABEL, size)
         image.rename(path)
 
 
@@ -265,37 +251,19 @@ def _complete(image: XenImage) -> bool:
     return all(f.is_file() for f in (*files, image.host_key_pub))
 
 
-def _build_into(root: Path, key: str, inputs: Mapping[str, str]) -> None:
-    """Build in ``root/.build-*`` and rename it to ``root/key`` (replacing a broken one)."""
-    work = Path(tempfile.mkdtemp(dir=root, prefix=".build-"))
-    os.chmod(work, 0o755)  # QEMU may run as an unprivileged user
-    try:
-        _build(work, inputs["archive"], inputs["suite"])
-        (work / "inputs.json").write_text(json.dumps(inputs, indent=1, sort_keys=True))
-        shutil.rmtree(root / key, ignore_errors=True)
-        work.rename(root / key)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _build(work: Path, uri: str, suite: str) -> None:
+def _build(work: Path) -> None:
     tree = work / "tree"
-    _debootstrap(tree, uri, suite, cache_dir() / "xen" / "debs")
+    uri, suite = apt_source()
+    debootstrap(tree, uri, suite, cache_dir() / "xen" / "debs", DOM0_PACKAGES)
     _write_keys(work)
     _configure(tree, work)
     _rebuild_initramfs(tree)
     _extract_boot_files(tree, work)
-    _trim(tree)
-    _mkfs(tree, work / "dom0.img", "hvlib-dom0", _tree_size(tree) * 5 // 4 + 512 * _MIB)
+    for path in (tree / "boot").iterdir():
+        path.unlink()
+    trim(tree)
+    mkfs(tree, work / "dom0.img", "hvlib-dom0", tree_size(tree) * 5 // 4 + 512 * MIB)
     shutil.rmtree(tree)
-
-
-def _debootstrap(tree: Path, uri: str, suite: str, debs: Path) -> None:
-    """Run debootstrap in a private mount namespace (its /proc mounts die with it)."""
-    debs.mkdir(parents=True, exist_ok=True)
-    argv = ["unshare", "--mount", "--propagation", "private", "debootstrap"]
-    argv += ["--variant=minbase", f"--cache-dir={debs}", "--include=" + ",".join(DOM0_PACKAGES)]
-    _run([*argv, suite, str(tree), uri], "debootstrap", timeout=1800)
 
 
 def _write_keys(work: Path) -> None:
@@ -310,17 +278,17 @@ def _write_keys(work: Path) -> None:
         public = key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
         )
-        _write(work / name, private, 0o600)
-        _write(work / f"{name}.pub", public + b"\n", 0o644)
+        write(work / name, private, 0o600)
+        write(work / f"{name}.pub", public + b"\n", 0o644)
 
 
 def _configure(tree: Path, work: Path) -> None:
     """Apply every dom0 change: init, network, SSH, libvirt, Xen console logging, cpu_map."""
-    _write(tree / DOM0_INIT.lstrip("/"), _INIT_SCRIPT.encode(), 0o755)
-    _write(tree / "usr/local/lib/hvlib/udhcpc-script", _UDHCPC_SCRIPT.encode(), 0o755)
+    write(tree / DOM0_INIT.lstrip("/"), _INIT_SCRIPT.encode(), 0o755)
+    write(tree / "usr/local/lib/hvlib/udhcpc-script", _UDHCPC_SCRIPT.encode(), 0o755)
     (tree / DOM0_KIT_DIR.lstrip("/")).mkdir(parents=True, exist_ok=True)
     _configure_ssh(tree, work)
-    _write(tree / "etc/libvirt/libvirtd.conf", _LIBVIRTD_CONFIG.encode(), 0o644)
+    write(tree / "etc/libvirt/libvirtd.conf", _LIBVIRTD_CONFIG.encode(), 0o644)
     with (tree / "etc/default/xen").open("a") as defaults:
         defaults.write(_XEN_DEFAULTS)
     for driver in tree.glob("usr/lib/*/libvirt/connection-driver/libvirt_driver_qemu.so"):
@@ -334,10 +302,10 @@ def _configure_ssh(tree: Path, work: Path) -> None:
         old.unlink()
     (work / "host_key").rename(ssh / "ssh_host_ed25519_key")  # only dom0 keeps it
     shutil.copyfile(work / "host_key.pub", ssh / "ssh_host_ed25519_key.pub")
-    _write(ssh / "sshd_config.d/hvlib.conf", _SSHD_CONFIG.encode(), 0o644)
+    write(ssh / "sshd_config.d/hvlib.conf", _SSHD_CONFIG.encode(), 0o644)
     dot_ssh = tree / "root/.ssh"
     dot_ssh.mkdir(mode=0o700, exist_ok=True)
-    _write(dot_ssh / "authorized_keys", (work / "client_key.pub").read_bytes(), 0o600)
+    write(dot_ssh / "authorized_keys", (work / "client_key.pub").read_bytes(), 0o600)
 
 
 def _rebuild_initramfs(tree: Path) -> None:
@@ -348,7 +316,7 @@ def _rebuild_initramfs(tree: Path) -> None:
     rest. Raises :class:`XenImageError` when update-initramfs fails.
     """
     conf = tree / "etc/initramfs-tools"
-    _write(
+    write(
         conf / "conf.d/hvlib.conf",
         b"# hvlib dom0: see /etc/initramfs-tools/modules\nMODULES=list\n",
         0o644,
@@ -357,7 +325,7 @@ def _rebuild_initramfs(tree: Path) -> None:
         modules.write("".join(f"{name}\n" for name in _INITRAMFS_MODULES))
     script = 'mount -t proc proc "$1/proc" && exec chroot "$1" update-initramfs -u -k all'
     argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(tree)]
-    _run(argv, "update-initramfs")
+    run(argv, "update-initramfs")
 
 
 def _add_cpu_model(cpu_map: Path) -> None:
@@ -386,140 +354,5 @@ def _extract_boot_files(tree: Path, work: Path) -> None:
     boot = tree / "boot"
     with gzip.open(boot / "xen-4.17-amd64.gz") as src, (work / "xen").open("wb") as dst:
         shutil.copyfileobj(src, dst)
-    shutil.copyfile(_only(boot.glob("vmlinuz-*")), work / "vmlinuz")
-    shutil.copyfile(_only(boot.glob("initrd.img-*")), work / "initrd.img")
-
-
-def _trim(tree: Path) -> None:
-    """Drop what dom0 never reads: /boot, package caches and lists, docs, man pages, locales."""
-    for pattern in ("boot/*", "var/cache/apt/archives/*.deb", "var/cache/apt/*.bin"):
-        for path in tree.glob(pattern):
-            path.unlink()
-    for sub in ("var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/locale"):
-        shutil.rmtree(tree / sub, ignore_errors=True)
-
-
-def _mkfs(tree: Path, image: Path, label: str, size: int) -> None:
-    size_mib = -(-size // _MIB)
-    argv = ["mkfs.ext4", "-q", "-F", "-m", "0", "-L", label, "-d", str(tree)]
-    _run([*argv, str(image), f"{size_mib}M"], "mkfs.ext4")
-
-
-def _prune(root: Path, keep: set[str]) -> None:
-    """Remove older builds and stale temporary directories (called with the lock held)."""
-    for path in root.iterdir():
-        stale = path.name.startswith(".build-") or re.fullmatch(r"[0-9a-f]{16}", path.name)
-        if stale and path.name not in keep and path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``root/.lock`` (serialises builds across processes)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def _package_versions(uri: str, suite: str, packages: tuple[str, ...]) -> dict[str, str]:
-    """Return each package's version in ``uri suite`` from apt's lists (``apt-cache madison``)."""
-    out = _run(["apt-cache", "madison", *packages], "apt-cache madison")
-    versions: dict[str, str] = {}
-    for line in out.splitlines():
-        fields = [f.strip() for f in line.split("|")]
-        if len(fields) == 3 and fields[2].startswith(f"{uri} {suite}/"):
-            versions.setdefault(fields[0], fields[1])
-    missing = sorted(set(packages) - set(versions))
-    if missing:
-        raise XenImageError(f"apt has no {suite} version of {missing}: run apt-get update")
-    return versions
-
-
-def _apt_entries(apt_dir: Path) -> Iterator[tuple[str, list[str], list[str]]]:
-    """Yield ``(uri, suites, components)`` of every enabled ``deb`` source."""
-    one_line = [apt_dir / "sources.list", *sorted(apt_dir.glob("sources.list.d/*.list"))]
-    for path in one_line:
-        if path.is_file():
-            yield from _one_line_entries(path.read_text())
-    for path in sorted(apt_dir.glob("sources.list.d/*.sources")):
-        yield from _deb822_entries(path.read_text())
-
-
-def _one_line_entries(text: str) -> Iterator[tuple[str, list[str], list[str]]]:
-    for line in text.splitlines():
-        words = re.sub(r"\[[^]]*\]", " ", line.split("#", 1)[0]).split()
-        if len(words) >= 3 and words[0] == "deb":
-            yield words[1], [words[2]], words[3:]
-
-
-def _deb822_entries(text: str) -> Iterator[tuple[str, list[str], list[str]]]:
-    for stanza in re.split(r"\n\s*\n", text):
-        fields: dict[str, str] = {}
-        for line in stanza.splitlines():
-            if ":" in line and not line.startswith(("#", " ")):
-                name, value = line.split(":", 1)
-                fields[name.strip().lower()] = value.strip()
-        if "deb" not in fields.get("types", "").split() or fields.get("enabled") == "no":
-            continue
-        for uri in fields.get("uris", "").split():
-            yield uri, fields.get("suites", "").split(), fields.get("components", "").split()
-
-
-def _os_release() -> dict[str, str]:
-    values: dict[str, str] = {}
-    for line in Path("/etc/os-release").read_text().splitlines():
-        if "=" in line:
-            name, value = line.split("=", 1)
-            values[name] = value.strip().strip('"')
-    return values
-
-
-def _source_hash() -> str:
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
-
-
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(_MIB), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _tree_size(tree: Path) -> int:
-    total = 0
-    for dirpath, _dirs, names in os.walk(tree):
-        for name in names:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-    return total
-
-
-def _only(paths: Iterator[Path]) -> Path:
-    found = sorted(paths)
-    if len(found) != 1:
-        raise XenImageError(f"expected exactly one file, found {found}")
-    return found[0]
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    os.chmod(path, mode)
-
-
-def _run(argv: list[str], what: str, timeout: float = 300.0) -> str:
-    """Run ``argv``; return its stdout.
-
-    Raises :class:`XenImageError` with the end of stderr when it fails or runs longer than
-    ``timeout`` seconds.
-    """
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        raise XenImageError(f"{what} did not finish within {timeout} s") from e
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip()[-2000:]
-        raise XenImageError(f"{what} failed (exit {proc.returncode}): {tail}")
-    return proc.stdout
+    shutil.copyfile(only(boot.glob("vmlinuz-*")), work / "vmlinuz")
+    shutil.copyfile(only(boot.glob("initrd.img-*")), work / "initrd.img")
