@@ -455,12 +455,15 @@ class Connection:
         except HvlibError as e:
             if ticket is not None and ticket.fired:
                 raise self._timed_out(ticket, name) from e
-            if isinstance(e, HostError) and not self._alive(conn):
-                self.mark_lost(conn)
-            elif not (e.code or isinstance(e, (SpecError, HostError)) or self._alive(conn)):
-                # a call cut off by the daemon's death can fail with no libvirt error set
-                # ("virDomainGetState() failed", code 0): on a dead connection it is a
-                # HostError (so safe calls are retried after the reconnect), not a LibvirtError
+            if isinstance(e, HostError):
+                if not self._alive(conn):
+                    self.mark_lost(conn)
+            elif not isinstance(e, SpecError) and not self._alive(conn):
+                # a call cut off by the daemon's death fails with whatever libvirt's client
+                # had at hand: no error set ("virDomainGetState() failed", code 0) or an
+                # internal error ("client socket is closed", code 1, seen under load with
+                # libvirtd killed). On a dead connection it is a HostError, so safe calls are
+                # retried after the reconnect and a wait keeps waiting, not a LibvirtError
                 self.mark_lost(conn)
                 raise HostError(f"{self.uri}: connection lost during a call: {e}", name=name) from e
             raise
