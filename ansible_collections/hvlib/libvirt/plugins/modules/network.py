@@ -28,7 +28,7 @@ options:
     choices: [present, absent]
     default: present
   ipv4:
-    description: The host's address on the network with its prefix (C(192.168.150.1/24)).
+    description: The host's address on the network with its prefix (C(192.0.2.1/24), a documentation address; networks live where libvirtd runs, in the tests inside their own network namespace).
     type: str
   mode:
     description: The forward mode (C(nat), C(route), C(isolated)).
@@ -59,10 +59,10 @@ EXAMPLES = r"""
 - name: A NAT network with one reservation
   hvlib.libvirt.network:
     name: lab
-    ipv4: 192.168.150.1/24
-    dhcp_range: [192.168.150.100, 192.168.150.200]
+    ipv4: 192.0.2.1/24
+    dhcp_range: [192.0.2.100, 192.0.2.200]
     hosts:
-      - {mac: "52:54:00:00:00:10", ip: 192.168.150.10, name: web1}
+      - {mac: "52:54:00:00:00:10", ip: 192.0.2.10, name: web1}
 """
 
 RETURN = r"""
