@@ -28,7 +28,7 @@ options:
     choices: [present, absent]
     default: present
   ipv4:
-    description: The host's address on the network with its prefix (C(192.0.2.1/24), a documentation address; networks live where libvirtd runs, in the tests inside their own network namespace).
+    description: The host's address on the network with its prefix (C(192.0.2.1/24)).
     type: str
   mode:
     description: The forward mode (C(nat), C(route), C(isolated)).
